@@ -1,0 +1,178 @@
+"""Factual recall of a causal LM: greedy whole-name answers and answer log-probabilities.
+
+Works on any ``transformers`` causal LM (full precision, bitsandbytes, GPTQ/AWQ) and any
+fast tokenizer: prompts are left-padded and batched, the answer's tokens are found from
+the tokenizer's character offsets (so a BPE tokenizer's leading space is handled), and an
+answer counts as recalled only if the whole name is generated, followed by a word boundary.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import unicodedata
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from ..knowledge.world import chance_rates
+
+
+def normalize(text: str) -> str:
+    """Lower case, accents and punctuation dropped, whitespace collapsed."""
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(c for c in text if not unicodedata.combining(c)).lower()
+    return " ".join(re.sub(r"[^\w\s]", " ", text).split())
+
+
+def is_whole_name_match(generated: str, aliases: Sequence[str]) -> bool:
+    """True if the generated continuation starts with one alias, as a whole name."""
+    gen = normalize(generated)
+    for alias in aliases:
+        a = normalize(alias)
+        if a and gen.startswith(a) and (len(gen) == len(a) or gen[len(a)] == " "):
+            return True
+    return False
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.inference_mode()
+def greedy_continuations(
+    model, tokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 256, progress: bool = False
+) -> list[str]:
+    """Greedy continuation of each prompt (special tokens dropped)."""
+    tokenizer.padding_side = "left"
+    device = model_device(model)
+    out: list[str] = []
+    for i in tqdm(range(0, len(prompts), batch_size), desc="generate", disable=not progress):
+        enc = tokenizer(list(prompts[i : i + batch_size]), return_tensors="pt", padding=True).to(device)
+        gen = model.generate(
+            **enc,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        out += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    return out
+
+
+@torch.inference_mode()
+def answer_logprobs(
+    model, tokenizer, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 256
+) -> np.ndarray:
+    """Sum of log p(answer tokens | prompt), teacher-forced, for ``prompt + " " + answer``."""
+    tokenizer.padding_side = "right"
+    device = model_device(model)
+    scores = np.zeros(len(prompts))
+    for i in range(0, len(prompts), batch_size):
+        ps, ans = prompts[i : i + batch_size], answers[i : i + batch_size]
+        texts = [f"{p} {a}" for p, a in zip(ps, ans)]
+        enc = tokenizer(texts, return_tensors="pt", padding=True, return_offsets_mapping=True)
+        offsets = enc.pop("offset_mapping")
+        # Answer tokens: those that end after the prompt's last character.
+        ends = offsets[:, :, 1]
+        is_answer = (ends > torch.tensor([len(p) for p in ps])[:, None]) & enc["attention_mask"].bool()
+        logits = model(**enc.to(device)).logits.float().cpu()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)
+        target = enc["input_ids"][:, 1:].cpu()
+        token_logp = logp.gather(-1, target[..., None])[..., 0]
+        scores[i : i + len(ps)] = (token_logp * is_answer[:, 1:]).sum(1).numpy()
+    tokenizer.padding_side = "left"
+    return scores
+
+
+def score_prompts(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    aliases: Sequence[Sequence[str]] | None = None,
+    max_new_tokens: int | None = None,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Per prompt: the greedy continuation, whether it recalls the answer (or an alias) as a
+    whole name, and the answer's log-probability. Duplicate (prompt, answer) pairs are
+    scored once."""
+    aliases = aliases if aliases is not None else [[a] for a in answers]
+    frame = pd.DataFrame({"prompt": list(prompts), "answer": list(answers), "aliases": [list(a) for a in aliases]})
+    unique = frame.drop_duplicates(["prompt", "answer"]).reset_index(drop=True)
+    if max_new_tokens is None:
+        # Longest answer in tokens, plus one to see where the name ends.
+        longest = max(len(tokenizer(" " + a, add_special_tokens=False)["input_ids"]) for a in unique["answer"])
+        max_new_tokens = longest + 1
+    unique_prompts = unique["prompt"].drop_duplicates().tolist()
+    generated = dict(
+        zip(unique_prompts, greedy_continuations(model, tokenizer, unique_prompts, max_new_tokens, batch_size, progress))
+    )
+    unique["generated"] = unique["prompt"].map(generated)
+    unique["correct"] = [is_whole_name_match(g, a) for g, a in zip(unique["generated"], unique["aliases"])]
+    unique["answer_logprob"] = answer_logprobs(model, tokenizer, unique["prompt"].tolist(), unique["answer"].tolist(), batch_size)
+    return frame[["prompt", "answer"]].merge(
+        unique[["prompt", "answer", "generated", "correct", "answer_logprob"]], on=["prompt", "answer"], how="left"
+    )
+
+
+def evaluate_one_hop(model, tokenizer, one_hop: pd.DataFrame, batch_size: int = 256, progress: bool = False) -> pd.DataFrame:
+    """One row per one-hop fact: relation, subject, object, generated, correct, answer_logprob."""
+    scored = score_prompts(
+        model, tokenizer, one_hop["prompt"].tolist(), one_hop["object"].tolist(),
+        one_hop["object_aliases"].tolist(), batch_size=batch_size, progress=progress,
+    )
+    return pd.concat([one_hop[["relation", "subject", "object"]].reset_index(drop=True), scored[["generated", "correct", "answer_logprob"]]], axis=1)
+
+
+TWO_HOP_READOUTS = {
+    # readout: (prompt column, answer column, aliases column)
+    "r1(e1)": ("prompt_first_hop", "e2", "e2_aliases"),
+    "r2(e2)": ("prompt_one_hop", "e3", "e3_aliases"),
+    "r2(r1(e1))": ("prompt_two_hop", "e3", "e3_aliases"),
+}
+
+
+def evaluate_two_hop(model, tokenizer, two_hop: pd.DataFrame, batch_size: int = 256, progress: bool = False) -> pd.DataFrame:
+    """One row per chain and readout: the bridge r1(e1), the second hop alone r2(e2), and
+    the latent composition r2(r1(e1))."""
+    frames = []
+    base = two_hop[["composition", "e1", "e2", "e3", "split"]].reset_index(drop=True)
+    for readout, (prompt_col, answer_col, alias_col) in TWO_HOP_READOUTS.items():
+        scored = score_prompts(
+            model, tokenizer, two_hop[prompt_col].tolist(), two_hop[answer_col].tolist(),
+            two_hop[alias_col].tolist(), batch_size=batch_size, progress=progress,
+        )
+        frames.append(base.assign(readout=readout, **scored[["generated", "correct", "answer_logprob"]]))
+    return pd.concat(frames, ignore_index=True)
+
+
+def summarize_recall(one_hop_scores: pd.DataFrame, two_hop_scores: pd.DataFrame, two_hop: pd.DataFrame) -> dict[str, float]:
+    """Headline figures: one-hop accuracy (overall and per relation), two-hop accuracy per
+    split and readout beside the chance rate of the composition."""
+    metrics: dict[str, float] = {
+        "one_hop.accuracy": float(one_hop_scores["correct"].mean()),
+        "one_hop.answer_logprob": float(one_hop_scores["answer_logprob"].mean()),
+    }
+    for relation, acc in one_hop_scores.groupby("relation")["correct"].mean().items():
+        metrics[f"one_hop.accuracy.{relation}"] = float(acc)
+    chance = chance_rates(two_hop)
+    comp = two_hop_scores[two_hop_scores["readout"] == "r2(r1(e1))"]
+    for split, part in comp.groupby("split"):
+        metrics[f"two_hop.{split}.accuracy"] = float(part["correct"].mean())
+        metrics[f"two_hop.{split}.chance"] = float(part["composition"].map(chance).mean())
+        metrics[f"two_hop.{split}.answer_logprob"] = float(part["answer_logprob"].mean())
+    for (split, readout), part in two_hop_scores.groupby(["split", "readout"]):
+        metrics[f"two_hop.{split}.{readout}.accuracy"] = float(part["correct"].mean())
+    return metrics
+
+
+def timed(fn, *args, **kwargs):
+    """Run ``fn`` and return (result, seconds)."""
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - start

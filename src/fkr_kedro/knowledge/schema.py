@@ -1,0 +1,96 @@
+"""One schema for evaluation prompts, shared by every knowledge source.
+
+The synthetic world, LRE and TwoHopFact all end up as two tidy tables:
+
+* one-hop rows (knowledge memorization): ``relation, subject, object, prompt,
+  subject_start, subject_end, object_aliases``: ``prompt[subject_start:subject_end]``
+  is the subject mention and the object completes the prompt;
+* two-hop rows (latent multi-hop reasoning): a chain ``e1 -r1-> e2 -r2-> e3`` with the
+  two-hop prompt (bridge only described, never named), the character span of the
+  descriptive mention of the bridge, the one-hop prompt of the second hop alone
+  (``r2(e2)``) and of the first hop alone (``r1(e1)``).
+
+Spans are Python character offsets (end exclusive); positions in tokens are derived
+later from the tokenizer's offsets, never by splitting on spaces.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+ONE_HOP_COLUMNS = [
+    "relation",
+    "subject",
+    "object",
+    "prompt",
+    "subject_start",
+    "subject_end",
+    "object_aliases",
+]
+
+TWO_HOP_COLUMNS = [
+    "composition",
+    "e1",
+    "r1",
+    "e2",
+    "r2",
+    "e3",
+    "prompt_two_hop",
+    "mention_start",
+    "mention_end",
+    "prompt_one_hop",
+    "prompt_first_hop",
+    "e2_aliases",
+    "e3_aliases",
+    "split",
+]
+
+# Two-hop splits: "seen" chains are stated in the training corpus, "held_out" are not.
+TWO_HOP_SPLITS = ("seen", "held_out")
+
+
+class SchemaError(ValueError):
+    """A knowledge table does not follow the shared schema."""
+
+
+def validate_one_hop(df: pd.DataFrame, source: str = "one-hop table") -> pd.DataFrame:
+    """Check columns and spans of a one-hop table; return it with columns in order."""
+    _require_columns(df, ONE_HOP_COLUMNS, source)
+    _check_spans(df, "prompt", "subject_start", "subject_end", "subject", source)
+    return df[ONE_HOP_COLUMNS + [c for c in df.columns if c not in ONE_HOP_COLUMNS]]
+
+
+def validate_two_hop(df: pd.DataFrame, source: str = "two-hop table") -> pd.DataFrame:
+    """Check columns, spans and splits of a two-hop table; return it with columns in order."""
+    _require_columns(df, TWO_HOP_COLUMNS, source)
+    _check_spans(df, "prompt_two_hop", "mention_start", "mention_end", None, source)
+    bad_split = ~df["split"].isin(TWO_HOP_SPLITS)
+    if bad_split.any():
+        raise SchemaError(
+            f"{source}: column 'split' must be one of {TWO_HOP_SPLITS}; "
+            f"found {sorted(df.loc[bad_split, 'split'].unique())[:5]}"
+        )
+    return df[TWO_HOP_COLUMNS + [c for c in df.columns if c not in TWO_HOP_COLUMNS]]
+
+
+def _require_columns(df: pd.DataFrame, columns: list[str], source: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise SchemaError(f"{source}: missing columns {missing}; expected {columns}")
+
+
+def _check_spans(
+    df: pd.DataFrame, text_col: str, start_col: str, end_col: str, expect_col: str | None, source: str
+) -> None:
+    for i, row in enumerate(df.itertuples(index=False)):
+        text = getattr(row, text_col)
+        start, end = int(getattr(row, start_col)), int(getattr(row, end_col))
+        if not 0 <= start < end <= len(text):
+            raise SchemaError(
+                f"{source}, row {i}: span [{start}, {end}) lies outside {text_col} {text!r}"
+            )
+        if expect_col is not None and text[start:end] != getattr(row, expect_col):
+            raise SchemaError(
+                f"{source}, row {i}: {text_col}[{start}:{end}] is {text[start:end]!r}, "
+                f"not the {expect_col} {getattr(row, expect_col)!r}"
+            )
