@@ -1,0 +1,35 @@
+"""Shared fixtures: the small ``test`` configuration run in a throw-away project copy."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def kedro_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the project's configuration in a temporary folder (data/ empty), made the
+    working directory, so a test run never touches the user's data or MLflow store."""
+    for name in ("conf", "pyproject.toml", ".telemetry"):
+        src = PROJECT_ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, tmp_path / name, ignore=shutil.ignore_patterns("local"))
+        else:
+            shutil.copy(src, tmp_path / name)
+    (tmp_path / "conf" / "local").mkdir(exist_ok=True)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run_kedro(project: Path, pipeline: str | None = None, env: str = "test", **run_kwargs):
+    """Run a pipeline of the project in-process; return the session's run outputs."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project, env=env) as session:
+        return session.run(pipeline_names=[pipeline] if pipeline else None, **run_kwargs)

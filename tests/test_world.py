@@ -1,0 +1,97 @@
+import dataclasses
+
+import pytest
+
+from fkr_kedro.knowledge.schema import SchemaError, validate_one_hop
+from fkr_kedro.knowledge.world import RELATIONS, WorldConfig, chance_rates, generate_world
+
+SMALL = WorldConfig(
+    n_people=300, n_cities=20, n_countries=6, n_continents=3, n_companies=10, n_landmarks=20,
+    n_first_names=20, n_last_names=20, n_place_parts=12, held_out_fraction=0.2,
+)
+
+
+@pytest.fixture(scope="module")
+def world():
+    return generate_world(SMALL)
+
+
+def test_same_seed_same_world_other_seed_other_world(world):
+    again = generate_world(SMALL)
+    assert again.facts == world.facts
+    assert again.corpus() == world.corpus()
+    assert again.two_hop_table().equals(world.two_hop_table())
+    other = generate_world(dataclasses.replace(SMALL, seed=1))
+    assert other.facts != world.facts
+
+
+def test_one_object_per_subject_and_relation(world):
+    one_hop = world.one_hop_table()
+    assert not one_hop.duplicated(["relation", "subject"]).any()
+    # Every statement in the corpus agrees with the ground truth: for each relation and
+    # template, the statement about s names exactly facts[r][s].
+    corpus = set(world.corpus())
+    for r, facts in world.facts.items():
+        for template in RELATIONS[r].templates:
+            for s, o in facts.items():
+                assert template.format(s=s, o=o) in corpus
+    # No entity name is shared across types, so no statement can be read two ways.
+    names = [n for names in world.entities.values() for n in names]
+    assert len(names) == len(set(names))
+
+
+def test_names_have_several_tokens_from_shared_parts(world):
+    for kind in ("person", "city", "country", "company", "landmark"):
+        names = world.entities[kind]
+        assert all(len(n.split()) >= 2 for n in names), kind
+        parts = [p for n in names for p in n.split()]
+        assert len(set(parts)) < len(parts), f"{kind} names share no parts"
+
+
+def test_two_hop_chains_follow_the_facts_and_spans_point_at_the_mention(world):
+    two_hop = world.two_hop_table()
+    for row in two_hop.itertuples():
+        assert world.facts[row.r1][row.e1] == row.e2
+        assert world.facts[row.r2][row.e2] == row.e3
+        mention = row.prompt_two_hop[row.mention_start : row.mention_end]
+        assert mention == RELATIONS[row.r1].mention.format(s=row.e1)
+        assert mention.endswith(row.e1)
+        assert row.e2 not in row.prompt_two_hop  # the bridge is described, never named
+        assert row.prompt_one_hop.endswith(f"{row.e2} is")
+
+
+def test_held_out_chains_are_never_stated(world):
+    two_hop = world.two_hop_table()
+    corpus = world.corpus()
+    held = two_hop[two_hop["split"] == "held_out"]
+    seen = two_hop[two_hop["split"] == "seen"]
+    assert len(held) > 0 and len(seen) > 0
+    for prompt in held["prompt_two_hop"]:
+        assert not any(line.startswith(prompt + " ") for line in corpus), prompt
+    assert all(f"{p} {o}" in set(corpus) for p, o in zip(seen["prompt_two_hop"], seen["e3"]))
+    # Both hops of every held-out chain are stated as one-hop facts.
+    for row in held.itertuples():
+        assert f"{row.prompt_first_hop} {row.e2}" in set(corpus)
+
+
+def test_balanced_world_has_exact_knowledge_load_and_chance(world):
+    import math
+
+    expected = sum(len(f) * math.log2(len(world.entities[RELATIONS[r].range])) for r, f in world.facts.items())
+    assert world.knowledge_bits() == pytest.approx(expected)
+    chance = chance_rates(world.two_hop_table())
+    # 300 people over 20 cities over 6 countries: each country hosts 3-4 cities of 15 people.
+    assert chance["birth_city>city_country"] == pytest.approx(4 * 15 / 300)
+
+
+def test_bad_config_and_bad_tables_fail_early():
+    with pytest.raises(ValueError, match="n_people"):
+        WorldConfig(n_people=10_000, n_first_names=10, n_last_names=10)
+    with pytest.raises(ValueError, match="does not chain"):
+        WorldConfig(compositions=(("birth_city", "employer"),))
+    one_hop = generate_world(SMALL).one_hop_table()
+    broken = one_hop.assign(subject_start=one_hop["subject_start"] + 1)
+    with pytest.raises(SchemaError, match="not the subject"):
+        validate_one_hop(broken)
+    with pytest.raises(SchemaError, match="missing columns"):
+        validate_one_hop(one_hop.drop(columns=["prompt"]))
