@@ -9,12 +9,12 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(
                 train_model,
                 inputs=["train_corpus", "params:model_shape", "params:training"],
-                outputs=["base_model", "training_history"],
+                outputs=["base_model@hf", "training_history"],
                 name="train_model",
             ),
             node(
                 measure_trained_model,
-                inputs=["base_model", "one_hop_prompts", "two_hop_prompts", "world_summary", "training_history"],
+                inputs=["base_model@hf", "one_hop_prompts", "two_hop_prompts", "world_summary", "training_history"],
                 outputs="training_metrics",
                 name="measure_trained_model",
             ),

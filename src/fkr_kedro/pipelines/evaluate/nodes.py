@@ -1,0 +1,61 @@
+"""Nodes of the evaluate pipeline: how much factual knowledge each variant still recalls."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from fkr_kedro.analysis.recall import evaluate_one_hop, evaluate_two_hop, summarize_recall
+from fkr_kedro.modeling.load import CausalLM
+from fkr_kedro.quantization.footprint import footprint
+from fkr_kedro.quantization.variants import VariantSpec
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_recall(
+    model: CausalLM, one_hop_prompts: pd.DataFrame, two_hop_prompts: pd.DataFrame, evaluate: dict
+) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Per-fact and per-chain scores, and the headline metrics with throughput."""
+    batch_size = int(evaluate.get("batch_size", 256))
+    start = time.perf_counter()
+    one_hop = evaluate_one_hop(model.model, model.tokenizer, one_hop_prompts, batch_size, progress=True)
+    two_hop = evaluate_two_hop(model.model, model.tokenizer, two_hop_prompts, batch_size, progress=True)
+    seconds = time.perf_counter() - start
+    metrics = summarize_recall(one_hop, two_hop, two_hop_prompts)
+    metrics["eval.seconds"] = seconds
+    metrics["eval.prompts_per_second"] = (len(one_hop) + len(two_hop)) / seconds
+    return one_hop, two_hop, metrics
+
+
+def measure_footprint(model_dir: Path) -> dict:
+    return footprint(model_dir).as_dict()
+
+
+def tabulate_variants(specs: list[VariantSpec], *metrics_and_footprints: dict) -> pd.DataFrame:
+    """One tidy table: a row per variant and metric (relation-level metrics keep their
+    relation in its own column), with the variant's method, bits and group size."""
+    rows = []
+    for spec, metrics, size in zip(specs, metrics_and_footprints[::2], metrics_and_footprints[1::2]):
+        for key, value in {**metrics, **size}.items():
+            metric, _, relation = key.partition(".accuracy.") if key.startswith("one_hop.accuracy.") else (key, "", "")
+            rows.append(
+                {
+                    "variant": spec.name,
+                    "method": spec.method,
+                    "bits": spec.bits,
+                    "group_size": spec.group_size,
+                    "calibration_size": spec.calibration_size,
+                    "metric": "one_hop.accuracy" if relation else metric,
+                    "relation": relation or None,
+                    "value": float(value),
+                }
+            )
+    table = pd.DataFrame(rows)
+    headline = table[table["metric"].isin(["one_hop.accuracy", "two_hop.held_out.accuracy", "effective_bits"]) & table["relation"].isna()]
+    wide = headline.pivot(index="variant", columns="metric", values="value").reindex([s.name for s in specs])
+    log.info("Recall by variant:\n%s", wide.to_string(float_format=lambda v: f"{v:.4f}"))
+    return table

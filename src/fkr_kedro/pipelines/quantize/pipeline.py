@@ -1,0 +1,31 @@
+"""One namespaced instance of the same quantization pipeline per variant in parameters."""
+
+from functools import partial, update_wrapper
+
+from kedro.pipeline import Pipeline, node
+
+from fkr_kedro.run_config import active_variants
+
+from .nodes import plan_quantization
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return sum((variant_pipeline(spec) for spec in active_variants()), Pipeline([]))
+
+
+def variant_pipeline(spec) -> Pipeline:
+    quantize_node = update_wrapper(partial(plan_quantization, variant=spec), plan_quantization)
+    return Pipeline(
+        [
+            node(
+                quantize_node,
+                inputs=["base_model@dir", "train_corpus", "params:quantize"],
+                outputs="model@variant",
+                name="quantize",
+            )
+        ],
+        namespace=spec.name,
+        inputs={"base_model@dir", "train_corpus"},
+        parameters={"params:quantize"},
+        tags=["quantize", spec.method],
+    )

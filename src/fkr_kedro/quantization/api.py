@@ -1,0 +1,65 @@
+"""The one interface over all methods: quantize a model directory into a variant
+directory, and load any variant back."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from transformers import AutoConfig
+
+from ..modeling.load import CausalLM, load_causal_lm
+from .methods import METHODS
+from .variants import VariantSpec, validate_variants
+
+log = logging.getLogger(__name__)
+
+VARIANT_FILE = "variant.json"
+
+
+def quantize(source_dir: Path, spec: VariantSpec, calibration_texts: list[str], out_dir: Path) -> None:
+    """Write variant ``spec`` of the model in ``source_dir`` to ``out_dir``: a standard
+    model directory (safetensors weights, config.json with its quantization_config,
+    tokenizer) plus ``variant.json`` (the spec, calibration count, seconds taken).
+    Calibrated methods use the first ``spec.calibration_size`` texts. The directory is
+    built beside ``out_dir`` and moved into place, so a failed run leaves no half variant."""
+    source_dir, out_dir = Path(source_dir).resolve(), Path(out_dir).resolve()
+    validate_variants([spec], AutoConfig.from_pretrained(source_dir))
+    method = METHODS[spec.method]
+    calibration = list(calibration_texts[: spec.calibration_size]) if method.calibrated else []
+    if method.calibrated and len(calibration) < spec.calibration_size:
+        raise ValueError(
+            f"variant {spec.name!r} asks for {spec.calibration_size} calibration texts but only "
+            f"{len(calibration)} were given: lower calibration_size or pass more texts"
+        )
+    backend = importlib.import_module(f".{method.backend}", __package__)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        start = time.perf_counter()
+        backend.quantize(source_dir, spec, calibration, staging)
+        seconds = time.perf_counter() - start
+        record = {**spec.model_dump(), "calibration_texts": len(calibration), "seconds": round(seconds, 3)}
+        (staging / VARIANT_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        staging.rename(out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("variant %s: %s in %.1f s -> %s", spec.name, method.description, seconds, out_dir)
+
+
+def load_quantized(model_dir: Path, device: str = "auto") -> CausalLM:
+    """Load any variant directory on ``device`` ('auto' picks CUDA when present): GPTQ,
+    AWQ and RTN through GPTQModel, bitsandbytes and full precision through transformers."""
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    if config.get("quantization_config", {}).get("quant_method") in ("gptq", "awq"):
+        from . import gptq
+
+        return gptq.load(Path(model_dir), device)
+    return load_causal_lm(model_dir, device=device)

@@ -1,0 +1,75 @@
+"""What a saved variant costs: bytes on disk and effective bits per quantized weight.
+
+Effective bits are counted from the stored format, not assumed from the nominal bits: for
+each linear layer that the methods quantize (every ``nn.Linear`` but the lm_head), the bytes
+of every tensor stored under the layer's name except its bias (packed weights, scales,
+zero points, ``g_idx``, bitsandbytes' absmax, code book and serialized quant state), read
+from the safetensors headers, times 8, over the layer's ``in_features * out_features``.
+A full-precision variant reads 32 (or 16) bits.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from transformers import AutoConfig
+
+from .methods import quantizable_linears
+
+
+@dataclass(frozen=True)
+class LayerFootprint:
+    name: str
+    weights: int  # in_features * out_features of the original layer
+    bits: int  # bits stored for it
+
+
+@dataclass(frozen=True)
+class Footprint:
+    storage_bytes: int  # all weight files (*.safetensors) of the directory
+    layers: tuple[LayerFootprint, ...]
+
+    @property
+    def quantized_weights(self) -> int:
+        return sum(layer.weights for layer in self.layers)
+
+    @property
+    def effective_bits(self) -> float:
+        return sum(layer.bits for layer in self.layers) / self.quantized_weights
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "storage_bytes": self.storage_bytes,
+            "quantized_weights": self.quantized_weights,
+            "effective_bits": self.effective_bits,
+        }
+
+
+def footprint(model_dir: str | Path, trust_remote_code: bool = False) -> Footprint:
+    model_dir = Path(model_dir)
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no *.safetensors weight files in {model_dir}")
+    stored: dict[str, int] = {}
+    for file in files:
+        stored.update(safetensors_tensor_bytes(file))
+    layers = []
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    for name, linear in quantizable_linears(config, trust_remote_code).items():
+        prefix = f"{name}."
+        nbytes = sum(n for key, n in stored.items() if key.startswith(prefix) and key != f"{name}.bias")
+        if nbytes == 0:
+            raise ValueError(f"{model_dir}: no stored tensors for linear layer {name!r}")
+        layers.append(LayerFootprint(name, linear.in_features * linear.out_features, 8 * nbytes))
+    return Footprint(sum(f.stat().st_size for f in files), tuple(layers))
+
+
+def safetensors_tensor_bytes(path: str | Path) -> dict[str, int]:
+    """Bytes of each tensor in a safetensors file, from its header alone."""
+    with open(path, "rb") as f:
+        (header_len,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(header_len))
+    return {k: v["data_offsets"][1] - v["data_offsets"][0] for k, v in header.items() if k != "__metadata__"}

@@ -1,0 +1,76 @@
+"""The registry of quantization methods: what each accepts and which backend module runs it.
+
+Every backend module (``fp``, ``bnb``, ``gptq``, ``rtn``) exposes
+``quantize(source_dir, spec, calibration_texts, out_dir)``. The rules here are what
+:func:`~fkr_kedro.quantization.variants.validate_variants` checks before any model loads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import PretrainedConfig
+
+# Group sizes GPTQModel 7.0.0's portable torch kernels pack and run (TorchLinear for the
+# GPTQ format, TorchAwqLinear for AWQ's GEMM format); -1 is one group spanning each row.
+GPTQ_GROUP_SIZES = (-1, 16, 32, 64, 128, 256, 512, 1024)
+AWQ_GROUP_SIZES = (-1, 16, 32, 64, 128)
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    backend: str  # module of this package that runs it
+    bits: tuple[int, ...]  # nominal bit widths accepted; the first is the default
+    group_sizes: tuple[int, ...] = ()  # accepted group sizes; () when the method has no groups
+    default_group_size: int | None = None
+    options: frozenset[str] = frozenset()  # VariantSpec fields the method reads besides bits/group_size
+    description: str = ""
+
+    @property
+    def calibrated(self) -> bool:
+        return "calibration_size" in self.options
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("fp", "fp", (), description="full precision reference, weights as trained"),
+        Method(
+            "bnb_int8", "bnb", (8,),
+            description="bitsandbytes LLM.int8: int8 weights with a scale per row, outlier activations in fp16",
+        ),
+        Method("bnb_nf4", "bnb", (4,), description="bitsandbytes 4-bit NormalFloat, absmax per block of 64"),
+        Method("bnb_fp4", "bnb", (4,), description="bitsandbytes 4-bit float, absmax per block of 64"),
+        Method(
+            "gptq", "gptq", (4, 8, 3, 2), GPTQ_GROUP_SIZES, 128,
+            frozenset({"calibration_size", "sym", "desc_act"}),
+            "GPTQ (second-order error compensation) through GPTQModel",
+        ),
+        Method(
+            "awq", "gptq", (4,), AWQ_GROUP_SIZES, 128,
+            frozenset({"calibration_size", "sym"}),
+            "AWQ (activation-aware scaling) through GPTQModel, GEMM format",
+        ),
+        Method(
+            "rtn", "rtn", (4, 8, 3, 2), GPTQ_GROUP_SIZES, 128,
+            frozenset({"sym"}),
+            "round-to-nearest per group, no calibration (GPTQModel's weight-only RTN), GPTQ format",
+        ),
+    )
+}
+
+
+def quantizable_linears(
+    config: PretrainedConfig, trust_remote_code: bool = False
+) -> dict[str, torch.nn.Linear]:
+    """The linear layers every method quantizes: each ``nn.Linear`` of the architecture but
+    the output embedding (lm_head), which all of them leave in full precision. Built on the
+    meta device, so no weights are read or allocated."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    head = model.get_output_embeddings()
+    return {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and m is not head}

@@ -1,0 +1,161 @@
+"""Typed quantization variants and their validation, done before any model loads.
+
+A variant is one quantized (or full-precision) copy of the source model. Its ``name`` is
+the Kedro namespace of its pipeline instance, so it must be letters, digits and
+underscores; left out, it is built from method, bits and group size
+(``gptq_w4_g32``, ``rtn_w2_g32``, ``bnb_nf4``, ``fp``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NoReturn
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from transformers import PretrainedConfig
+
+from .methods import METHODS, Method, quantizable_linears
+
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+class VariantError(ValueError):
+    """A variant that cannot run as configured; the message names the variant and the fix."""
+
+
+class VariantSpec(BaseModel):
+    """One variant. ``bits`` and ``group_size`` default to the method's defaults; ``sym``
+    (a grid symmetric around zero instead of a min-max grid with a zero point) and
+    ``desc_act`` (GPTQ's activation order) default to off; ``calibration_size`` is how many
+    calibration texts GPTQ and AWQ use (the first ones); ``device`` is where quantization
+    runs ('auto' picks CUDA when present)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    method: str
+    bits: int | None = None
+    group_size: int | None = None
+    calibration_size: int = Field(128, ge=1)
+    sym: bool = False
+    desc_act: bool = False
+    device: str = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("method") not in METHODS:
+            if isinstance(data, dict) and "name" not in data:
+                data = {**data, "name": str(data.get("method", ""))}
+            return data
+        method = METHODS[data["method"]]
+        data = dict(data)
+        if data.get("bits") is None and method.bits:
+            data["bits"] = method.bits[0]
+        if data.get("group_size") is None:
+            data["group_size"] = method.default_group_size
+        if "name" not in data:
+            data["name"] = variant_name(
+                method.name,
+                data.get("bits"),
+                data["group_size"],
+                sym=data.get("sym", False),
+                desc_act=data.get("desc_act", False),
+            )
+        return data
+
+
+def variant_name(
+    method: str, bits: int | None = None, group_size: int | None = None, sym: bool = False, desc_act: bool = False
+) -> str:
+    """The default name: ``fp``, ``bnb_nf4``, ``gptq_w4_g32``, ``rtn_w3_perchannel``,
+    with ``_sym`` / ``_descact`` appended when those are on."""
+    if method not in METHODS or not METHODS[method].group_sizes:
+        return method
+    group = "perchannel" if group_size == -1 else f"g{group_size}"
+    return f"{method}_w{bits}_{group}" + ("_sym" if sym else "") + ("_descact" if desc_act else "")
+
+
+def validate_variants(
+    specs: Sequence[VariantSpec],
+    model_config_or_layer_widths: PretrainedConfig | Iterable[int],
+    cuda_available: bool | None = None,
+) -> list[VariantSpec]:
+    """Check every variant against its method and the model; raise one :class:`VariantError`
+    for the first problem found, naming the variant and the fix. Returns the specs."""
+    if isinstance(model_config_or_layer_widths, PretrainedConfig):
+        widths = {m.in_features for m in quantizable_linears(model_config_or_layer_widths).values()}
+    else:
+        widths = {int(w) for w in model_config_or_layer_widths}
+    if cuda_available is None:
+        cuda_available = torch.cuda.is_available()
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.name in seen:
+            raise VariantError(f"variant {spec.name!r} is listed twice: give one of them another name")
+        seen.add(spec.name)
+        _check(spec, widths, cuda_available)
+    return list(specs)
+
+
+def _check(spec: VariantSpec, widths: set[int], cuda_available: bool) -> None:
+    def fail(problem: str, fix: str) -> NoReturn:
+        raise VariantError(f"variant {spec.name!r}: {problem}; {fix}")
+
+    if not _NAME.fullmatch(spec.name):
+        fail(
+            "the name is not a valid Kedro namespace",
+            "use letters, digits and underscores, starting with a letter (e.g. gptq_w4_g32)",
+        )
+    method = METHODS.get(spec.method)
+    if method is None:
+        fail(f"unknown method {spec.method!r}", f"use one of {', '.join(METHODS)}")
+    _check_bits(spec, method, fail)
+    _check_group_size(spec, method, widths, fail)
+    for option in ("calibration_size", "sym", "desc_act"):
+        if option in spec.model_fields_set and option not in method.options:
+            fail(f"method {method.name} takes no {option} option", f"remove {option} from this variant")
+    if not _DEVICE.fullmatch(spec.device):
+        fail(f"unknown device {spec.device!r}", "use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    if spec.device.startswith("cuda") and not cuda_available:
+        fail(f"device {spec.device!r} needs a CUDA GPU and none is visible", "set device to 'auto' or 'cpu'")
+
+
+def _check_bits(spec: VariantSpec, method: Method, fail: Callable[[str, str], NoReturn]) -> None:
+    if not method.bits:
+        if spec.bits is not None:
+            fail(f"method {method.name} keeps full precision and takes no bits", "remove bits")
+        return
+    if spec.bits in method.bits:
+        return
+    others = [m.name for m in METHODS.values() if spec.bits in m.bits]
+    elsewhere = f"; {spec.bits}-bit is offered by {', '.join(others)}" if others else ""
+    fail(
+        f"method {method.name} does not support {spec.bits}-bit weights",
+        f"use bits in {sorted(method.bits)}{elsewhere}",
+    )
+
+
+def _check_group_size(
+    spec: VariantSpec, method: Method, widths: set[int], fail: Callable[[str, str], NoReturn]
+) -> None:
+    if not method.group_sizes:
+        if spec.group_size is not None:
+            fail(f"method {method.name} has no group size", "remove group_size")
+        return
+    if spec.group_size not in method.group_sizes:
+        fail(
+            f"group_size {spec.group_size} is not supported by {method.name}",
+            f"use one of {list(method.group_sizes)} (-1 = one group per row)",
+        )
+    bad = sorted(w for w in widths if spec.group_size != -1 and w % spec.group_size)
+    if bad:
+        fitting = [g for g in method.group_sizes if g == -1 or all(w % g == 0 for w in widths)]
+        fail(
+            f"group_size {spec.group_size} does not divide the input width of every quantized layer "
+            f"(widths {sorted(widths)}, not divisible: {bad})",
+            f"use a group size that divides them all: {fitting}",
+        )
