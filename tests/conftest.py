@@ -21,6 +21,7 @@ def kedro_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         else:
             shutil.copy(src, tmp_path / name)
     (tmp_path / "conf" / "local").mkdir(exist_ok=True)
+    (tmp_path / "src").mkdir()  # bootstrap_project wants a source folder; the package is installed
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

@@ -1,5 +1,6 @@
 import json
 
+import pandas as pd
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -7,14 +8,22 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from conftest import run_kedro
 
 
-def test_registry_lists_every_pipeline():
+def test_registry_lists_every_pipeline(monkeypatch):
     from kedro.framework.project import configure_project, pipelines
 
+    from conftest import PROJECT_ROOT
+    from fkr_kedro.run_config import set_active_config_loader
+
+    monkeypatch.chdir(PROJECT_ROOT)
+    set_active_config_loader(None)  # read ./conf, as `kedro registry list` does
     configure_project("fkr_kedro")
-    for name in ("data_prep", "train", "__default__"):
+    for name in ("data_prep", "train", "quantize", "evaluate", "__default__"):
         assert name in pipelines
     default_nodes = {n.name for n in pipelines["__default__"].nodes}
-    assert {"generate_synthetic_world", "train_model"} <= default_nodes
+    assert {"generate_synthetic_world", "train_model", "gptq_w4_g32.quantize", "tabulate_variants"} <= default_nodes
+    # One namespace per variant of conf/base/parameters_quantize.yml.
+    namespaces = {n.namespace for n in pipelines["quantize"].nodes}
+    assert {"fp", "bnb_int8", "bnb_nf4", "bnb_fp4", "awq_w4_g32", "rtn_w2_g32"} <= namespaces
 
 
 @pytest.mark.slow
@@ -37,9 +46,44 @@ def test_data_prep_and_train_run_end_to_end(kedro_project):
     for key in ("one_hop.accuracy", "two_hop.seen.accuracy", "two_hop.held_out.accuracy",
                 "two_hop.held_out.chance", "knowledge_bits_per_parameter"):
         assert key in metrics
-    # 150 steps on the tiny world learn something: the model beats the best constant guess
+    # 300 steps on the tiny world learn something: the model beats the best constant guess
     # on the one-hop facts it was trained on (20 cities, 10 companies: chance <= 1/6).
-    assert metrics["one_hop.accuracy"] > 0.2
+    assert metrics["one_hop.accuracy"] > 0.3
+
+    # Quantize and evaluate every variant of the test configuration.
+    run_kedro(kedro_project, pipeline="quantize")
+    run_kedro(kedro_project, pipeline="evaluate")
+    table = pd.read_csv(kedro_project / "data/08_reporting/recall_by_variant.csv")
+    headline = table[table["relation"].isna()].pivot(index="variant", columns="metric", values="value")
+    assert set(headline.index) == {"fp", "bnb_int8", "bnb_nf4", "gptq_w4_g32", "rtn_w2_g32"}
+    relations = table.dropna(subset=["relation"])
+    assert set(relations["relation"]) == set(metrics_relations(metrics))
+    fp = headline.loc["fp"]
+    # 8-bit stays near full precision; 2-bit round-to-nearest loses probability mass.
+    assert abs(headline.loc["bnb_int8", "one_hop.accuracy"] - fp["one_hop.accuracy"]) <= 0.02
+    assert headline.loc["rtn_w2_g32", "one_hop.answer_logprob"] < fp["one_hop.answer_logprob"] - 0.1
+    assert headline.loc["gptq_w4_g32", "effective_bits"] == pytest.approx(4 + 20 / 32, abs=0.5)
+    assert fp["effective_bits"] == 32
+
+    # A second quantize run keeps the variants already on disk.
+    weights = kedro_project / "data/06_models/variants/gptq_w4_g32/model.safetensors"
+    before = weights.stat().st_mtime_ns
+    run_kedro(kedro_project, pipeline="quantize")
+    assert weights.stat().st_mtime_ns == before
+
+
+def metrics_relations(metrics: dict) -> list[str]:
+    return [k.removeprefix("one_hop.accuracy.") for k in metrics if k.startswith("one_hop.accuracy.")]
+
+
+def test_a_bad_variant_stops_the_run_before_anything_loads(kedro_project):
+    from fkr_kedro.quantization.variants import VariantError
+
+    params = kedro_project / "conf/test/parameters.yml"
+    params.write_text(params.read_text() + "  bnb_w3: {method: bnb_nf4, bits: 3}\n")
+    with pytest.raises(VariantError, match=r"variant 'bnb_w3'.*does not support 3-bit.*use bits in \[4\]"):
+        run_kedro(kedro_project)  # the default pipeline, data_prep first
+    assert not (kedro_project / "data/05_model_input/one_hop_prompts.parquet").exists()
 
 
 def test_training_is_deterministic():

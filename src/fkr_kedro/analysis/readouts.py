@@ -104,7 +104,7 @@ def unembed_logprobs(model, hidden: torch.Tensor, normed: bool = False) -> torch
     model = unwrap_model(model)
     norm, head = final_norm(model), model.get_output_embeddings()
     dtype = _compute_dtype(norm, getattr(model, "dtype", torch.float32))
-    device = next(head.parameters()).device if any(True for _ in head.parameters()) else hidden.device
+    device = next(iter(head.parameters()), hidden).device
     x = hidden.to(device=device, dtype=dtype)
     if not normed:
         x = norm(x)

@@ -1,0 +1,127 @@
+"""Linear probes: entity-held-out splits, a real probe far above chance on planted signal, the
+shuffled-label control at chance, and transfer of the reference probe to other variants."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fkr_kedro.analysis.capture import ActivationCache
+from fkr_kedro.analysis.probes import (
+    DEFAULT_PROBES,
+    ProbeConfig,
+    ProbeSpec,
+    chance_rates,
+    entity_split,
+    run_probe,
+    run_probes,
+    shuffle_labels,
+)
+
+SPEC = ProbeSpec("subject", "one_hop.resid_post.subject", "one_hop", "object", "subject", "relation")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models: a second thread only adds synchronisation (slow on a busy 2-core box)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def planted(n_subjects=240, n_classes=6, d=16, seed=0):
+    """Each subject appears in two relations; its vector carries its object's class mean at
+    layer 1 (strongly) and layer 2 (weakly); layer 0 is noise."""
+    rng = np.random.default_rng(seed)
+    objects = [f"obj{c}" for c in range(n_classes)]
+    rows = []
+    for s in range(n_subjects):
+        for rel in ("r1", "r2"):
+            rows.append({"relation": rel, "subject": f"s{s}", "object": objects[rng.integers(n_classes)]})
+    table = pd.DataFrame(rows)
+    means = rng.normal(size=(n_classes, d)) * 3
+    cls = table["object"].str[3:].astype(int).to_numpy()
+    n = len(table)
+    acts = np.stack(
+        [rng.normal(size=(n, d)), means[cls] + rng.normal(size=(n, d)), 0.3 * means[cls] + rng.normal(size=(n, d))], axis=1
+    )
+    return table, acts
+
+
+def cache_of(acts, tag="t") -> ActivationCache:
+    return ActivationCache(
+        tensors={SPEC.site: torch.tensor(acts, dtype=torch.float16)}, metadata={"one_hop.prompts_sha256": tag, "n_layers": "2"}
+    )
+
+
+def test_entity_split_keeps_groups_apart():
+    groups = np.repeat(np.arange(50), 3)
+    train, test = entity_split(groups, 0.3, seed=1)
+    assert set(groups[train]).isdisjoint(groups[test])
+    assert len(train) + len(test) == len(groups)
+
+
+def test_shuffle_within_strata_keeps_label_counts_per_stratum():
+    y = np.array(list("aabbccddee"))
+    strata = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
+    out = shuffle_labels(y, strata, seed=0)
+    for s in (0, 1):
+        assert sorted(out[strata == s]) == sorted(y[strata == s])
+
+
+def test_real_probe_far_above_chance_and_control_at_chance():
+    table, acts = planted()
+    rng = np.random.default_rng(1)
+    caches = {
+        "fp": cache_of(acts),
+        "close": cache_of(acts + 0.1 * rng.normal(size=acts.shape)),  # mild drift
+        "broken": cache_of(rng.normal(size=acts.shape)),  # nothing left
+    }
+    res = run_probe(SPEC, caches, table, reference="fp", config=ProbeConfig(test_size=0.3))
+    assert list(res.columns) == ["variant", "layer", "probe", "metric", "value"]
+    v = res.set_index(["variant", "layer", "metric"])["value"]
+    chance = chance_rates(res)["subject"]
+    assert 1 / 6 <= chance < 0.35
+    assert v["fp", 1, "accuracy"] > 0.9 > chance + 0.5
+    assert v["fp", 2, "accuracy"] > chance + 0.2
+    assert abs(v["fp", 0, "accuracy"] - chance) < 0.15  # noise layer
+    for layer in (0, 1, 2):
+        assert abs(v["fp", layer, "control_accuracy"] - chance) < 0.15
+    assert v["close", 1, "transfer_accuracy"] > 0.85
+    assert abs(v["broken", 1, "transfer_accuracy"] - chance) < 0.15
+    assert abs(v["broken", 1, "accuracy"] - chance) < 0.15
+    assert v["fp", 1, "transfer_accuracy"] == v["fp", 1, "accuracy"]
+    assert v["fp", 1, "n_test"] + v["fp", 1, "n_train"] == len(table)
+
+
+def test_misaligned_caches_are_refused():
+    table, acts = planted(n_subjects=30)
+    with pytest.raises(ValueError, match="differ"):
+        run_probe(SPEC, {"fp": cache_of(acts, "a"), "q": cache_of(acts, "b")}, table)
+
+
+def test_run_probes_on_captured_activations():
+    """The default probes run end to end on caches captured from a tiny model."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from fkr_kedro.analysis.capture import CaptureConfig, capture_activations
+    from fkr_kedro.knowledge.world import WorldConfig, generate_world
+    from fkr_kedro.modeling.tokenizer import build_word_tokenizer
+
+    world = generate_world(
+        WorldConfig(n_people=60, n_cities=6, n_countries=3, n_continents=2, n_companies=4, n_landmarks=6,
+                    n_first_names=12, n_last_names=12, n_place_parts=16)
+    )
+    one, two = world.one_hop_table(), world.two_hop_table()
+    tok = build_word_tokenizer(world.corpus())
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=2, num_key_value_heads=2, pad_token_id=tok.pad_token_id)).eval()
+    cache = capture_activations(model, tok, one, two, CaptureConfig(batch_size=64, max_act_prompts=0, progress=False))
+    res = run_probes({"fp": cache, "copy": cache}, {"one_hop": one, "two_hop": two}, config=ProbeConfig(layers=(0, 2)))
+    assert set(res["probe"]) == {p.name for p in DEFAULT_PROBES}
+    assert set(res["layer"]) == {0, 2}
+    assert res["value"].notna().all()

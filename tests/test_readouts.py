@@ -1,0 +1,233 @@
+"""Readouts of captured activations: CnstScore, EntRec on a hand-built model, neuron
+attribution with a planted neuron, and drift (cosine, linear CKA)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from fkr_kedro.analysis.capture import CaptureConfig, capture_activations
+from fkr_kedro.analysis.drift import cka_by_layer, cosine_by_layer, drift_table, linear_cka
+from fkr_kedro.analysis.neurons import (
+    AttributionScores,
+    attribute,
+    attribution_table,
+    neuron_contributions,
+    tau_threshold,
+    top_neurons,
+)
+from fkr_kedro.analysis.readouts import cnst_components, cnst_score, cross_entropy, entrec, unembed_logprobs
+from fkr_kedro.knowledge.world import WorldConfig, generate_world
+from fkr_kedro.modeling.tokenizer import build_word_tokenizer
+
+SMALL_WORLD = WorldConfig(
+    n_people=60, n_cities=10, n_countries=4, n_continents=3, n_companies=6, n_landmarks=8,
+    n_first_names=12, n_last_names=12, n_place_parts=16,
+)
+FAST = CaptureConfig(batch_size=16, max_act_prompts=None, progress=False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models: a second thread only adds synchronisation (slow on a busy 2-core box)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def world():
+    return generate_world(SMALL_WORLD)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(world):
+    return build_word_tokenizer(world.corpus())
+
+
+def llama(tokenizer, d=64, layers=2, d_mlp=64, seed=0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=d, intermediate_size=d_mlp, num_hidden_layers=layers,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+    )
+    return LlamaForCausalLM(cfg).eval()
+
+
+# ----------------------------------------------------------------------------- CnstScore
+
+
+def test_cnst_score_of_identical_distributions_is_minus_entropy():
+    logp = torch.log_softmax(torch.randn(5, 50), -1)
+    entropy = -(logp.exp() * logp).sum(-1)
+    torch.testing.assert_close(cnst_score(logp, logp), -entropy)
+
+
+def test_cnst_score_by_hand():
+    p, q = torch.tensor([0.5, 0.5, 0.0]), torch.tensor([0.25, 0.25, 0.5])
+    lp, lq = torch.log(p), torch.log(q)
+    assert math.isclose(float(cross_entropy(lp, lq)), math.log(4), rel_tol=1e-6)  # zero p-terms count 0
+    assert math.isinf(float(cross_entropy(lq, lp)))  # q puts mass where p has none
+    a, b = torch.tensor([0.7, 0.2, 0.1]), torch.tensor([0.2, 0.5, 0.3])
+    want = -0.5 * -(a * b.log()).sum() - 0.5 * -(b * a.log()).sum()
+    comps = cnst_components(a.log(), b.log())
+    torch.testing.assert_close(comps["cnst_score"], want)
+    assert comps["cnst_score"] < -0.5 * (comps["entropy_2h"] + comps["entropy_1h"])
+
+
+# ----------------------------------------------------------------------------- EntRec
+
+
+def test_entrec_is_maximal_when_the_residual_is_the_bridge_unembedding(world, tokenizer):
+    """Blocks write nothing (o_proj = down_proj = 0), so every layer's residual at the mention's
+    last token is that token's embedding; set it to W_U[first token of e2]."""
+    two = world.two_hop_table()
+    two = two[~two["e1"].str.split().str[-1].duplicated()].reset_index(drop=True)  # one e2 per mention token
+    model = llama(tokenizer)
+    vocab = len(tokenizer)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        w_u = torch.nn.functional.normalize(torch.randn(vocab, 64), dim=-1) * 30
+        model.lm_head.weight.copy_(w_u)
+    cache = capture_activations(model, tokenizer, None, two, FAST)
+    with torch.no_grad():
+        for tok_id, e2_tok in zip(cache["two_hop.token_id.mention"].tolist(), cache["two_hop.bridge_token"].tolist()):
+            model.model.embed_tokens.weight[tok_id] = w_u[e2_tok]
+    cache = capture_activations(model, tokenizer, None, two, FAST)
+    got = entrec(model, cache)
+    assert got.shape == (len(two), 3)
+    with torch.no_grad():
+        for layer in range(3):
+            full = unembed_logprobs(model, cache["two_hop.resid_post.mention"][:, layer])
+            best = full.max(-1)
+            assert torch.equal(best.indices, cache["two_hop.bridge_token"])
+            np.testing.assert_allclose(got[:, layer], best.values.numpy(), atol=1e-5)
+    assert (got > -1e-3).all()  # essentially probability 1
+    # A model that does not recall the bridge scores far lower.
+    other = llama(tokenizer, seed=5)
+    assert entrec(other, capture_activations(other, tokenizer, None, two, FAST)).max() < -1.0
+
+
+# ----------------------------------------------------------------------------- attribution
+
+
+def _planted_model(tokenizer, answer_token: int, last_token: int, neuron=7, strength=1.0):
+    """Attention and block 0 write nothing, so block 1's MLP reads the last token's embedding;
+    block 1's FFN neurons are random except neuron ``neuron``, which fires on the last prompt
+    token ("is") and writes the answer's unembedding direction."""
+    model = llama(tokenizer, d=32, layers=2, d_mlp=64, seed=2)
+    with torch.no_grad():
+        for block in model.model.layers:
+            block.self_attn.o_proj.weight.zero_()
+        model.model.layers[0].mlp.down_proj.weight.zero_()
+        mlp = model.model.layers[1].mlp
+        for proj in (mlp.gate_proj, mlp.up_proj, mlp.down_proj):
+            proj.weight.normal_(0, 0.2)  # the other neurons matter a little, and not all alike
+        model.lm_head.weight.normal_(0, 0.3)
+        e = model.model.embed_tokens.weight[last_token]
+        e = e / e.norm()
+        mlp.gate_proj.weight[neuron] = 0.5 * e
+        mlp.up_proj.weight[neuron] = 0.5 * e
+        u = model.lm_head.weight[answer_token]
+        mlp.down_proj.weight[:, neuron] = strength * u / u.norm()
+    return model
+
+
+@pytest.fixture(scope="module")
+def planted(world, tokenizer):
+    one = world.one_hop_table()
+    # Prompts sharing one answer (and all ending in "is"), so one neuron helps them all.
+    top = one[one["relation"] == "birth_city"]["object"].value_counts().index[0]
+    one = one[(one["relation"] == "birth_city") & (one["object"] == top)].reset_index(drop=True)
+    answer = tokenizer(top.split()[0], add_special_tokens=False)["input_ids"][0]
+    last = tokenizer("is", add_special_tokens=False)["input_ids"][0]
+    return one, answer, last
+
+
+def test_attribution_ranks_the_planted_neuron_first(planted, tokenizer):
+    one, answer, last = planted
+    model = _planted_model(tokenizer, answer, last)
+    cache = capture_activations(model, tokenizer, one, None, FAST)
+    assert (cache["one_hop.answer_token"] == answer).all()
+    for norm in ("final_scale", "renorm"):
+        scores = attribute(model, cache, max_prompts=None, norm=norm, progress=False)
+        top = top_neurons(scores, k=1)
+        assert (top["layer"] == 1).all() and (top["neuron"] == 7).all(), (norm, top)
+        assert torch.allclose(scores.attn, torch.zeros_like(scores.attn), atol=1e-6)  # attention writes nothing
+    # Neuron contributions add up to the MLP output (fp model).
+    act = cache["one_hop.mlp_act.last"][0, 1].float()
+    down = model.model.layers[1].mlp.down_proj
+    with torch.no_grad():
+        total = neuron_contributions(down, act, 0, 64).sum(0)
+    torch.testing.assert_close(total, cache["one_hop.mlp_out.last"][0, 1].float(), atol=2e-3, rtol=1e-2)
+    # The first-order shortlist finds the same top neuron.
+    fast = attribute(model, cache, max_prompts=3, candidates=8, progress=False)
+    assert (top_neurons(fast, k=1)["neuron"] == 7).all()
+    # Keeping attention/MLP outputs for the attribution rows only gives the same scores.
+    small = capture_activations(
+        model, tokenizer, one, None, CaptureConfig(batch_size=4, max_act_prompts=3, components="act_rows", progress=False)
+    )
+    assert small["one_hop.attn_out.last"].shape[0] == 3
+    sub = attribute(model, small, max_prompts=None, progress=False)
+    full = attribute(model, cache, max_prompts=None, progress=False)
+    torch.testing.assert_close(sub.ffn, full.ffn[sub.rows], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(sub.mlp, full.mlp[sub.rows], atol=1e-4, rtol=1e-4)
+
+
+def test_attribution_table_counts_and_drops(planted, tokenizer, tmp_path):
+    one, answer, last = planted
+    fp = _planted_model(tokenizer, answer, last, strength=1.0)
+    weak = _planted_model(tokenizer, answer, last, strength=0.0)  # the "quantized" variant lost the neuron
+    scores = {
+        name: attribute(m, capture_activations(m, tokenizer, one, None, FAST), max_prompts=4, progress=False)
+        for name, m in (("fp", fp), ("weak", weak))
+    }
+    scores["fp"].save(tmp_path / "s.safetensors")
+    back = AttributionScores.load(tmp_path / "s.safetensors")
+    assert torch.equal(back.ffn, scores["fp"].ffn)
+    table = attribution_table(scores, reference="fp", top_k=5)
+    wide = table.pivot_table(index=["variant", "layer"], columns="metric", values="value")
+    assert wide.loc["fp", "neurons_above_tau"].sum() == pytest.approx(5)  # ties aside, exactly k
+    assert wide.loc[("weak", 1), "top_neurons_retained"] < wide.loc[("fp", 1), "top_neurons_retained"]
+    assert wide.loc[("weak", 1), "ffn_drop"] > 0.5
+    assert wide.loc[("fp", 1), "ffn_drop"] == 0
+    assert tau_threshold(scores["fp"], 1).shape == (4,)
+
+
+# ----------------------------------------------------------------------------- drift
+
+
+def test_cka_and_cosine():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 16, generator=g)
+    assert linear_cka(x, x) == pytest.approx(1.0)
+    q, _ = torch.linalg.qr(torch.randn(16, 16, generator=g))
+    assert linear_cka(x, 3.0 * x @ q) == pytest.approx(1.0)  # rotation and scale invariant
+    assert linear_cka(x, torch.randn(400, 16, generator=g)) < 0.15
+    assert linear_cka(x[:10], x[:10]) == pytest.approx(1.0)  # Gram form (n <= d)
+    a = torch.randn(50, 3, 8, generator=g)
+    np.testing.assert_allclose(cosine_by_layer(a, a), 1.0)
+    np.testing.assert_allclose(cosine_by_layer(a, -a), -1.0)
+    np.testing.assert_allclose(cka_by_layer(a, a), 1.0)
+
+
+def test_drift_table(world, tokenizer):
+    two = world.two_hop_table().head(40)
+    m = llama(tokenizer)
+    fp = capture_activations(m, tokenizer, None, two, FAST)
+    other = llama(tokenizer, seed=9)
+    table = drift_table({"fp": fp, "same": fp, "other": capture_activations(other, tokenizer, None, two, FAST)})
+    assert set(table["site"]) == {"two_hop.resid_post.mention", "two_hop.resid_post.last"}
+    mean = table.groupby(["variant", "metric"])["value"].mean()
+    assert mean["same", "cka"] == pytest.approx(1.0) and mean["same", "cosine"] == pytest.approx(1.0)
+    assert mean["other", "cosine"] < 0.5
+    assert isinstance(table, pd.DataFrame) and list(table.columns) == ["variant", "site", "layer", "metric", "value"]
