@@ -8,7 +8,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 generate_synthetic_world,
-                inputs="params:world",
+                inputs=["params:world", "params:evaluation_sample"],
                 outputs=["one_hop_prompts", "two_hop_prompts", "train_corpus", "world_summary"],
                 name="generate_synthetic_world",
             )

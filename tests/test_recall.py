@@ -1,0 +1,120 @@
+"""Recall evaluation scores exactly what a lookup model knows."""
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+from transformers import GenerationMixin, LlamaConfig, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutput
+
+from fkr_kedro.analysis.recall import evaluate_one_hop, evaluate_two_hop, is_whole_name_match, summarize_recall
+from fkr_kedro.knowledge.world import WorldConfig, generate_world
+from fkr_kedro.modeling.tokenizer import build_word_tokenizer
+
+P_ANSWER = 0.8  # probability the lookup model puts on each token of the answer it gives
+
+
+class LookupLM(PreTrainedModel, GenerationMixin):
+    """Continues a known text by table lookup: after a known prefix it puts P_ANSWER on
+    the next token of the stored continuation (the rest spread evenly), then end of text."""
+
+    config_class = LlamaConfig
+
+    def __init__(self, config, continuations: dict[tuple[int, ...], list[int]]):
+        super().__init__(config)
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+        self.table = {}
+        for prompt, answer in continuations.items():
+            for i, token in enumerate(answer + [config.eos_token_id]):
+                self.table[prompt + tuple(answer[:i])] = token
+
+    def forward(self, input_ids, attention_mask=None, **kwargs):
+        batch, length = input_ids.shape
+        vocab = self.config.vocab_size
+        rest = (1 - P_ANSWER) / (vocab - 1)
+        logits = torch.full((batch, length, vocab), math.log(rest))
+        for b in range(batch):
+            mask = attention_mask[b] if attention_mask is not None else torch.ones(length)
+            positions = mask.nonzero().flatten().tolist()  # left or right padding
+            ids = input_ids[b, positions].tolist()
+            for t, position in enumerate(positions):
+                token = self.table.get(tuple(ids[: t + 1]), self.config.eos_token_id)
+                logits[b, position, token] = math.log(P_ANSWER)
+        return CausalLMOutput(logits=logits)
+
+    def prepare_inputs_for_generation(self, input_ids, attention_mask=None, **kwargs):
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+@pytest.fixture(scope="module")
+def world():
+    return generate_world(WorldConfig(n_people=60, n_cities=8, n_countries=4, n_continents=2, n_companies=6,
+                                      n_landmarks=8, n_first_names=10, n_last_names=10, n_place_parts=10))
+
+
+def lookup_model(tokenizer, answers: dict[str, str]) -> LookupLM:
+    config = LlamaConfig(vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id)
+    table = {
+        tuple(tokenizer(prompt)["input_ids"]): tokenizer(answer, add_special_tokens=False)["input_ids"]
+        for prompt, answer in answers.items()
+    }
+    return LookupLM(config, table).eval()
+
+
+def test_lookup_model_scores_exactly_its_knowledge(world):
+    one_hop = world.one_hop_table()
+    tok = build_word_tokenizer(world.corpus())
+    # It knows every third fact; for the others it answers another object of the relation.
+    wrong = {r: sorted(set(f.values())) for r, f in world.facts.items()}
+    answers, expected = {}, []
+    for i, row in enumerate(one_hop.itertuples()):
+        knows = i % 3 == 0
+        answers[row.prompt] = row.object if knows else next(o for o in wrong[row.relation] if o != row.object)
+        expected.append(knows)
+    scores = evaluate_one_hop(lookup_model(tok, answers), tok, one_hop, batch_size=16)
+    assert scores["correct"].tolist() == expected
+    n_tokens = [len(o.split()) for o in one_hop["object"]]
+    known_logprob = [n * math.log(P_ANSWER) for n in n_tokens]
+    # A known answer costs log P_ANSWER per token; an unknown one starts with an unlikely token.
+    assert scores.loc[scores["correct"], "answer_logprob"].tolist() == pytest.approx(
+        [lp for lp, k in zip(known_logprob, expected) if k], abs=1e-4)
+    assert (scores.loc[~scores["correct"], "answer_logprob"] < math.log(P_ANSWER) * 4).all()
+
+
+def test_two_hop_readouts_and_summary(world):
+    two_hop = world.two_hop_table()
+    tok = build_word_tokenizer(world.corpus())
+    # Knows every first hop and second hop, and composes only the seen chains.
+    answers = {}
+    for row in two_hop.itertuples():
+        answers[row.prompt_first_hop] = row.e2
+        answers[row.prompt_one_hop] = row.e3
+        if row.split == "seen":
+            answers[row.prompt_two_hop] = row.e3
+    scores = evaluate_two_hop(lookup_model(tok, answers), tok, two_hop, batch_size=32)
+    by = scores.groupby(["readout", "split"])["correct"].mean()
+    assert by[("r1(e1)", "held_out")] == 1.0 and by[("r2(e2)", "held_out")] == 1.0
+    assert by[("r2(r1(e1))", "seen")] == 1.0 and by[("r2(r1(e1))", "held_out")] == 0.0
+    one_hop_scores = pd.DataFrame({"relation": ["a", "a", "b"], "correct": [True, False, True], "answer_logprob": [0.0, -1.0, -2.0]})
+    metrics = summarize_recall(one_hop_scores, scores, two_hop)
+    assert metrics["one_hop.accuracy"] == pytest.approx(2 / 3)
+    assert metrics["one_hop.accuracy.a"] == 0.5
+    assert metrics["two_hop.seen.accuracy"] == 1.0 and metrics["two_hop.held_out.accuracy"] == 0.0
+    assert 0 < metrics["two_hop.held_out.chance"] < 1
+
+
+@pytest.mark.parametrize(
+    "generated, aliases, expected",
+    [
+        (" Paris is lovely", ["Paris"], True),
+        (" Parisian", ["Paris"], False),
+        (" São Paulo.", ["Sao Paulo"], True),
+        (" New", ["New York"], False),
+        ("", ["Paris"], False),
+        (" The Hague", ["Den Haag", "The Hague"], True),
+    ],
+)
+def test_whole_name_match(generated, aliases, expected):
+    assert is_whole_name_match(generated, aliases) is expected
