@@ -1,0 +1,99 @@
+"""Per variant: capture activations once, then EntRec and neuron attribution from that cache;
+then summary tables over all variants against the ``fp`` reference."""
+
+from functools import partial, update_wrapper
+
+from kedro.pipeline import Pipeline, node
+
+from fkr_kedro.run_config import active_variants
+
+from .nodes import (
+    REFERENCE,
+    capture,
+    readouts,
+    summarize_attribution,
+    summarize_cnst,
+    summarize_drift,
+    summarize_entrec,
+    summarize_probes,
+)
+
+
+class MissingReferenceError(ValueError):
+    """The variants lack the full-precision reference the probe pipeline compares against."""
+
+
+def _bind(func, *args, **kwargs):
+    return update_wrapper(partial(func, *args, **kwargs), func)
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    specs = active_variants()
+    names = [spec.name for spec in specs]
+    if REFERENCE not in names:
+        raise MissingReferenceError(
+            f"the probe pipeline compares every variant against the full-precision reference "
+            f"{REFERENCE!r}, but the variants are {names}: add `{REFERENCE}: {{method: fp}}` under "
+            f"`variants:` in your parameters (conf/base/parameters_quantize.yml or the --env's parameters.yml)"
+        )
+    # The reference first: its cache and scores lead every summary.
+    names = [REFERENCE] + [n for n in names if n != REFERENCE]
+    methods = {spec.name: spec.method for spec in specs}
+    per_variant = sum((variant_pipeline(name, methods[name]) for name in names), Pipeline([]))
+    caches = [f"{name}.activations" for name in names]
+    summary = Pipeline(
+        [
+            node(
+                _bind(summarize_probes, names),
+                inputs=["one_hop_prompts", "two_hop_prompts", "params:probe", *caches],
+                outputs="probe_results",
+                name="summarize_probes",
+            ),
+            node(_bind(summarize_drift, names), inputs=caches, outputs="drift_results", name="summarize_drift"),
+            node(
+                _bind(summarize_cnst, names),
+                inputs=["two_hop_prompts", *caches],
+                outputs="cnst_results",
+                name="summarize_cnst",
+            ),
+            node(
+                _bind(summarize_entrec, names),
+                inputs=[f"{name}.entrec" for name in names],
+                outputs="entrec_results",
+                name="summarize_entrec",
+            ),
+            node(
+                _bind(summarize_attribution, names),
+                inputs=["params:probe", *[f"{name}.attribution" for name in names]],
+                outputs="attribution_results",
+                name="summarize_attribution",
+            ),
+        ],
+        tags=["probe"],
+    )
+    return per_variant + summary
+
+
+def variant_pipeline(name: str, method: str) -> Pipeline:
+    return Pipeline(
+        [
+            node(
+                # The model comes first: when the variant is not on disk its dataset's error
+                # ("run `kedro run --pipeline=quantize` first") is the first thing raised.
+                _bind(capture, variant=name),
+                inputs=["model@variant", "one_hop_prompts", "two_hop_prompts", "params:probe"],
+                outputs="activations",
+                name="capture",
+            ),
+            node(
+                readouts,
+                inputs=["model@variant", "activations", "two_hop_prompts", "params:probe"],
+                outputs=["entrec", "attribution"],
+                name="readouts",
+            ),
+        ],
+        namespace=name,
+        inputs={"one_hop_prompts", "two_hop_prompts"},
+        parameters={"params:probe"},
+        tags=["probe", method],
+    )

@@ -1,0 +1,144 @@
+"""The probe pipeline end to end on the tiny ``test`` configuration."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+import pytest
+import torch
+from kedro.io import DatasetError
+
+from conftest import run_kedro
+
+VARIANTS = {"fp", "bnb_int8", "bnb_nf4", "gptq_w4_g32", "rtn_w2_g32"}
+PROBES = {"subject", "bridge", "answer", "answer_two_hop"}
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _layers_per_variant(table: pd.DataFrame, by: list[str]) -> pd.Series:
+    return table.groupby(["variant", *by])["layer"].nunique()
+
+
+@pytest.mark.slow
+def test_probe_pipeline_runs_on_every_variant(kedro_project):
+    for name in ("data_prep", "train", "quantize"):
+        run_kedro(kedro_project, pipeline=name)
+    # Kedro reconfigures logging when the session starts (pytest's caplog handler on the
+    # root logger is dropped), so listen on the nodes' own logger.
+    records: list[logging.LogRecord] = []
+    handler = _ListHandler(records)
+    logger = logging.getLogger("fkr_kedro.pipelines.probe.nodes")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        run_kedro(kedro_project, pipeline="probe")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+    # One activation cache (and attribution file) per variant, as safetensors; no pickles.
+    for variant in VARIANTS:
+        folder = kedro_project / "data/07_model_output" / variant
+        for name in ("activations.safetensors", "attribution.safetensors", "entrec.parquet"):
+            assert (folder / name).is_file(), f"{variant}: {name} missing"
+        assert not list(folder.glob(".*.tmp")), "a temporary file was left behind"
+    data = kedro_project / "data"
+    assert not [p for p in data.rglob("*") if p.suffix in (".pkl", ".pickle")]
+    from fkr_kedro.analysis.capture import ActivationCache
+
+    cache = ActivationCache.load(kedro_project / "data/07_model_output/bnb_nf4/activations.safetensors")
+    assert cache.metadata["model"] == "bnb_nf4"
+    n_layers1 = cache.n_layers + 1  # layer 0 = embeddings
+    assert cache["two_hop.resid_post.mention"].shape[1] == n_layers1
+
+    reporting = data / "08_reporting"
+    tables = {
+        name: pd.read_csv(reporting / f"{name}_results.csv")
+        for name in ("probe", "drift", "cnst", "entrec", "attribution")
+    }
+    for name, table in tables.items():
+        assert {"variant", "layer", "metric", "value"} <= set(table.columns), name
+        assert set(table["variant"]) == VARIANTS, name
+
+    # Every variant has a row per layer for every probe, drift site and readout.
+    probes = tables["probe"]
+    assert set(probes["probe"]) == PROBES
+    per_variant = probes[probes["metric"].isin(["accuracy", "transfer_accuracy"])]
+    counts = _layers_per_variant(per_variant, ["probe", "metric"])
+    assert len(counts) == len(VARIANTS) * len(PROBES) * 2 and (counts == n_layers1).all()
+    drift = tables["drift"]
+    assert (_layers_per_variant(drift, ["site", "metric"]) == n_layers1).all()
+    assert len(drift.groupby(["variant", "site", "metric"])) == len(VARIANTS) * drift["site"].nunique() * 2
+    fp_drift = drift[drift["variant"] == "fp"]
+    assert fp_drift[fp_drift["metric"] == "cosine"]["value"].to_numpy() == pytest.approx(1.0, abs=1e-4)
+    # CKA is undefined (NaN) where every prompt has the same vector (the embedding of a last
+    # token shared by all prompts); elsewhere fp against itself is 1.
+    fp_cka = fp_drift[fp_drift["metric"] == "cka"]["value"].dropna()
+    assert len(fp_cka) and fp_cka.to_numpy() == pytest.approx(1.0, abs=1e-4)
+    entrec = tables["entrec"]
+    assert (_layers_per_variant(entrec[entrec["split"] == "all"], ["metric"]) == n_layers1).all()
+    attribution = tables["attribution"]
+    assert (_layers_per_variant(attribution, ["metric"]) == cache.n_layers).all()
+    assert len(attribution.groupby(["variant", "metric"])) == len(VARIANTS) * 6
+    cnst = tables["cnst"]
+    cnst_all = cnst[(cnst["split"] == "all") & (cnst["metric"] == "cnst_score")].set_index("variant")["value"]
+    assert set(cnst_all.index) == VARIANTS and (cnst_all <= 0).all()  # CnstScore is at most 0
+
+    # The fp probes report accuracy beside a chance rate, and the shuffled-label control
+    # stays near chance (within 2x).
+    fp = probes[probes["variant"] == "fp"].pivot_table(index=["probe", "layer"], columns="metric", values="value")
+    for probe in ("bridge", "subject"):
+        rows = fp.loc[probe]
+        assert {"accuracy", "chance", "control_accuracy", "transfer_accuracy"} <= set(rows.columns)
+        assert ((rows["chance"] > 0) & (rows["chance"] < 1)).all()
+        assert rows["accuracy"].between(0, 1).all()
+        assert (rows["control_accuracy"] <= 2 * rows["chance"]).all(), rows
+    # The summary names the bridge probe's accuracy, chance and shuffled control per variant.
+    logged = "\n".join(r.getMessage() for r in records)
+    assert "bridge probe vs chance and shuffled control" in logged
+    for variant in VARIANTS:
+        assert f"{variant}: best layer" in logged
+
+
+def test_probe_before_quantize_names_the_missing_step(kedro_project):
+    with pytest.raises(DatasetError) as error:
+        run_kedro(kedro_project, pipeline="probe")
+    assert "kedro run --pipeline=quantize" in "".join(_messages(error.value))
+
+
+def test_probe_pipeline_needs_the_fp_reference(kedro_project):
+    params = kedro_project / "conf/test/parameters.yml"
+    text = params.read_text()
+    assert "  fp: {method: fp}\n" in text
+    params.write_text(text.replace("  fp: {method: fp}\n", ""))
+    with pytest.raises(Exception) as error:
+        run_kedro(kedro_project, pipeline="probe")
+    message = "".join(_messages(error.value))
+    assert "'fp'" in message and "fp: {method: fp}" in message
+
+
+def _messages(error: BaseException) -> list[str]:
+    """The messages of an exception and of its causes."""
+    out = []
+    while error is not None:
+        out.append(str(error))
+        error = error.__cause__ or error.__context__
+    return out
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self, records: list):
+        super().__init__(logging.INFO)
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
