@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pip install -q -e ".[test]"
+# The test models are tiny: one thread each runs them fastest and keeps runs independent of the machine.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 python -m pytest "$@"
