@@ -55,3 +55,11 @@ def active_variants() -> list:
     shape = params.get("model_shape") or {}
     widths = [shape[k] for k in ("hidden_size", "intermediate_size") if k in shape]
     return validate_variants(specs, widths)
+
+
+def bind(func, *args, **kwargs):
+    """``functools.partial`` that keeps ``func``'s name, for nodes specialised per variant
+    (Kedro names nodes and kedro-viz shows functions by it)."""
+    from functools import partial, update_wrapper
+
+    return update_wrapper(partial(func, *args, **kwargs), func)

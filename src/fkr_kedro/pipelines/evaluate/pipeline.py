@@ -1,10 +1,8 @@
 """Per variant: recall evaluation and storage footprint; then one table of all variants."""
 
-from functools import partial, update_wrapper
-
 from kedro.pipeline import Pipeline, node
 
-from fkr_kedro.run_config import active_variants
+from fkr_kedro.run_config import active_variants, bind
 
 from .nodes import evaluate_recall, measure_footprint, tabulate_variants
 
@@ -12,7 +10,7 @@ from .nodes import evaluate_recall, measure_footprint, tabulate_variants
 def create_pipeline(**kwargs) -> Pipeline:
     specs = active_variants()
     per_variant = sum((variant_pipeline(spec.name, spec.method) for spec in specs), Pipeline([]))
-    tabulate = update_wrapper(partial(tabulate_variants, specs), tabulate_variants)
+    tabulate = bind(tabulate_variants, specs)
     summary = Pipeline(
         [
             node(

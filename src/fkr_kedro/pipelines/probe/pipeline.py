@@ -1,11 +1,9 @@
 """Per variant: capture activations once, then EntRec and neuron attribution from that cache;
 then summary tables over all variants against the ``fp`` reference."""
 
-from functools import partial, update_wrapper
-
 from kedro.pipeline import Pipeline, node
 
-from fkr_kedro.run_config import active_variants
+from fkr_kedro.run_config import active_variants, bind
 
 from .nodes import (
     REFERENCE,
@@ -21,10 +19,6 @@ from .nodes import (
 
 class MissingReferenceError(ValueError):
     """The variants lack the full-precision reference the probe pipeline compares against."""
-
-
-def _bind(func, *args, **kwargs):
-    return update_wrapper(partial(func, *args, **kwargs), func)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -44,26 +38,26 @@ def create_pipeline(**kwargs) -> Pipeline:
     summary = Pipeline(
         [
             node(
-                _bind(summarize_probes, names),
+                bind(summarize_probes, names),
                 inputs=["one_hop_prompts", "two_hop_prompts", "params:probe", *caches],
                 outputs="probe_results",
                 name="summarize_probes",
             ),
-            node(_bind(summarize_drift, names), inputs=caches, outputs="drift_results", name="summarize_drift"),
+            node(bind(summarize_drift, names), inputs=caches, outputs="drift_results", name="summarize_drift"),
             node(
-                _bind(summarize_cnst, names),
+                bind(summarize_cnst, names),
                 inputs=["two_hop_prompts", *caches],
                 outputs="cnst_results",
                 name="summarize_cnst",
             ),
             node(
-                _bind(summarize_entrec, names),
+                bind(summarize_entrec, names),
                 inputs=[f"{name}.entrec" for name in names],
                 outputs="entrec_results",
                 name="summarize_entrec",
             ),
             node(
-                _bind(summarize_attribution, names),
+                bind(summarize_attribution, names),
                 inputs=["params:probe", *[f"{name}.attribution" for name in names]],
                 outputs="attribution_results",
                 name="summarize_attribution",
@@ -80,7 +74,7 @@ def variant_pipeline(name: str, method: str) -> Pipeline:
             node(
                 # The model comes first: when the variant is not on disk its dataset's error
                 # ("run `kedro run --pipeline=quantize` first") is the first thing raised.
-                _bind(capture, variant=name),
+                bind(capture, variant=name),
                 inputs=["model@variant", "one_hop_prompts", "two_hop_prompts", "params:probe"],
                 outputs="activations",
                 name="capture",

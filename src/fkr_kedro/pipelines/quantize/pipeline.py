@@ -1,10 +1,8 @@
 """One namespaced instance of the same quantization pipeline per variant in parameters."""
 
-from functools import partial, update_wrapper
-
 from kedro.pipeline import Pipeline, node
 
-from fkr_kedro.run_config import active_variants
+from fkr_kedro.run_config import active_variants, bind
 
 from .nodes import plan_quantization
 
@@ -14,7 +12,7 @@ def create_pipeline(**kwargs) -> Pipeline:
 
 
 def variant_pipeline(spec) -> Pipeline:
-    quantize_node = update_wrapper(partial(plan_quantization, variant=spec), plan_quantization)
+    quantize_node = bind(plan_quantization, variant=spec)
     return Pipeline(
         [
             node(
