@@ -258,6 +258,14 @@ def test_layer_widths_can_be_given_directly():
         validate_variants([spec], [128, 96], cuda_available=False)
 
 
+def test_bnb_4bit_on_cpu_needs_widths_of_its_block():
+    for method in ("bnb_nf4", "bnb_fp4"):
+        with pytest.raises(VariantError, match=r"multiple of 64 \(not: \[96\]\).*CUDA GPU"):
+            validate_variants([VariantSpec(method=method)], [128, 96], cuda_available=False)
+        validate_variants([VariantSpec(method=method)], [128, 96], cuda_available=True)
+    validate_variants([VariantSpec(method="bnb_int8")], [128, 96], cuda_available=False)
+
+
 def test_duplicate_names_fail(config):
     with pytest.raises(VariantError, match="'rtn_w4_g32' is listed twice"):
         validate_variants([VariantSpec(method="rtn", group_size=32)] * 2, config, cuda_available=False)

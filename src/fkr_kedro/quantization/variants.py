@@ -18,6 +18,7 @@ from transformers import PretrainedConfig
 
 from .methods import METHODS, Method, quantizable_linears
 
+BNB_CPU_BLOCK = 64
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
@@ -122,6 +123,15 @@ def _check(spec: VariantSpec, widths: set[int], cuda_available: bool) -> None:
         fail(f"unknown device {spec.device!r}", "use 'auto', 'cpu', 'cuda' or 'cuda:N'")
     if spec.device.startswith("cuda") and not cuda_available:
         fail(f"device {spec.device!r} needs a CUDA GPU and none is visible", "set device to 'auto' or 'cpu'")
+    on_cpu = spec.device == "cpu" or (spec.device == "auto" and not cuda_available)
+    # bitsandbytes 0.50's CPU 4-bit kernels fail inside the library for such widths (seen: 32, 96).
+    narrow = sorted(w for w in widths if w % BNB_CPU_BLOCK)
+    if spec.method in ("bnb_nf4", "bnb_fp4") and on_cpu and narrow:
+        fail(
+            f"bitsandbytes' 4-bit CPU kernels need every quantized layer's input width to be a "
+            f"multiple of {BNB_CPU_BLOCK} (not: {narrow})",
+            "run this variant on a CUDA GPU, or widen the model",
+        )
 
 
 def _check_bits(spec: VariantSpec, method: Method, fail: Callable[[str, str], NoReturn]) -> None:
