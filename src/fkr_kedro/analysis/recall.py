@@ -9,7 +9,6 @@ answer counts as recalled only if the whole name is generated, followed by a wor
 from __future__ import annotations
 
 import re
-import time
 import unicodedata
 from collections.abc import Sequence
 
@@ -169,10 +168,3 @@ def summarize_recall(one_hop_scores: pd.DataFrame, two_hop_scores: pd.DataFrame,
     for (split, readout), part in two_hop_scores.groupby(["split", "readout"]):
         metrics[f"two_hop.{split}.{readout}.accuracy"] = float(part["correct"].mean())
     return metrics
-
-
-def timed(fn, *args, **kwargs):
-    """Run ``fn`` and return (result, seconds)."""
-    start = time.perf_counter()
-    result = fn(*args, **kwargs)
-    return result, time.perf_counter() - start

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
@@ -131,7 +131,3 @@ def _lr_factor(step: int, config: TrainConfig) -> float:
         return (step + 1) / config.warmup_steps
     progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def describe(shape: ModelShape, config: TrainConfig) -> dict:
-    return {**{f"model.{k}": v for k, v in asdict(shape).items()}, **{f"train.{k}": v for k, v in asdict(config).items()}}

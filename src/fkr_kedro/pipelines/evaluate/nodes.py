@@ -41,7 +41,7 @@ def tabulate_variants(specs: list[VariantSpec], *metrics_and_footprints: dict) -
     rows = []
     for spec, metrics, size in zip(specs, metrics_and_footprints[::2], metrics_and_footprints[1::2]):
         for key, value in {**metrics, **size}.items():
-            metric, _, relation = key.partition(".accuracy.") if key.startswith("one_hop.accuracy.") else (key, "", "")
+            relation = key.removeprefix("one_hop.accuracy.") if key.startswith("one_hop.accuracy.") else None
             rows.append(
                 {
                     "variant": spec.name,
@@ -49,8 +49,8 @@ def tabulate_variants(specs: list[VariantSpec], *metrics_and_footprints: dict) -
                     "bits": spec.bits,
                     "group_size": spec.group_size,
                     "calibration_size": spec.calibration_size,
-                    "metric": "one_hop.accuracy" if relation else metric,
-                    "relation": relation or None,
+                    "metric": "one_hop.accuracy" if relation else key,
+                    "relation": relation,
                     "value": float(value),
                 }
             )
