@@ -23,15 +23,6 @@ from fkr_kedro.analysis.probes import (
 SPEC = ProbeSpec("subject", "one_hop.resid_post.subject", "one_hop", "object", "subject", "relation")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models: a second thread only adds synchronisation (slow on a busy 2-core box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def planted(n_subjects=240, n_classes=6, d=16, seed=0):
     """Each subject appears in two relations; its vector carries its object's class mean at
     layer 1 (strongly) and layer 2 (weakly); layer 0 is noise."""

@@ -32,15 +32,6 @@ SMALL_WORLD = WorldConfig(
 FAST = CaptureConfig(batch_size=16, max_act_prompts=None, progress=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models: a second thread only adds synchronisation (slow on a busy 2-core box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def world():
     return generate_world(SMALL_WORLD)
