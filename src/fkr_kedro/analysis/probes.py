@@ -63,12 +63,30 @@ class ProbeSpec:
     strata: str | None = None  # column within which the control shuffles labels
 
 
+# Labels are the FIRST TOKEN of the entity (as the tokenizer splits it, read from the capture),
+# the token the model must produce next, as EntRec uses: with multi-token names the residual
+# stream at the last prompt token holds the first token, not the whole name (on the default
+# model the answer probe decodes the first token at 98% and the whole name at 29%).
+TOKEN_LABELS = {
+    # table: {label column: cache key of its first-token ids}
+    "one_hop": {"object_token": "one_hop.answer_token"},
+    "two_hop": {"e2_token": "two_hop.bridge_token", "e3_token": "two_hop.answer_token"},
+}
+
 DEFAULT_PROBES: tuple[ProbeSpec, ...] = (
-    ProbeSpec("subject", "one_hop.resid_post.subject", "one_hop", "object", "subject", "relation"),
-    ProbeSpec("bridge", "two_hop.resid_post.mention", "two_hop", "e2", "e1", "r1"),
-    ProbeSpec("answer", "one_hop.resid_post.last", "one_hop", "object", "subject", "relation"),
-    ProbeSpec("answer_two_hop", "two_hop.resid_post.last", "two_hop", "e3", "e1", "composition"),
+    ProbeSpec("subject", "one_hop.resid_post.subject", "one_hop", "object_token", "subject", "relation"),
+    ProbeSpec("bridge", "two_hop.resid_post.mention", "two_hop", "e2_token", "e1", "r1"),
+    ProbeSpec("answer", "one_hop.resid_post.last", "one_hop", "object_token", "subject", "relation"),
+    ProbeSpec("answer_two_hop", "two_hop.resid_post.last", "two_hop", "e3_token", "e1", "composition"),
 )
+
+
+def with_token_labels(table_name: str, table: pd.DataFrame, cache: ActivationCache) -> pd.DataFrame:
+    """``table`` with the first-token label columns of :data:`TOKEN_LABELS` the cache holds."""
+    columns = {
+        column: cache[key].numpy() for column, key in TOKEN_LABELS.get(table_name, {}).items() if key in cache
+    }
+    return table.reset_index(drop=True).assign(**columns)
 
 
 @dataclass(frozen=True)
@@ -217,10 +235,11 @@ def run_probes(
     """Every probe whose site the reference cache holds and whose table is given; tidy
     (variant, layer, probe, metric, value). ``tables`` maps ``"one_hop"``/``"two_hop"`` to the
     tables the caches were captured from."""
+    tables = {name: with_token_labels(name, table, caches[reference]) for name, table in tables.items()}
     frames = [
         run_probe(spec, caches, tables[spec.table], reference, config)
         for spec in probes
-        if spec.table in tables and spec.site in caches[reference]
+        if spec.table in tables and spec.site in caches[reference] and spec.label in tables[spec.table]
     ]
     if not frames:
         raise ValueError("no probe could run: the caches or the tables lack every probe's site")
