@@ -38,6 +38,19 @@ def kedro_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+@pytest.fixture(scope="session")
+def tiny_world():
+    """A world of 60 people: enough rows for every relation and composition, built in ms."""
+    from fkr_kedro.knowledge.world import WorldConfig, generate_world
+
+    return generate_world(
+        WorldConfig(
+            n_people=60, n_cities=10, n_countries=4, n_continents=3, n_companies=6, n_landmarks=8,
+            n_first_names=12, n_last_names=12, n_place_parts=16,
+        )
+    )
+
+
 def run_kedro(project: Path, pipeline: str | None = None, env: str = "test", **run_kwargs):
     """Run a pipeline of the project in-process; return the session's run outputs."""
     from kedro.framework.session import KedroSession

@@ -17,23 +17,13 @@ from fkr_kedro.analysis.capture import (
     char_span_to_last_token,
 )
 from fkr_kedro.analysis.readouts import cnst_components
-from fkr_kedro.knowledge.world import WorldConfig, generate_world
 from fkr_kedro.modeling.tokenizer import build_word_tokenizer
 
-SMALL_WORLD = WorldConfig(
-    n_people=60, n_cities=10, n_countries=4, n_continents=3, n_companies=6, n_landmarks=8,
-    n_first_names=12, n_last_names=12, n_place_parts=16,
-)
 
 
 @pytest.fixture(scope="module")
-def world():
-    return generate_world(SMALL_WORLD)
-
-
-@pytest.fixture(scope="module")
-def tables(world):
-    one, two = world.one_hop_table(), world.two_hop_table()
+def tables(tiny_world):
+    one, two = tiny_world.one_hop_table(), tiny_world.two_hop_table()
     # A few rows of each relation / composition keep the test fast.
     one = one.groupby("relation", group_keys=False).head(6).reset_index(drop=True)
     two = two.groupby("composition", group_keys=False).head(6).reset_index(drop=True)
@@ -72,10 +62,10 @@ def tiny_llama(tokenizer, seed: int = 0) -> LlamaForCausalLM:
 
 
 @pytest.fixture(scope="module", params=["word", "bpe_untrimmed", "bpe_trimmed"])
-def tokenizer(request, world):
+def tokenizer(request, tiny_world):
     if request.param == "word":
-        return build_word_tokenizer(world.corpus())
-    return build_bpe_tokenizer(world.corpus(), trim_offsets=request.param == "bpe_trimmed")
+        return build_word_tokenizer(tiny_world.corpus())
+    return build_bpe_tokenizer(tiny_world.corpus(), trim_offsets=request.param == "bpe_trimmed")
 
 
 # ---------------------------------------------------------------------------------------
@@ -103,9 +93,9 @@ def test_char_span_to_last_token_bpe_leading_space():
         char_span_to_last_token([(0, 0), (0, 3)], 5, 8)
 
 
-def test_answer_first_token_has_leading_space_for_bpe(world):
-    tok = build_bpe_tokenizer(world.corpus(), trim_offsets=False)
-    prompt, answer = "The country of X is", world.entities["country"][0]
+def test_answer_first_token_has_leading_space_for_bpe(tiny_world):
+    tok = build_bpe_tokenizer(tiny_world.corpus(), trim_offsets=False)
+    prompt, answer = "The country of X is", tiny_world.entities["country"][0]
     (tid,) = answer_first_token_ids(tok, [prompt], [answer]).tolist()
     piece = tok.decode([tid])
     assert piece.startswith(" ") and answer.startswith(piece.strip())
@@ -137,9 +127,9 @@ def test_positions_land_on_the_right_tokens(tokenizer, tables):
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
-def test_values_match_unpadded_forward(side, world, tables):
+def test_values_match_unpadded_forward(side, tiny_world, tables):
     one, two = tables
-    tokenizer = build_word_tokenizer(world.corpus())
+    tokenizer = build_word_tokenizer(tiny_world.corpus())
     model = tiny_llama(tokenizer, seed=1)
     cache = capture_activations(
         model, tokenizer, one, two, CaptureConfig(batch_size=7, padding_side=side, max_act_prompts=None, progress=False)
@@ -177,9 +167,9 @@ def test_values_match_unpadded_forward(side, world, tables):
             assert cache["two_hop.bridge_token"][i] == e2_first
 
 
-def test_shapes_dtypes_and_safetensors_round_trip(tmp_path, world, tables):
+def test_shapes_dtypes_and_safetensors_round_trip(tmp_path, tiny_world, tables):
     one, two = tables
-    tokenizer = build_word_tokenizer(world.corpus())
+    tokenizer = build_word_tokenizer(tiny_world.corpus())
     model = tiny_llama(tokenizer)
     cache = capture_activations(model, tokenizer, one, two, CaptureConfig(batch_size=8, max_act_prompts=5, progress=False))
     n1, n2, L, d, dm = len(one), len(two), 2, 32, 64

@@ -22,24 +22,14 @@ from fkr_kedro.analysis.neurons import (
     top_neurons,
 )
 from fkr_kedro.analysis.readouts import cnst_components, cnst_score, cross_entropy, entrec, unembed_logprobs
-from fkr_kedro.knowledge.world import WorldConfig, generate_world
 from fkr_kedro.modeling.tokenizer import build_word_tokenizer
 
-SMALL_WORLD = WorldConfig(
-    n_people=60, n_cities=10, n_countries=4, n_continents=3, n_companies=6, n_landmarks=8,
-    n_first_names=12, n_last_names=12, n_place_parts=16,
-)
 FAST = CaptureConfig(batch_size=16, max_act_prompts=None, progress=False)
 
 
 @pytest.fixture(scope="module")
-def world():
-    return generate_world(SMALL_WORLD)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(world):
-    return build_word_tokenizer(world.corpus())
+def tokenizer(tiny_world):
+    return build_word_tokenizer(tiny_world.corpus())
 
 
 def llama(tokenizer, d=64, layers=2, d_mlp=64, seed=0) -> LlamaForCausalLM:
@@ -76,10 +66,10 @@ def test_cnst_score_by_hand():
 # ----------------------------------------------------------------------------- EntRec
 
 
-def test_entrec_is_maximal_when_the_residual_is_the_bridge_unembedding(world, tokenizer):
+def test_entrec_is_maximal_when_the_residual_is_the_bridge_unembedding(tiny_world, tokenizer):
     """Blocks write nothing (o_proj = down_proj = 0), so every layer's residual at the mention's
     last token is that token's embedding; set it to W_U[first token of e2]."""
-    two = world.two_hop_table()
+    two = tiny_world.two_hop_table()
     two = two[~two["e1"].str.split().str[-1].duplicated()].reset_index(drop=True)  # one e2 per mention token
     model = llama(tokenizer)
     vocab = len(tokenizer)
@@ -134,8 +124,8 @@ def _planted_model(tokenizer, answer_token: int, last_token: int, neuron=7, stre
 
 
 @pytest.fixture(scope="module")
-def planted(world, tokenizer):
-    one = world.one_hop_table()
+def planted(tiny_world, tokenizer):
+    one = tiny_world.one_hop_table()
     # Prompts sharing one answer (and all ending in "is"), so one neuron helps them all.
     top = one[one["relation"] == "birth_city"]["object"].value_counts().index[0]
     one = one[(one["relation"] == "birth_city") & (one["object"] == top)].reset_index(drop=True)
@@ -211,8 +201,8 @@ def test_cka_and_cosine():
     np.testing.assert_allclose(cka_by_layer(a, a), 1.0)
 
 
-def test_drift_table(world, tokenizer):
-    two = world.two_hop_table().head(40)
+def test_drift_table(tiny_world, tokenizer):
+    two = tiny_world.two_hop_table().head(40)
     m = llama(tokenizer)
     fp = capture_activations(m, tokenizer, None, two, FAST)
     other = llama(tokenizer, seed=9)

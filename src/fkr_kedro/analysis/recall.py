@@ -46,11 +46,12 @@ def greedy_continuations(
     model, tokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 256, progress: bool = False
 ) -> list[str]:
     """Greedy continuation of each prompt (special tokens dropped)."""
-    tokenizer.padding_side = "left"
     device = model_device(model)
     out: list[str] = []
     for i in tqdm(range(0, len(prompts), batch_size), desc="generate", disable=not progress):
-        enc = tokenizer(list(prompts[i : i + batch_size]), return_tensors="pt", padding=True).to(device)
+        enc = tokenizer(
+            list(prompts[i : i + batch_size]), return_tensors="pt", padding=True, padding_side="left"
+        ).to(device)
         gen = model.generate(
             **enc,
             max_new_tokens=max_new_tokens,
@@ -67,13 +68,12 @@ def answer_logprobs(
     model, tokenizer, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 256
 ) -> np.ndarray:
     """Sum of log p(answer tokens | prompt), teacher-forced, for ``prompt + " " + answer``."""
-    tokenizer.padding_side = "right"
     device = model_device(model)
     scores = np.zeros(len(prompts))
     for i in range(0, len(prompts), batch_size):
         ps, ans = prompts[i : i + batch_size], answers[i : i + batch_size]
         texts = [f"{p} {a}" for p, a in zip(ps, ans)]
-        enc = tokenizer(texts, return_tensors="pt", padding=True, return_offsets_mapping=True)
+        enc = tokenizer(texts, return_tensors="pt", padding=True, padding_side="right", return_offsets_mapping=True)
         offsets = enc.pop("offset_mapping")
         # Answer tokens: those that end after the prompt's last character.
         ends = offsets[:, :, 1]
@@ -83,7 +83,6 @@ def answer_logprobs(
         target = enc["input_ids"][:, 1:].cpu()
         token_logp = logp.gather(-1, target[..., None])[..., 0]
         scores[i : i + len(ps)] = (token_logp * is_answer[:, 1:]).sum(1).numpy()
-    tokenizer.padding_side = "left"
     return scores
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
 from ..modeling.load import CausalLM, load_causal_lm
+from ..modeling.storage import is_model_directory, staged_directory
 
 
 class HFModelDataset(AbstractDataset[CausalLM, CausalLM]):
@@ -23,23 +22,16 @@ class HFModelDataset(AbstractDataset[CausalLM, CausalLM]):
         self.metadata = metadata
 
     def load(self) -> CausalLM:
-        if not (self._path / "config.json").exists():
+        if not is_model_directory(self._path):
             raise DatasetError(f"no model directory at {self._path}: run the pipeline that produces it first")
         return load_causal_lm(self._path, **self._load_args)
 
     def save(self, data: CausalLM) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{self._path.name}.", dir=self._path.parent))
-        try:
+        with staged_directory(self._path) as staging:
             data.save(staging)
-            if self._path.exists():
-                shutil.rmtree(self._path)
-            staging.rename(self._path)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
 
     def _exists(self) -> bool:
-        return (self._path / "config.json").exists()
+        return is_model_directory(self._path)
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path), "load_args": self._load_args}

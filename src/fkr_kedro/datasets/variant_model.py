@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,31 +17,21 @@ from typing import Any
 from kedro.io import AbstractDataset, DatasetError
 
 from ..modeling.load import CausalLM
-from ..quantization.api import load_quantized, quantize
+from ..modeling.storage import is_model_directory
+from ..quantization.api import load_quantized, quantize, recorded_fingerprint, variant_fingerprint
 from ..quantization.variants import VariantSpec
 
 log = logging.getLogger(__name__)
-JOB_FILE = "quantization_job.json"
 
 
 @dataclass(frozen=True)
 class QuantizationJob:
-    """Everything that determines a variant's weights."""
+    """A variant to write: the spec, the model it quantizes and its calibration texts."""
 
     spec: VariantSpec
     source_dir: Path
     calibration_texts: tuple[str, ...]
     overwrite: bool = False
-
-    def fingerprint(self) -> dict[str, Any]:
-        weights = sorted(Path(self.source_dir).glob("*.safetensors"))
-        return {
-            "spec": self.spec.model_dump(),
-            "source_dir": str(Path(self.source_dir).resolve()),
-            # Size and modification time of the source weights: a retrained model invalidates its variants.
-            "source_weights": [[w.name, w.stat().st_size, w.stat().st_mtime_ns] for w in weights],
-            "calibration_sha256": hashlib.sha256("\n".join(self.calibration_texts).encode()).hexdigest(),
-        }
 
 
 class ModelDirectoryDataset(AbstractDataset[None, Path]):
@@ -54,7 +42,7 @@ class ModelDirectoryDataset(AbstractDataset[None, Path]):
         self.metadata = metadata
 
     def load(self) -> Path:
-        if not (self._path / "config.json").exists():
+        if not is_model_directory(self._path):
             raise DatasetError(f"no model directory at {self._path}: run the pipeline that produces it first")
         return self._path
 
@@ -62,7 +50,7 @@ class ModelDirectoryDataset(AbstractDataset[None, Path]):
         raise DatasetError(f"{self._path} is read-only here: the model is written through its own dataset")
 
     def _exists(self) -> bool:
-        return (self._path / "config.json").exists()
+        return is_model_directory(self._path)
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path)}
@@ -75,26 +63,22 @@ class VariantModelDataset(AbstractDataset[QuantizationJob, CausalLM]):
         self.metadata = metadata
 
     def load(self) -> CausalLM:
-        if not (self._path / "config.json").exists():
-            raise DatasetError(
-                f"variant not found at {self._path}: run `kedro run --pipeline=quantize` first"
-            )
+        if not is_model_directory(self._path):
+            raise DatasetError(f"variant not found at {self._path}: run `kedro run --pipeline=quantize` first")
         return load_quantized(self._path, **self._load_args)
 
     def save(self, job: QuantizationJob) -> None:
-        fingerprint = job.fingerprint()
-        recorded = self._path / JOB_FILE
-        if not job.overwrite and recorded.exists() and json.loads(recorded.read_text()) == fingerprint:
+        texts = list(job.calibration_texts)
+        if not job.overwrite and recorded_fingerprint(self._path) == variant_fingerprint(job.source_dir, job.spec, texts):
             log.info(
                 "Variant %s is already on disk at %s; kept (set quantize.overwrite: true to redo it)",
                 job.spec.name, self._path,
             )
             return
-        quantize(job.source_dir, job.spec, list(job.calibration_texts), self._path)
-        recorded.write_text(json.dumps(fingerprint, indent=2) + "\n")
+        quantize(job.source_dir, job.spec, texts, self._path)
 
     def _exists(self) -> bool:
-        return (self._path / "config.json").exists()
+        return is_model_directory(self._path)
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path), "load_args": self._load_args}

@@ -158,8 +158,7 @@ class World:
             rel1, rel2 = RELATIONS[r1], RELATIONS[r2]
             for e1, e2 in self.facts[r1].items():
                 e3 = self.facts[r2][e2]
-                mention = rel1.mention.format(s=e1)
-                prompt_two_hop, start = _fill_prompt(rel2.templates[0], mention)
+                prompt_two_hop, start, mention = _two_hop_prompt(r1, r2, e1)
                 rows.append(
                     {
                         "composition": f"{r1}>{r2}",
@@ -185,9 +184,12 @@ class World:
             for template in RELATIONS[r].templates
             for s, o in subject_to_object.items()
         ]
-        two_hop = self.two_hop_table()
-        seen = two_hop[two_hop["split"] == "seen"]
-        statements += [f"{p} {o}" for p, o in zip(seen["prompt_two_hop"], seen["e3"])]
+        statements += [
+            f"{_two_hop_prompt(r1, r2, e1)[0]} {self.facts[r2][e2]}"
+            for r1, r2 in self.config.compositions
+            for e1, e2 in self.facts[r1].items()
+            if e1 not in self.held_out[(r1, r2)]
+        ]
         return statements
 
 
@@ -248,6 +250,14 @@ def _name_parts(rng: random.Random, n: int) -> list[str]:
             seen.add(part)
             out.append(part)
     return out
+
+
+def _two_hop_prompt(r1: str, r2: str, e1: str) -> tuple[str, int, str]:
+    """The two-hop prompt for e1 (r2's evaluation template with the bridge described by r1's
+    mention), the mention's start in it, and the mention."""
+    mention = RELATIONS[r1].mention.format(s=e1)
+    prompt, start = _fill_prompt(RELATIONS[r2].templates[0], mention)
+    return prompt, start, mention
 
 
 def _fill_prompt(template: str, subject: str) -> tuple[str, int]:

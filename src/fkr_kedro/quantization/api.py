@@ -3,17 +3,17 @@ directory, and load any variant back."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import logging
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 from transformers import AutoConfig
 
 from ..modeling.load import CausalLM, load_causal_lm
+from ..modeling.storage import staged_directory
 from .methods import METHODS
 from .variants import VariantSpec, validate_variants
 
@@ -31,27 +31,49 @@ def quantize(source_dir: Path, spec: VariantSpec, calibration_texts: list[str], 
     source_dir, out_dir = Path(source_dir).resolve(), Path(out_dir).resolve()
     validate_variants([spec], AutoConfig.from_pretrained(source_dir))
     method = METHODS[spec.method]
-    calibration = list(calibration_texts[: spec.calibration_size]) if method.calibrated else []
+    calibration = _calibration(spec, calibration_texts)
     if method.calibrated and len(calibration) < spec.calibration_size:
         raise ValueError(
             f"variant {spec.name!r} asks for {spec.calibration_size} calibration texts but only "
             f"{len(calibration)} were given: lower calibration_size or pass more texts"
         )
     backend = importlib.import_module(f".{method.backend}", __package__)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with staged_directory(out_dir) as staging:
         start = time.perf_counter()
         backend.quantize(source_dir, spec, calibration, staging)
         seconds = time.perf_counter() - start
-        record = {**spec.model_dump(), "calibration_texts": len(calibration), "seconds": round(seconds, 3)}
+        record = {**variant_fingerprint(source_dir, spec, calibration_texts), "seconds": round(seconds, 3)}
         (staging / VARIANT_FILE).write_text(json.dumps(record, indent=2) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     log.info("variant %s: %s in %.1f s -> %s", spec.name, method.description, seconds, out_dir)
+
+
+def variant_fingerprint(source_dir: Path, spec: VariantSpec, calibration_texts: list[str]) -> dict:
+    """Everything that determines a variant's weights: the spec, the source weights (name,
+    size, modification time: a retrained model invalidates its variants) and the calibration
+    texts used. :func:`quantize` records it in ``variant.json``."""
+    calibration = _calibration(spec, calibration_texts)
+    weights = sorted(Path(source_dir).resolve().glob("*.safetensors"))
+    return {
+        **spec.model_dump(),
+        "source_dir": str(Path(source_dir).resolve()),
+        "source_weights": [[w.name, w.stat().st_size, w.stat().st_mtime_ns] for w in weights],
+        "calibration_texts": len(calibration),
+        "calibration_sha256": hashlib.sha256("\n".join(calibration).encode()).hexdigest(),
+    }
+
+
+def recorded_fingerprint(model_dir: Path) -> dict | None:
+    """The fingerprint a variant directory was written with, or None when there is none."""
+    path = Path(model_dir) / VARIANT_FILE
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    record.pop("seconds", None)
+    return record
+
+
+def _calibration(spec: VariantSpec, texts: list[str]) -> list[str]:
+    return list(texts[: spec.calibration_size]) if METHODS[spec.method].calibrated else []
 
 
 def load_quantized(model_dir: Path, device: str = "auto") -> CausalLM:
