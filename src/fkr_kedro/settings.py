@@ -1,10 +1,18 @@
 """Project settings (https://docs.kedro.org/en/stable/configure/configuration_basics/)."""
 
-from fkr_kedro.hooks import ActiveConfigHook
+from omegaconf.resolvers import oc
 
-HOOKS = (ActiveConfigHook(),)
+from fkr_kedro.hooks import ActiveConfigHook, MlflowVariantHook
+
+# kedro-mlflow's own hook (registered as a plugin) opens the parent run and logs parameters;
+# MlflowVariantHook adds a nested run per variant, metrics, per-layer curves and artifacts.
+HOOKS = (ActiveConfigHook(), MlflowVariantHook())
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
+    # conf/base/mlflow.yml reads MLFLOW_TRACKING_URI (default: the project's SQLite store).
+    "custom_resolvers": {"oc.env": oc.env},
+    # conf/local/mlflow.yml may set one key (e.g. server.mlflow_tracking_uri) and keep the rest.
+    "merge_strategy": {"mlflow": "soft"},
 }

@@ -1,0 +1,175 @@
+"""Nodes of the report pipeline: figures from the tidy tables, and one HTML report."""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime, timezone
+
+import pandas as pd
+from matplotlib.figure import Figure
+from PIL.Image import Image
+
+from fkr_kedro.reporting import figures
+from fkr_kedro.reporting.findings import ReportSettings, findings, scaling_findings, summary_table
+from fkr_kedro.reporting.html import ReportFigure, Section, format_table, render
+from fkr_kedro.reporting.tables import headline
+
+# The cross-variant figures: catalog name (``{name}_plot``), title and caption in the report.
+FIGURES = {
+    "accuracy_vs_bits": (
+        "Accuracy vs effective bits",
+        "One-hop recall and two-hop accuracy against effective bits per weight read from the stored "
+        "format; the dashed line is full precision, the dotted line chance.",
+    ),
+    "probe_by_layer": (
+        "Probe accuracy per layer",
+        "Linear probes trained on full precision, applied unchanged to every variant (first token of "
+        "the entity); dotted: chance.",
+    ),
+    "entrec_by_layer": (
+        "EntRec per layer",
+        "Mean log-probability of the bridge entity's first token at the end of its mention, read "
+        "through each variant's own final norm and unembedding.",
+    ),
+    "neuron_retention_by_layer": (
+        "Neuron retention per layer",
+        "Share of full precision's top attribution neurons that still score above full precision's "
+        "threshold.",
+    ),
+    "drift_by_layer": (
+        "Drift per layer",
+        "Cosine similarity and linear CKA of each variant's residual stream against full precision, "
+        "per capture site.",
+    ),
+    "cnst_score": (
+        "CnstScore per variant",
+        "Consistency of the two-hop answer distribution with the one-hop one (0 = identical); "
+        "defined on output distributions, so one value per variant.",
+    ),
+}
+
+
+def _settings(report: dict) -> ReportSettings:
+    return ReportSettings(**(report or {}))
+
+
+def plot_accuracy_vs_bits(recall: pd.DataFrame, report: dict) -> Figure:
+    return figures.accuracy_vs_bits(recall, _settings(report).reference)
+
+
+def plot_probe_by_layer(probes: pd.DataFrame, recall: pd.DataFrame, report: dict) -> Figure:
+    return figures.probe_accuracy_by_layer(probes, recall, _settings(report).reference)
+
+
+def plot_entrec_by_layer(entrec: pd.DataFrame, recall: pd.DataFrame, report: dict) -> Figure:
+    return figures.entrec_by_layer(entrec, recall, _settings(report).reference)
+
+
+def plot_neuron_retention_by_layer(attribution: pd.DataFrame, recall: pd.DataFrame, report: dict) -> Figure:
+    return figures.neuron_retention_by_layer(attribution, recall, _settings(report).reference)
+
+
+def plot_drift_by_layer(drift: pd.DataFrame, recall: pd.DataFrame, report: dict) -> Figure:
+    return figures.drift_by_layer(drift, recall, _settings(report).reference)
+
+
+def plot_cnst_score(cnst: pd.DataFrame, recall: pd.DataFrame, report: dict) -> Figure:
+    return figures.cnst_scores(cnst, recall, _settings(report).reference)
+
+
+def plot_variant_layers(
+    recall: pd.DataFrame,
+    probes: pd.DataFrame,
+    entrec: pd.DataFrame,
+    attribution: pd.DataFrame,
+    drift: pd.DataFrame,
+    cnst: pd.DataFrame,
+    report: dict,
+    variant: str = "",
+) -> Figure:
+    if variant not in set(recall["variant"]):
+        raise ValueError(
+            f"variant {variant!r} is not in recall_by_variant: run `kedro run --pipeline=evaluate` so that "
+            f"every configured variant is measured"
+        )
+    return figures.variant_layers(variant, recall, probes, entrec, attribution, drift, cnst, _settings(report).reference)
+
+
+def build_report(
+    recall: pd.DataFrame,
+    probes: pd.DataFrame,
+    entrec: pd.DataFrame,
+    attribution: pd.DataFrame,
+    drift: pd.DataFrame,
+    cnst: pd.DataFrame,
+    two_hop_prompts: pd.DataFrame,
+    report: dict,
+    scaling_exponents: pd.DataFrame | None,
+    scaling_fit_metrics: dict | None,
+    scaling_figure: Image | None,
+    *images: Image,
+    figure_names: tuple[str, ...] = (),
+    variants: tuple[str, ...] = (),
+) -> tuple[pd.DataFrame, str]:
+    """The summary table and the HTML report. ``images`` are the PNGs the figure nodes
+    wrote: first the cross-variant figures (``figure_names``), then one per variant."""
+    if len(images) != len(figure_names) + len(variants):
+        raise ValueError(f"{len(images)} images for {len(figure_names)} figures and {len(variants)} variants")
+    settings = _settings(report)
+    summary = summary_table(recall, probes, entrec, attribution, drift, cnst, settings)
+    chains = two_hop_prompts["split"].value_counts().to_dict() if "split" in two_hop_prompts else {}
+    sentences = findings(recall, probes, entrec, attribution, drift, cnst, chains, settings)
+    percent = [c for c in summary.columns if c.startswith(("one-hop recall", "two-hop", "answer probe")) or "retained" in c]
+    cross = [ReportFigure(FIGURES[name][0], _png(image), FIGURES[name][1]) for name, image in zip(figure_names, images)]
+    info = headline(recall)
+    per_variant = [
+        ReportFigure(f"{variant} layer by layer", _png(image), _variant_caption(variant, info, settings.reference))
+        for variant, image in zip(variants, images[len(figure_names):])
+    ]
+    sections = [
+        Section("What the numbers show", sentences=sentences),
+        Section("Summary", tables=[("One row per variant; percentages are accuracies.", format_table(summary, percent))]),
+        Section("Recall", figures=[f for f, n in zip(cross, figure_names) if n == "accuracy_vs_bits"]),
+        Section("Inside the network", figures=[f for f, n in zip(cross, figure_names) if n != "accuracy_vs_bits"]),
+        Section("Each variant against full precision", figures=per_variant),
+    ]
+    scaling = _scaling_section(scaling_exponents, scaling_fit_metrics, scaling_figure)
+    if scaling is not None:
+        sections.append(scaling)
+    meta = [
+        f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from data/08_reporting "
+        f"({len(info)} variants, reference {settings.reference}). Every sentence is computed from the tables; "
+        f"thresholds: report in parameters_report.yml."
+    ]
+    return summary.reset_index(), render("Quantization and factual knowledge: report", meta, sections)
+
+
+def _variant_caption(variant: str, info: pd.DataFrame, reference: str) -> str:
+    if variant == reference:
+        return "The reference: every curve of the other variants is compared against these."
+    return f"Dotted lines: {reference}. Method {info.loc[variant, 'method']}."
+
+
+def _scaling_section(exponents: pd.DataFrame | None, fit_metrics: dict | None, image: Image | None) -> Section | None:
+    if exponents is None and fit_metrics is None and image is None:
+        return None
+    section = Section(
+        "Scaling: memorization vs utilization",
+        intro="From the scaling pipeline (`kedro run --pipeline=scaling`): -ln(Acc_adj) = A N^alpha (log2 B_eff)^beta "
+        "(log2 C_b)^gamma G^delta, fitted per task.",
+    )
+    if exponents is not None:
+        section.sentences = scaling_findings(exponents)
+        section.tables.append(("Exponents with bootstrap intervals.", format_table(exponents.set_index("task"))))
+    if fit_metrics:
+        fit = pd.DataFrame({"value": pd.Series(fit_metrics, dtype=float)})
+        section.tables.append(("Fit metrics.", format_table(fit)))
+    if image is not None:
+        section.figures.append(ReportFigure("Predicted vs observed", _png(image), "One point per sweep point and task."))
+    return section
+
+
+def _png(image: Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

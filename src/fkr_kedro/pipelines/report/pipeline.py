@@ -1,0 +1,83 @@
+"""Figures from every pipeline's tidy tables, one figure per variant in its namespace, and
+the HTML report that embeds them."""
+
+from kedro.pipeline import Pipeline, node
+
+from fkr_kedro.run_config import active_variants, bind
+
+from .nodes import (
+    FIGURES,
+    build_report,
+    plot_accuracy_vs_bits,
+    plot_cnst_score,
+    plot_drift_by_layer,
+    plot_entrec_by_layer,
+    plot_neuron_retention_by_layer,
+    plot_probe_by_layer,
+    plot_variant_layers,
+)
+
+RECALL = "recall_by_variant@report"
+TABLES = {
+    "probes": "probe_results@report",
+    "entrec": "entrec_results@report",
+    "attribution": "attribution_results@report",
+    "drift": "drift_results@report",
+    "cnst": "cnst_results@report",
+}
+PLOTTERS = {
+    "accuracy_vs_bits": (plot_accuracy_vs_bits, [RECALL]),
+    "probe_by_layer": (plot_probe_by_layer, [TABLES["probes"], RECALL]),
+    "entrec_by_layer": (plot_entrec_by_layer, [TABLES["entrec"], RECALL]),
+    "neuron_retention_by_layer": (plot_neuron_retention_by_layer, [TABLES["attribution"], RECALL]),
+    "drift_by_layer": (plot_drift_by_layer, [TABLES["drift"], RECALL]),
+    "cnst_score": (plot_cnst_score, [TABLES["cnst"], RECALL]),
+}
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    specs = active_variants()
+    names = [spec.name for spec in specs]
+    figures = Pipeline(
+        [
+            node(func, inputs=[*inputs, "params:report"], outputs=f"{name}_plot@matplotlib", name=f"plot_{name}")
+            for name, (func, inputs) in PLOTTERS.items()
+        ],
+        tags=["report"],
+    )
+    per_variant = sum((variant_pipeline(spec.name, spec.method) for spec in specs), Pipeline([]))
+    figure_names = tuple(FIGURES)
+    report = Pipeline(
+        [
+            node(
+                bind(build_report, figure_names=figure_names, variants=tuple(names)),
+                inputs=[
+                    RECALL, *TABLES.values(), "two_hop_prompts@report", "params:report",
+                    "scaling_exponents@report", "scaling_fit_metrics@report", "scaling_predicted_vs_observed@report",
+                    *[f"{name}_plot@png" for name in figure_names],
+                    *[f"{name}.layers_plot@png" for name in names],
+                ],
+                outputs=["report_summary", "report_html"],
+                name="build_report",
+            )
+        ],
+        tags=["report"],
+    )
+    return figures + per_variant + report
+
+
+def variant_pipeline(name: str, method: str) -> Pipeline:
+    return Pipeline(
+        [
+            node(
+                bind(plot_variant_layers, variant=name),
+                inputs=[RECALL, *TABLES.values(), "params:report"],
+                outputs="layers_plot@matplotlib",
+                name="plot_variant_layers",
+            )
+        ],
+        namespace=name,
+        inputs={RECALL, *TABLES.values()},
+        parameters={"params:report"},
+        tags=["report", method],
+    )

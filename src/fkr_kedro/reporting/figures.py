@@ -1,0 +1,329 @@
+"""Figures of the study, drawn from the tidy tables the pipelines write.
+
+Every function takes tidy tables (``variant``, ``layer``, ``metric``, ``value`` ...) and
+returns a matplotlib ``Figure``; none reads or writes files. One colour per method and one
+line style per bit width, the same in every figure; full precision is black.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are files; never open a window
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import FixedLocator, NullLocator, PercentFormatter  # noqa: E402
+
+from .tables import headline, layer_metric, neuron_retention, variant_order  # noqa: E402
+
+METHOD_COLORS = {
+    "fp": "black",
+    "gptq": "tab:blue",
+    "awq": "tab:green",
+    "rtn": "tab:red",
+    "bnb_int8": "tab:purple",
+    "bnb_nf4": "tab:orange",
+    "bnb_fp4": "tab:brown",
+}
+BITS_LINESTYLES = {8: "-", 4: "--", 3: "-.", 2: ":"}
+METHOD_MARKERS = {"fp": "o", "gptq": "s", "awq": "D", "rtn": "v", "bnb_int8": "^", "bnb_nf4": "P", "bnb_fp4": "X"}
+_EXTRA_COLORS = itertools.cycle(["tab:pink", "tab:olive", "tab:cyan", "tab:gray"])
+
+PROBE_TITLES = {
+    "subject": "subject probe (subject's last token)",
+    "bridge": "bridge probe (end of the bridge's mention)",
+    "answer": "answer probe (last token, one-hop)",
+    "answer_two_hop": "answer probe (last token, two-hop)",
+}
+DRIFT_TITLES = {"cosine": "cosine similarity to fp", "cka": "linear CKA to fp"}
+
+
+def variant_styles(recall: pd.DataFrame, reference: str = "fp") -> dict[str, dict]:
+    """Line and marker style per variant: colour by method, line style by bit width."""
+    info = headline(recall)
+    styles = {}
+    for variant in variant_order(recall, reference):
+        method = str(info.loc[variant, "method"])
+        bits = info.loc[variant, "bits"]
+        if method not in METHOD_COLORS:
+            METHOD_COLORS[method] = next(_EXTRA_COLORS)
+        is_ref = variant == reference
+        styles[variant] = {
+            "color": METHOD_COLORS[method],
+            "linestyle": "-" if is_ref or pd.isna(bits) else BITS_LINESTYLES.get(int(bits), "-"),
+            "marker": METHOD_MARKERS.get(method, "o"),
+            "linewidth": 2.6 if is_ref else 1.6,
+            "markersize": 5,
+            "zorder": 5 if is_ref else 3,
+        }
+    return styles
+
+
+def accuracy_vs_bits(recall: pd.DataFrame, reference: str = "fp") -> Figure:
+    """One-hop recall and two-hop accuracy (seen and held-out chains) against effective bits
+    per weight, one line per method; the full-precision model is a reference line."""
+    info = headline(recall)
+    panels = [
+        ("one_hop.accuracy", None, "one-hop recall (knowledge memorization)"),
+        ("two_hop.seen.accuracy", "two_hop.seen.chance", "two-hop, chains seen in training"),
+        ("two_hop.held_out.accuracy", "two_hop.held_out.chance", "two-hop, held-out chains (latent composition)"),
+    ]
+    panels = [p for p in panels if p[0] in info.columns]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), layout="constrained", squeeze=False)
+    quantized = info.drop(index=reference, errors="ignore")
+    # Round bit widths as ticks: stored formats sit a little above them (scales, zero points).
+    low, high = float(quantized["effective_bits"].min()), float(quantized["effective_bits"].max())
+    ticks = [t for t in (1, 2, 3, 4, 5, 6, 8, 10, 12, 16) if low * 0.8 <= t <= high * 1.25] or [round(low, 1)]
+    for ax, (metric, chance, title) in zip(axes[0], panels):
+        for method, rows in quantized.groupby("method", sort=False):
+            rows = rows.sort_values("effective_bits")
+            ax.plot(
+                rows["effective_bits"], rows[metric], color=METHOD_COLORS.get(method, "gray"),
+                marker=METHOD_MARKERS.get(method, "o"), linewidth=1.6, markersize=7, label=method,
+            )
+        if reference in info.index:
+            ref_bits = info.loc[reference, "effective_bits"]
+            ax.axhline(info.loc[reference, metric], color="black", linestyle="--", linewidth=1.4,
+                       label=f"{reference} (full precision, {ref_bits:.0f} bits)")
+        if chance and chance in info.columns and reference in info.index:
+            ax.axhline(info.loc[reference, chance], color="gray", linestyle=":", linewidth=1.4, label="chance")
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xticklabels([f"{t:g}" for t in ticks])
+        ax.set_xlim(low * 0.85, high * 1.15)
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+        ax.set_ylim(bottom=0, top=min(1.02, max(0.05, float(info[metric].max()) * 1.1)))
+        ax.set_xlabel("effective bits per weight (stored format, log scale)")
+        ax.set_title(title, fontsize=11)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy")
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", fontsize=9)
+    fig.suptitle("Accuracy vs effective bits per weight, by quantization method", fontsize=13)
+    return fig
+
+
+def probe_accuracy_by_layer(probes: pd.DataFrame, recall: pd.DataFrame, reference: str = "fp") -> Figure:
+    """Per probe, the accuracy of the probe trained on full precision and applied unchanged
+    to each variant, per layer (0 = embeddings), with the probe's chance rate."""
+    names = [p for p in PROBE_TITLES if p in set(probes["probe"])]
+    fig, axes = _grid(len(names), ncols=2, size=(5.4, 3.6))
+    styles = variant_styles(recall, reference)
+    for ax, probe in zip(axes, names):
+        transfer = layer_metric(probes, "transfer_accuracy", probe=probe)
+        for variant, style in styles.items():
+            if variant in transfer:
+                ax.plot(transfer.index, transfer[variant], label=variant, **style)
+        chance = layer_metric(probes, "chance", probe=probe)
+        if reference in chance:
+            ax.plot(chance.index, chance[reference], color="gray", linestyle=":", linewidth=1.4, label="chance")
+        _layer_axis(ax, transfer.index)
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+        ax.set_ylim(0, 1.02)
+        ax.set_title(PROBE_TITLES[probe], fontsize=10)
+        ax.set_ylabel("accuracy of fp's probe")
+    _legend(fig, axes)
+    fig.suptitle("Linear probes per layer: full precision's probe applied to each variant", fontsize=13)
+    return fig
+
+
+def entrec_by_layer(entrec: pd.DataFrame, recall: pd.DataFrame, reference: str = "fp") -> Figure:
+    """Mean EntRec (log-probability of the bridge entity's first token, read through the
+    variant's own head at the end of the bridge's mention) per layer, per split of chains."""
+    splits = [s for s in ("all", "seen", "held_out") if s in set(entrec.get("split", pd.Series(["all"])))]
+    fig, axes = _grid(len(splits), ncols=3, size=(4.6, 3.8))
+    styles = variant_styles(recall, reference)
+    for ax, split in zip(axes, splits):
+        curves = layer_metric(entrec, "entrec_mean", split=split)
+        for variant, style in styles.items():
+            if variant in curves:
+                ax.plot(curves.index, curves[variant], label=variant, **style)
+        _layer_axis(ax, curves.index)
+        ax.set_title(f"{split.replace('_', '-')} chains", fontsize=10)
+        ax.set_ylabel("mean EntRec (log-prob, nats)")
+    _legend(fig, axes)
+    fig.suptitle("EntRec per layer: is the bridge entity recoverable at its mention?", fontsize=13)
+    return fig
+
+
+def neuron_retention_by_layer(attribution: pd.DataFrame, recall: pd.DataFrame, reference: str = "fp") -> Figure:
+    """Per layer, the share of full precision's top attribution neurons that still score
+    above full precision's threshold in each variant."""
+    retention = neuron_retention(attribution, reference)
+    fig, ax = plt.subplots(figsize=(8.5, 4.4), layout="constrained")
+    for variant, style in variant_styles(recall, reference).items():
+        if variant in retention:
+            ax.plot(retention.index, retention[variant], label=variant, **style)
+    _layer_axis(ax, retention.index, embeddings=False)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("fp's top neurons retained")
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside right center", fontsize=9)
+    fig.suptitle("Neuron retention per layer (FFN neurons that drive the answer)", fontsize=13)
+    return fig
+
+
+def drift_by_layer(drift: pd.DataFrame, recall: pd.DataFrame, reference: str = "fp") -> Figure:
+    """Cosine similarity and linear CKA of each variant's residual stream against full
+    precision, per layer and capture site."""
+    sites = list(dict.fromkeys(drift["site"]))
+    metrics = [m for m in DRIFT_TITLES if m in set(drift["metric"])]
+    fig, axes = plt.subplots(
+        len(metrics), len(sites), figsize=(3.6 * len(sites), 3.1 * len(metrics)), layout="constrained",
+        squeeze=False, sharey="row",
+    )
+    styles = variant_styles(recall, reference)
+    for i, metric in enumerate(metrics):
+        for j, site in enumerate(sites):
+            ax = axes[i][j]
+            curves = layer_metric(drift, metric, site=site)
+            for variant, style in styles.items():
+                if variant in curves and variant != reference:
+                    ax.plot(curves.index, curves[variant], label=variant, **style)
+            _layer_axis(ax, sorted(set(drift["layer"])))
+            if i < len(metrics) - 1:
+                ax.set_xlabel("")
+            if i == 0:
+                ax.set_title(site.replace(".resid_post.", ", residual at "), fontsize=9)
+            if j == 0:
+                ax.set_ylabel(DRIFT_TITLES[metric])
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", fontsize=9)
+    fig.suptitle("Representation drift against full precision, per layer (1 = unchanged)", fontsize=13)
+    return fig
+
+
+def cnst_scores(cnst: pd.DataFrame, recall: pd.DataFrame, reference: str = "fp") -> Figure:
+    """CnstScore per variant (how far the two-hop answer distribution is from the one-hop
+    one; 0 = identical), on all, seen and held-out chains. It compares output distributions,
+    so there is one value per variant, at the model's output."""
+    scores = cnst[cnst["metric"] == "cnst_score"].pivot_table(index="variant", columns="split", values="value")
+    order = [v for v in variant_order(recall, reference) if v in scores.index]
+    splits = [s for s in ("all", "seen", "held_out") if s in scores.columns]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * len(order) + 2), 4.2), layout="constrained")
+    width = 0.8 / len(splits)
+    x = np.arange(len(order))
+    for k, split in enumerate(splits):
+        ax.bar(x + (k - (len(splits) - 1) / 2) * width, scores.loc[order, split], width,
+               label=split.replace("_", "-"), color=["0.25", "tab:blue", "tab:orange"][k % 3])
+    ax.set_xticks(x, order, rotation=40, ha="right")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_ylabel("CnstScore (0 = consistent)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(title="chains", fontsize=9)
+    fig.suptitle("CnstScore per variant: two-hop vs one-hop answer consistency", fontsize=13)
+    return fig
+
+
+def variant_layers(
+    variant: str,
+    recall: pd.DataFrame,
+    probes: pd.DataFrame,
+    entrec: pd.DataFrame,
+    attribution: pd.DataFrame,
+    drift: pd.DataFrame,
+    cnst: pd.DataFrame,
+    reference: str = "fp",
+) -> Figure:
+    """One variant against full precision, layer by layer: probe accuracy, EntRec, neuron
+    retention and drift; its recall and CnstScore in the title."""
+    info = headline(recall)
+    fig, axes = plt.subplots(2, 2, figsize=(12, 7.4), layout="constrained")
+    (ax_probe, ax_entrec), (ax_neurons, ax_drift) = axes
+    colors = dict(zip(PROBE_TITLES, ["tab:purple", "tab:blue", "tab:green", "tab:orange"]))
+    for probe, color in colors.items():
+        if probe not in set(probes["probe"]):
+            continue
+        transfer = layer_metric(probes, "transfer_accuracy", probe=probe)
+        if variant in transfer:
+            ax_probe.plot(transfer.index, transfer[variant], color=color, marker="o", label=f"{probe} ({variant})")
+        if reference in transfer and variant != reference:
+            ax_probe.plot(transfer.index, transfer[reference], color=color, linestyle=":", linewidth=1.4,
+                          label=f"{probe} ({reference})")
+    ax_probe.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax_probe.set_ylim(0, 1.02)
+    ax_probe.set_title("accuracy of fp's probes", fontsize=10)
+    ax_probe.legend(fontsize=7, ncol=2)
+
+    curves = layer_metric(entrec, "entrec_mean", split="all")
+    for name, style in ((variant, {"color": "tab:blue", "marker": "o"}), (reference, {"color": "black", "linestyle": ":"})):
+        if name in curves and (name == variant or variant != reference):
+            ax_entrec.plot(curves.index, curves[name], label=name, **style)
+    ax_entrec.set_title("EntRec of the bridge entity (mean log-prob)", fontsize=10)
+    ax_entrec.legend(fontsize=8)
+
+    retention = neuron_retention(attribution, reference)
+    if variant in retention:
+        ax_neurons.plot(retention.index, retention[variant], color="tab:red", marker="o", label=variant)
+    ax_neurons.axhline(1.0, color="black", linestyle=":", linewidth=1.2, label=reference)
+    ax_neurons.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax_neurons.set_ylim(0, 1.05)
+    ax_neurons.set_title("fp's top attribution neurons retained", fontsize=10)
+    ax_neurons.legend(fontsize=8)
+    _layer_axis(ax_neurons, retention.index, embeddings=False)
+
+    site_colors = itertools.cycle(["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown"])
+    for site in dict.fromkeys(drift["site"]):
+        color = next(site_colors)
+        for metric, linestyle in (("cosine", "-"), ("cka", "--")):
+            curve = layer_metric(drift, metric, site=site)
+            if variant in curve:
+                label = f"{metric}, {site.replace('.resid_post.', ' @ ')}"
+                ax_drift.plot(curve.index, curve[variant], color=color, linestyle=linestyle, marker=".", label=label)
+    ax_drift.set_ylim(top=1.02)
+    ax_drift.set_title("drift against fp (cosine solid, CKA dashed)", fontsize=10)
+    ax_drift.legend(fontsize=7)
+    for ax in (ax_probe, ax_entrec, ax_drift):
+        _layer_axis(ax, layer_metric(drift, "cosine").index if ax is ax_drift else curves.index)
+
+    fig.suptitle(_variant_title(variant, info, cnst, reference), fontsize=12)
+    return fig
+
+
+def _variant_title(variant: str, info: pd.DataFrame, cnst: pd.DataFrame, reference: str) -> str:
+    row = info.loc[variant]
+    spec = str(row["method"])
+    if not pd.isna(row.get("bits")):
+        spec += f", {int(row['bits'])} bits"
+    if not pd.isna(row.get("group_size")):
+        spec += f", group {int(row['group_size'])}"
+    title = f"{variant} ({spec}; {row['effective_bits']:.2f} effective bits): one-hop recall {row['one_hop.accuracy']:.1%}"
+    if reference in info.index and variant != reference:
+        title += f" ({reference} {info.loc[reference, 'one_hop.accuracy']:.1%})"
+    score = cnst[(cnst["metric"] == "cnst_score") & (cnst.get("split", "all") == "all")].set_index("variant")["value"]
+    if variant in score.index:
+        title += f"; CnstScore {score[variant]:.2f}"
+        if reference in score.index and variant != reference:
+            title += f" ({reference} {score[reference]:.2f})"
+    return title
+
+
+def _grid(n: int, ncols: int, size: tuple[float, float]):
+    ncols = min(ncols, n)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols + 2.2, size[1] * nrows), layout="constrained",
+                             squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def _layer_axis(ax, layers, embeddings: bool = True) -> None:
+    layers = sorted(int(layer) for layer in layers)
+    if layers:
+        ax.set_xticks(layers)
+    # Residual-stream tables count layer 0 as the embeddings; attribution counts decoder layers from 0.
+    ax.set_xlabel("layer (0 = embeddings)" if embeddings else "decoder layer (0 = first)")
+    ax.grid(alpha=0.3)
+
+
+def _legend(fig: Figure, axes) -> None:
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", fontsize=9)

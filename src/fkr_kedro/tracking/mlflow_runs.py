@@ -1,0 +1,157 @@
+"""Nested MLflow runs per variant, flat metric dicts and per-layer metric histories.
+
+Every call names its run by id through an ``MlflowClient``: the fluent API keeps one stack
+of active runs per thread, while a pipeline saves datasets from any thread and logs to
+several runs at once (the pipeline run and one run per variant).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from numbers import Real
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+log = logging.getLogger(__name__)
+
+# MLflow's own batch limits (mlflow.utils.validation).
+_METRICS_PER_BATCH = 1000
+_PARAMS_PER_BATCH = 100
+# Columns of the tidy per-layer tables that are not part of a curve's name.
+_TIDY_COLUMNS = ("variant", "layer", "metric", "value")
+
+
+def metric_key(name: str) -> str:
+    """``name`` as a valid MLflow metric key: ``two_hop.seen.r2(r1(e1)).accuracy`` becomes
+    ``two_hop.seen.r2_r1_e1.accuracy`` (MLflow accepts letters, digits, ``_ - . / : ``)."""
+    key = name.replace("(", "_").replace(")", "")
+    return re.sub(r"[^/\w.\- :]", "_", key)
+
+
+def flat_numbers(data: Any) -> dict[str, float] | None:
+    """A dict of numbers as ``{metric key: float}``; None for anything else (nested dicts,
+    strings, tables), which is not a set of metrics."""
+    if not isinstance(data, Mapping) or not data:
+        return None
+    if not all(isinstance(v, Real) for v in data.values()):
+        return None
+    return {metric_key(str(k)): float(v) for k, v in data.items()}
+
+
+def layer_histories(
+    table: pd.DataFrame, prefix: str, skip_metrics: Iterable[str] = ()
+) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """Per variant, one curve per metric of a tidy per-layer table (columns ``variant``,
+    ``layer``, ``metric``, ``value`` and any descriptive columns such as ``probe``, ``site``
+    or ``split``): ``{variant: {key: [(layer, value), ...]}}``, the key being the prefix,
+    the descriptive columns' values and the metric (``probe.bridge.transfer_accuracy``)."""
+    missing = [c for c in _TIDY_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"{prefix}: a per-layer table needs the columns {list(_TIDY_COLUMNS)}; {missing} missing")
+    extra = [c for c in table.columns if c not in _TIDY_COLUMNS]
+    skip = set(skip_metrics)
+    out: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for row in table.to_dict("records"):
+        if row["metric"] in skip:
+            continue
+        parts = [prefix] + [str(row[c]) for c in extra if not _missing(row[c])] + [str(row["metric"])]
+        curves = out.setdefault(str(row["variant"]), {})
+        curves.setdefault(metric_key(".".join(parts)), []).append((int(row["layer"]), float(row["value"])))
+    for curves in out.values():
+        for points in curves.values():
+            points.sort()
+    return out
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+class VariantRuns:
+    """One nested run per variant under ``parent_run_id``, created the first time something
+    is logged for the variant (or by :meth:`open`) with ``variant_params`` as its params."""
+
+    def __init__(
+        self, client: MlflowClient, parent_run_id: str, variant_params: Mapping[str, Mapping[str, Any]] | None = None
+    ):
+        self.client = client
+        self.parent_run_id = parent_run_id
+        self.experiment_id = client.get_run(parent_run_id).info.experiment_id
+        self._params = {name: dict(params) for name, params in (variant_params or {}).items()}
+        self._run_ids: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def run_ids(self) -> dict[str, str]:
+        return dict(self._run_ids)
+
+    def open(self, variant: str) -> str:
+        """The variant's nested run id, created (with its params) if it does not exist yet."""
+        with self._lock:
+            if variant in self._run_ids:
+                return self._run_ids[variant]
+            run = self.client.create_run(
+                self.experiment_id,
+                tags={MLFLOW_PARENT_RUN_ID: self.parent_run_id, MLFLOW_RUN_NAME: variant, "variant": variant},
+                run_name=variant,
+            )
+            run_id = run.info.run_id
+            self._run_ids[variant] = run_id
+        params = {"variant": variant, **self._params.get(variant, {})}
+        self._log_params(run_id, params)
+        log.info("MLflow: nested run %s for variant %s", run_id, variant)
+        return run_id
+
+    def log_metrics(self, metrics: Mapping[str, float], variant: str | None = None, step: int = 0) -> None:
+        """Metrics on the variant's run, or on the parent run when ``variant`` is None."""
+        run_id = self.open(variant) if variant is not None else self.parent_run_id
+        now = _now_ms()
+        self._log_metric_batch(run_id, [Metric(metric_key(k), float(v), now, step) for k, v in metrics.items()])
+
+    def log_histories(self, variant: str, curves: Mapping[str, Iterable[tuple[int, float]]]) -> None:
+        """Metric histories on the variant's run: each curve's points logged with step = layer."""
+        run_id = self.open(variant)
+        now = _now_ms()
+        metrics = [Metric(key, value, now, step) for key, points in curves.items() for step, value in points]
+        self._log_metric_batch(run_id, metrics)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None, variant: str | None = None) -> None:
+        """A file or a folder (its files) on the variant's run, or on the parent run."""
+        run_id = self.open(variant) if variant is not None else self.parent_run_id
+        path = Path(path)
+        if path.is_dir():
+            self.client.log_artifacts(run_id, str(path), artifact_path)
+        elif path.is_file():
+            self.client.log_artifact(run_id, str(path), artifact_path)
+        else:
+            raise FileNotFoundError(f"no file or folder at {path} to log as an artifact")
+
+    def finish(self, failed: bool = False) -> None:
+        """End every nested run, FINISHED or FAILED (what each logged so far stays)."""
+        status = RunStatus.to_string(RunStatus.FAILED if failed else RunStatus.FINISHED)
+        for variant, run_id in self.run_ids.items():
+            self.client.set_terminated(run_id, status)
+            log.info("MLflow: nested run of %s ended %s", variant, status)
+
+    def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        items = [Param(str(k), "None" if v is None else str(v)) for k, v in params.items()]
+        for start in range(0, len(items), _PARAMS_PER_BATCH):
+            self.client.log_batch(run_id, params=items[start : start + _PARAMS_PER_BATCH])
+
+    def _log_metric_batch(self, run_id: str, metrics: list[Metric]) -> None:
+        for start in range(0, len(metrics), _METRICS_PER_BATCH):
+            self.client.log_batch(run_id, metrics=metrics[start : start + _METRICS_PER_BATCH])
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
