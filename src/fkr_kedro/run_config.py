@@ -54,6 +54,9 @@ def active_variants() -> list:
             raise VariantError(f"variant {name!r}: {error}") from None
     shape = params.get("model_shape") or {}
     widths = [shape[k] for k in ("hidden_size", "intermediate_size") if k in shape]
+    if (params.get("base_model") or {}).get("kind", "train") != "train":
+        # A loaded model's widths are not in parameters: quantize() checks its config.
+        widths = []
     return validate_variants(specs, widths)
 
 

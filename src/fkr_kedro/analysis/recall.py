@@ -3,7 +3,10 @@
 Works on any ``transformers`` causal LM (full precision, bitsandbytes, GPTQ/AWQ) and any
 fast tokenizer: prompts are left-padded and batched, the answer's tokens are found from
 the tokenizer's character offsets (so a BPE tokenizer's leading space is handled), and an
-answer counts as recalled only if the whole name is generated, followed by a word boundary.
+answer counts as recalled only if the whole name (or one of its aliases) is generated,
+followed by a word boundary, after normalisation (case, accents, punctuation, whitespace and
+a leading article: "the United States." recalls "United States"). Generation is bounded:
+by default the longest answer's length in tokens plus one, or ``max_new_tokens``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from tqdm.auto import tqdm
 from ..knowledge.world import chance_rates
 
 
+ARTICLES = ("the", "a", "an")
+
+
 def normalize(text: str) -> str:
     """Lower case, accents and punctuation dropped, whitespace collapsed."""
     text = unicodedata.normalize("NFKD", text)
@@ -27,11 +33,18 @@ def normalize(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", text).split())
 
 
+def strip_article(text: str) -> str:
+    """A normalised text without its leading article ("the netherlands" -> "netherlands")."""
+    head, _, rest = text.partition(" ")
+    return rest if head in ARTICLES and rest else text
+
+
 def is_whole_name_match(generated: str, aliases: Sequence[str]) -> bool:
-    """True if the generated continuation starts with one alias, as a whole name."""
-    gen = normalize(generated)
+    """True if the generated continuation starts with one alias, as a whole name (both
+    normalised, a leading article dropped from each)."""
+    gen = strip_article(normalize(generated))
     for alias in aliases:
-        a = normalize(alias)
+        a = strip_article(normalize(alias))
         if a and gen.startswith(a) and (len(gen) == len(a) or gen[len(a)] == " "):
             return True
     return False
@@ -118,11 +131,14 @@ def score_prompts(
     )
 
 
-def evaluate_one_hop(model, tokenizer, one_hop: pd.DataFrame, batch_size: int = 256, progress: bool = False) -> pd.DataFrame:
+def evaluate_one_hop(
+    model, tokenizer, one_hop: pd.DataFrame, batch_size: int = 256, progress: bool = False,
+    max_new_tokens: int | None = None,
+) -> pd.DataFrame:
     """One row per one-hop fact: relation, subject, object, generated, correct, answer_logprob."""
     scored = score_prompts(
         model, tokenizer, one_hop["prompt"].tolist(), one_hop["object"].tolist(),
-        one_hop["object_aliases"].tolist(), batch_size=batch_size, progress=progress,
+        one_hop["object_aliases"].tolist(), max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress,
     )
     return pd.concat([one_hop[["relation", "subject", "object"]].reset_index(drop=True), scored[["generated", "correct", "answer_logprob"]]], axis=1)
 
@@ -135,7 +151,10 @@ TWO_HOP_READOUTS = {
 }
 
 
-def evaluate_two_hop(model, tokenizer, two_hop: pd.DataFrame, batch_size: int = 256, progress: bool = False) -> pd.DataFrame:
+def evaluate_two_hop(
+    model, tokenizer, two_hop: pd.DataFrame, batch_size: int = 256, progress: bool = False,
+    max_new_tokens: int | None = None,
+) -> pd.DataFrame:
     """One row per chain and readout: the bridge r1(e1), the second hop alone r2(e2), and
     the latent composition r2(r1(e1))."""
     frames = []
@@ -143,7 +162,7 @@ def evaluate_two_hop(model, tokenizer, two_hop: pd.DataFrame, batch_size: int = 
     for readout, (prompt_col, answer_col, alias_col) in TWO_HOP_READOUTS.items():
         scored = score_prompts(
             model, tokenizer, two_hop[prompt_col].tolist(), two_hop[answer_col].tolist(),
-            two_hop[alias_col].tolist(), batch_size=batch_size, progress=progress,
+            two_hop[alias_col].tolist(), max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress,
         )
         frames.append(base.assign(readout=readout, **scored[["generated", "correct", "answer_logprob"]]))
     return pd.concat(frames, ignore_index=True)

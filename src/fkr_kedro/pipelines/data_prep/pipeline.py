@@ -1,16 +1,29 @@
+"""The evaluation prompts and calibration texts of the knowledge source in parameters
+(``knowledge.source``): synthetic (default), world_facts (the smollm2 env) or
+lre_twohopfact (the paper env)."""
+
 from kedro.pipeline import Pipeline, node
 
-from .nodes import generate_synthetic_world
+from fkr_kedro.run_config import active_parameters
+
+from .nodes import KNOWLEDGE_SOURCES, generate_synthetic_world, prepare_paper_datasets, prepare_world_facts
+
+OUTPUTS = ["one_hop_prompts", "two_hop_prompts", "train_corpus", "world_summary"]
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return Pipeline(
-        [
-            node(
-                generate_synthetic_world,
-                inputs=["params:world", "params:evaluation_sample"],
-                outputs=["one_hop_prompts", "two_hop_prompts", "train_corpus", "world_summary"],
-                name="generate_synthetic_world",
-            )
-        ]
-    )
+    source = (active_parameters().get("knowledge") or {}).get("source", "synthetic")
+    if source == "synthetic":
+        step = node(generate_synthetic_world, ["params:world", "params:evaluation_sample"], OUTPUTS, name="generate_synthetic_world")
+    elif source == "world_facts":
+        step = node(prepare_world_facts, ["params:evaluation_sample"], OUTPUTS, name="prepare_world_facts")
+    elif source == "lre_twohopfact":
+        step = node(
+            prepare_paper_datasets,
+            ["params:lre", "params:twohopfact", "params:base_model", "params:evaluation_sample"],
+            OUTPUTS + ["lre_counts", "lre_unplaced", "twohopfact_rejected"],
+            name="prepare_paper_datasets",
+        )
+    else:
+        raise ValueError(f"knowledge.source {source!r} is unknown: use one of {', '.join(KNOWLEDGE_SOURCES)}")
+    return Pipeline([step])

@@ -21,9 +21,10 @@ def evaluate_recall(
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Per-fact and per-chain scores, and the headline metrics with throughput."""
     batch_size = int(evaluate.get("batch_size", 256))
+    max_new = evaluate.get("max_new_tokens")  # None: the longest answer's tokens plus one
     start = time.perf_counter()
-    one_hop = evaluate_one_hop(model.model, model.tokenizer, one_hop_prompts, batch_size, progress=True)
-    two_hop = evaluate_two_hop(model.model, model.tokenizer, two_hop_prompts, batch_size, progress=True)
+    one_hop = evaluate_one_hop(model.model, model.tokenizer, one_hop_prompts, batch_size, progress=True, max_new_tokens=max_new)
+    two_hop = evaluate_two_hop(model.model, model.tokenizer, two_hop_prompts, batch_size, progress=True, max_new_tokens=max_new)
     seconds = time.perf_counter() - start
     metrics = summarize_recall(one_hop, two_hop, two_hop_prompts)
     metrics["eval.seconds"] = seconds

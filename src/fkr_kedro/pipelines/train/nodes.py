@@ -1,4 +1,6 @@
-"""Nodes of the train pipeline: a small Llama trained from scratch on the world's corpus."""
+"""Nodes of the train pipeline: the base model. The embedded default trains a small Llama
+from scratch on the world's corpus; a real model (``base_model.kind`` dir, hub or gguf) is
+not trained: it is loaded (a GGUF dequantized once) and measured the same way."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import pandas as pd
 import torch
 
 from fkr_kedro.analysis.recall import evaluate_one_hop, evaluate_two_hop, summarize_recall
-from fkr_kedro.modeling.load import CausalLM
+from fkr_kedro.modeling.load import CausalLM, ModelSource, as_source
 from fkr_kedro.modeling.tokenizer import build_word_tokenizer
 from fkr_kedro.modeling.train import ModelShape, TrainConfig, non_embedding_parameters, train_causal_lm
 
@@ -56,3 +58,40 @@ def measure_trained_model(
             split, 100 * metrics[f"two_hop.{split}.accuracy"], 100 * metrics[f"two_hop.{split}.chance"],
         )
     return metrics
+
+
+def prepare_base_model(base_model: dict) -> ModelSource:
+    """The source the base model dataset materializes (see ModelSourceDataset)."""
+    source = as_source(base_model)
+    log.info("Base model: %s (%s), not trained here", source.label(), source.kind)
+    return source
+
+
+def measure_loaded_model(
+    base_model: CausalLM, one_hop_prompts: pd.DataFrame, two_hop_prompts: pd.DataFrame, source: dict, evaluate: dict
+) -> tuple[dict, pd.DataFrame]:
+    """Recall of a loaded (not trained) base model on the evaluation prompts, overall and per
+    relation, next to what the reference is; and the per-relation table."""
+    source = as_source(source)
+    model, tokenizer = base_model.model, base_model.tokenizer
+    batch_size, max_new = int(evaluate.get("batch_size", 64)), evaluate.get("max_new_tokens")
+    one_hop = evaluate_one_hop(model, tokenizer, one_hop_prompts, batch_size, progress=True, max_new_tokens=max_new)
+    two_hop = evaluate_two_hop(model, tokenizer, two_hop_prompts, batch_size, progress=True, max_new_tokens=max_new)
+    metrics = summarize_recall(one_hop, two_hop, two_hop_prompts)
+    metrics.update(
+        {
+            "non_embedding_parameters": non_embedding_parameters(model),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "torch_threads": torch.get_num_threads(),
+        }
+    )
+    per_relation = (
+        one_hop.groupby("relation")["correct"].agg(facts="size", recalled="sum", accuracy="mean").reset_index()
+        .assign(model=source.label(), reference=source.description or source.label())
+    )
+    log.info(
+        "Base model %s (%s): one-hop recall %.2f%%; per relation:\n%s",
+        source.label(), source.description or source.kind, 100 * metrics["one_hop.accuracy"],
+        per_relation[["relation", "facts", "recalled", "accuracy"]].to_string(index=False),
+    )
+    return metrics, per_relation
