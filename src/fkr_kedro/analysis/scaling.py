@@ -1,0 +1,415 @@
+"""Task-stratified scaling law of quantized accuracy (Zhou et al., arXiv 2508.18609).
+
+    -ln(Acc_adj) = A * N^alpha * (log2 B_eff)^beta * (log2 C_b)^gamma * G^delta
+    Acc_adj = (Acc - chance) / (1 - chance)
+
+fitted by ordinary least squares on logs, one fit per task, with percentile bootstrap
+intervals of the exponents (points resampled with replacement), adjusted R^2 on the log
+scale, and the error of predicting the largest model's points from a fit on the others.
+
+Points the law cannot take are excluded and counted, never clipped: Acc_adj <= 0 (at or
+below chance: -ln is undefined) and Acc_adj = 1 (no error: ln 0). Points with excluded bit
+widths (2-bit collapses, as in the paper) are left out of the fit but still predicted, so a
+plot shows how far the law is from them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+FACTORS = ("alpha", "beta", "gamma", "delta")
+# Column of the points table behind each exponent, and the transform the law applies to it.
+FACTOR_COLUMNS = {"alpha": "n_params", "beta": "b_eff", "gamma": "calibration_size", "delta": "group_size"}
+FACTOR_NAMES = {
+    "alpha": "model size N",
+    "beta": "effective bits B_eff",
+    "gamma": "calibration size C_b",
+    "delta": "group size G",
+}
+
+
+class ScalingFitError(ValueError):
+    """The points cannot identify the law (too few, or a factor that never varies)."""
+
+
+def adjusted_accuracy(accuracy: np.ndarray | float, chance: np.ndarray | float) -> np.ndarray:
+    """(Acc - chance) / (1 - chance): 0 at chance, 1 when every answer is right."""
+    accuracy, chance = np.asarray(accuracy, float), np.asarray(chance, float)
+    if np.any(chance >= 1):
+        raise ValueError("a chance rate of 1 leaves nothing to adjust: check the task's answers")
+    return (accuracy - chance) / (1 - chance)
+
+
+def design_matrix(points: pd.DataFrame) -> np.ndarray:
+    """Columns: 1, ln N, ln log2 B_eff, ln log2 C_b, ln G."""
+    for column, minimum in (("n_params", 0), ("b_eff", 1), ("calibration_size", 1), ("group_size", 0)):
+        if (points[column] <= minimum).any():
+            raise ScalingFitError(f"{column} must be > {minimum} for the law's logarithms; got {points[column].min()}")
+    return np.column_stack(
+        [
+            np.ones(len(points)),
+            np.log(points["n_params"].to_numpy(float)),
+            np.log(np.log2(points["b_eff"].to_numpy(float))),
+            np.log(np.log2(points["calibration_size"].to_numpy(float))),
+            np.log(points["group_size"].to_numpy(float)),
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class LawFit:
+    """log A and the four exponents, fitted on ``n`` points."""
+
+    log_a: float
+    exponents: dict[str, float]
+    n: int
+    r2: float
+    adj_r2: float
+
+    @property
+    def coefficients(self) -> np.ndarray:
+        return np.array([self.log_a, *(self.exponents[f] for f in FACTORS)])
+
+    def predict_log_loss(self, points: pd.DataFrame) -> np.ndarray:
+        """ln(-ln Acc_adj) predicted for each point."""
+        return design_matrix(points) @ self.coefficients
+
+    def predict_accuracy(self, points: pd.DataFrame) -> np.ndarray:
+        acc_adj = np.exp(-np.exp(self.predict_log_loss(points)))
+        return points["chance"].to_numpy(float) + (1 - points["chance"].to_numpy(float)) * acc_adj
+
+
+def fit_law(points: pd.DataFrame) -> LawFit:
+    """Least squares of ln(-ln Acc_adj) on the design matrix; every point must have
+    0 < acc_adj < 1 and every factor must vary."""
+    y = log_loss(points)
+    x = design_matrix(points)
+    _check_identified(x, points)
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    residual = y - x @ coef
+    ss_res, ss_tot = float(residual @ residual), float(((y - y.mean()) ** 2).sum())
+    n, p = len(y), x.shape[1] - 1
+    r2 = 1 - ss_res / ss_tot if ss_tot > 0 else float("nan")
+    adj_r2 = 1 - (1 - r2) * (n - 1) / (n - p - 1)
+    return LawFit(float(coef[0]), dict(zip(FACTORS, map(float, coef[1:]))), n, float(r2), float(adj_r2))
+
+
+def log_loss(points: pd.DataFrame) -> np.ndarray:
+    acc_adj = points["acc_adj"].to_numpy(float)
+    if np.any((acc_adj <= 0) | (acc_adj >= 1)):
+        raise ScalingFitError("the law needs 0 < Acc_adj < 1 at every point: filter with fit_eligibility first")
+    return np.log(-np.log(acc_adj))
+
+
+def _check_identified(x: np.ndarray, points: pd.DataFrame) -> None:
+    n, k = x.shape
+    if n < k + 1:
+        raise ScalingFitError(f"{n} points cannot fit {k} coefficients and leave a residual: add points")
+    for factor, column in FACTOR_COLUMNS.items():
+        if points[column].nunique() < 2:
+            raise ScalingFitError(
+                f"{column} takes one value ({points[column].iloc[0]}) among the fitted points, so "
+                f"{factor} ({FACTOR_NAMES[factor]}) is not identified: vary it in the sweep"
+            )
+    if np.linalg.matrix_rank(x) < k:
+        raise ScalingFitError("the factors are collinear among the fitted points: vary them independently")
+
+
+def fit_eligibility(points: pd.DataFrame, exclude_bits: Sequence[int] = ()) -> pd.Series:
+    """Why each point is left out of the fit ('' when it is in): 'excluded_bits',
+    'at_or_below_chance' (Acc_adj <= 0), 'perfect' (Acc_adj = 1)."""
+    reason = pd.Series("", index=points.index, dtype=object)
+    reason[points["acc_adj"] >= 1] = "perfect"
+    reason[points["acc_adj"] <= 0] = "at_or_below_chance"
+    reason[points["bits"].isin(list(exclude_bits))] = "excluded_bits"
+    return reason
+
+
+@dataclass(frozen=True)
+class TaskFit:
+    task: str
+    fit: LawFit
+    intervals: dict[str, tuple[float, float]]  # exponent -> (low, high)
+    magnitude_intervals: dict[str, tuple[float, float]]  # |exponent| -> (low, high)
+    bootstrap_samples: int  # resamples that identified the law
+    extrapolation: dict[str, float]  # predicting the largest model from the others
+
+
+def bootstrap_exponents(
+    points: pd.DataFrame, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0
+) -> tuple[np.ndarray, int]:
+    """Exponent estimates on ``n_boot`` resamples of the points (with replacement); resamples
+    in which a factor does not vary are skipped. Returns (samples [k, 4], k)."""
+    rng = np.random.default_rng(seed)
+    y, x = log_loss(points), design_matrix(points)
+    samples = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(y), len(y))
+        xb = x[idx]
+        if np.linalg.matrix_rank(xb) < xb.shape[1] or len(idx) <= xb.shape[1]:
+            continue
+        coef, *_ = np.linalg.lstsq(xb, y[idx], rcond=None)
+        samples.append(coef[1:])
+    if not samples:
+        raise ScalingFitError("no bootstrap resample identified the law: add points")
+    return np.array(samples), len(samples)
+
+
+def percentile_interval(samples: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    tail = 100 * (1 - confidence) / 2
+    return np.percentile(samples, tail, axis=0), np.percentile(samples, 100 - tail, axis=0)
+
+
+def extrapolation_error(points: pd.DataFrame) -> dict[str, float]:
+    """Fit on every model but the largest, predict the largest one's points: mean absolute
+    error in accuracy (percentage points / 100) and RMSE of ln(-ln Acc_adj)."""
+    largest = points["n_params"].max()
+    train, test = points[points["n_params"] < largest], points[points["n_params"] == largest]
+    fit = fit_law(train)
+    return {
+        "extrapolation_abs_error": float(np.abs(fit.predict_accuracy(test) - test["accuracy"].to_numpy(float)).mean()),
+        "extrapolation_log_rmse": float(np.sqrt(((fit.predict_log_loss(test) - log_loss(test)) ** 2).mean())),
+        "extrapolation_points": float(len(test)),
+    }
+
+
+def fit_task(points: pd.DataFrame, task: str, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0) -> TaskFit:
+    """The law on one task's eligible points, with bootstrap intervals and extrapolation."""
+    fit = fit_law(points)
+    samples, used = bootstrap_exponents(points, n_boot, confidence, seed)
+    low, high = percentile_interval(samples, confidence)
+    mag_low, mag_high = percentile_interval(np.abs(samples), confidence)
+    try:
+        extrapolation = extrapolation_error(points)
+    except ScalingFitError:  # the smaller models alone cannot identify the law
+        extrapolation = {"extrapolation_abs_error": float("nan"), "extrapolation_log_rmse": float("nan"),
+                         "extrapolation_points": 0.0}
+    return TaskFit(
+        task=task,
+        fit=fit,
+        intervals={f: (float(lo), float(hi)) for f, lo, hi in zip(FACTORS, low, high)},
+        magnitude_intervals={f: (float(lo), float(hi)) for f, lo, hi in zip(FACTORS, mag_low, mag_high)},
+        bootstrap_samples=used,
+        extrapolation=extrapolation,
+    )
+
+
+def compare_sensitivity(reference: TaskFit, other: TaskFit) -> dict[str, dict]:
+    """Per factor: is ``reference`` more sensitive than ``other``? Sensitivity is the
+    exponent's magnitude; the answer is decided only when the bootstrap intervals of the
+    magnitudes do not overlap, and is 'undetermined' otherwise."""
+    out = {}
+    for factor in FACTORS:
+        ref_lo, ref_hi = reference.magnitude_intervals[factor]
+        oth_lo, oth_hi = other.magnitude_intervals[factor]
+        if ref_lo > oth_hi:
+            verdict = f"{reference.task}_more_sensitive"
+        elif oth_lo > ref_hi:
+            verdict = f"{other.task}_more_sensitive"
+        else:
+            verdict = "undetermined"
+        out[factor] = {
+            "factor": FACTOR_NAMES[factor],
+            "verdict": verdict,
+            reference.task: {
+                "estimate": reference.fit.exponents[factor],
+                "ci": list(reference.intervals[factor]),
+                "magnitude_ci": [ref_lo, ref_hi],
+            },
+            other.task: {
+                "estimate": other.fit.exponents[factor],
+                "ci": list(other.intervals[factor]),
+                "magnitude_ci": [oth_lo, oth_hi],
+            },
+        }
+    return out
+
+
+# --- the whole study: every task's fit, the tables and the computed conclusion --------------
+
+
+@dataclass(frozen=True)
+class ScalingStudy:
+    points: pd.DataFrame  # one row per point and task, with in_fit, observed and predicted loss
+    exponents: pd.DataFrame  # task, factor, estimate, ci_low, ci_high, magnitude CI
+    metrics: dict[str, float]  # flat, for tracking
+    conclusion: dict
+    fits: dict[str, TaskFit]
+
+
+def fit_study(
+    points: pd.DataFrame,
+    exclude_bits: Sequence[int] = (2,),
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    reference_task: str = "km",
+) -> ScalingStudy:
+    """Fit the law per task on the quantized points (``method != 'fp'``; full-precision rows
+    stay in the table as references), then compare every other task with ``reference_task``.
+
+    ``points`` needs: model, n_params, method, bits, b_eff, group_size, calibration_size,
+    task, accuracy, chance."""
+    table = points.copy()
+    table["acc_adj"] = adjusted_accuracy(table["accuracy"], table["chance"])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        table["observed_neg_log_acc_adj"] = np.where(
+            (table["acc_adj"] > 0) & (table["acc_adj"] < 1), -np.log(table["acc_adj"].clip(1e-300, 1)), np.nan
+        )
+    quantized = table["method"] != "fp"
+    table["excluded_reason"] = "reference"
+    table.loc[quantized, "excluded_reason"] = fit_eligibility(table[quantized], exclude_bits)
+    table["in_fit"] = table["excluded_reason"] == ""
+    table["predicted_neg_log_acc_adj"] = np.nan
+    table["predicted_accuracy"] = np.nan
+
+    fits: dict[str, TaskFit] = {}
+    metrics: dict[str, float] = {}
+    problems: dict[str, str] = {}
+    for task, rows in table[quantized].groupby("task", sort=False):
+        reasons = rows["excluded_reason"]
+        metrics.update(
+            {
+                f"{task}.points": float(len(rows)),
+                f"{task}.points_in_fit": float((reasons == "").sum()),
+                f"{task}.excluded_at_or_below_chance": float((reasons == "at_or_below_chance").sum()),
+                f"{task}.excluded_perfect": float((reasons == "perfect").sum()),
+                f"{task}.excluded_bits": float((reasons == "excluded_bits").sum()),
+                f"{task}.chance": float(rows["chance"].mean()),
+            }
+        )
+        try:
+            result = fit_task(rows[reasons == ""], task, n_boot, confidence, seed)
+        except ScalingFitError as error:
+            problems[task] = str(error)
+            metrics[f"{task}.fitted"] = 0.0
+            continue
+        fits[task] = result
+        metrics[f"{task}.fitted"] = 1.0
+        predictable = rows.index[(rows["b_eff"] > 1) & (rows["calibration_size"] > 1)]
+        table.loc[predictable, "predicted_neg_log_acc_adj"] = np.exp(result.fit.predict_log_loss(table.loc[predictable]))
+        table.loc[predictable, "predicted_accuracy"] = result.fit.predict_accuracy(table.loc[predictable])
+        metrics[f"{task}.log_a"] = result.fit.log_a
+        metrics[f"{task}.r2"] = result.fit.r2
+        metrics[f"{task}.adj_r2"] = result.fit.adj_r2
+        metrics[f"{task}.bootstrap_samples"] = float(result.bootstrap_samples)
+        for factor in FACTORS:
+            low, high = result.intervals[factor]
+            metrics[f"{task}.{factor}"] = result.fit.exponents[factor]
+            metrics[f"{task}.{factor}_ci_low"] = low
+            metrics[f"{task}.{factor}_ci_high"] = high
+        metrics.update({f"{task}.{k}": v for k, v in result.extrapolation.items() if np.isfinite(v)})
+
+    exponents = pd.DataFrame(
+        [
+            {
+                "task": task,
+                "factor": factor,
+                "factor_name": FACTOR_NAMES[factor],
+                "estimate": f.fit.exponents[factor],
+                "ci_low": f.intervals[factor][0],
+                "ci_high": f.intervals[factor][1],
+                "magnitude_ci_low": f.magnitude_intervals[factor][0],
+                "magnitude_ci_high": f.magnitude_intervals[factor][1],
+                "adj_r2": f.fit.adj_r2,
+                "points_in_fit": f.fit.n,
+            }
+            for task, f in fits.items()
+            for factor in FACTORS
+        ],
+        columns=["task", "factor", "factor_name", "estimate", "ci_low", "ci_high", "magnitude_ci_low",
+                 "magnitude_ci_high", "adj_r2", "points_in_fit"],
+    )
+    conclusion = conclude(fits, problems, reference_task, confidence, exclude_bits)
+    return ScalingStudy(table, exponents, metrics, conclusion, fits)
+
+
+def conclude(
+    fits: dict[str, TaskFit], problems: dict[str, str], reference_task: str, confidence: float, exclude_bits: Sequence[int]
+) -> dict:
+    """Per other task and factor: whether the reference task (memorization) is more
+    sensitive, with both intervals; a task whose law could not be fitted says why."""
+    out: dict = {
+        "reference_task": reference_task,
+        "confidence": confidence,
+        "rule": "sensitivity = |exponent|; a task is more sensitive only when the bootstrap "
+                "intervals of the magnitudes do not overlap, otherwise 'undetermined'",
+        "excluded_bits": list(exclude_bits),
+        "comparisons": {},
+        "statements": [],
+    }
+    if reference_task not in fits:
+        out["status"] = f"the reference task {reference_task!r} was not fitted: {problems.get(reference_task, 'no points')}"
+        out["statements"].append(out["status"])
+        return out
+    out["status"] = "fitted"
+    reference = fits[reference_task]
+    for task in sorted(set(fits) | set(problems)):
+        if task == reference_task:
+            continue
+        if task not in fits:
+            out["comparisons"][task] = {"status": "not_fitted", "reason": problems[task]}
+            out["statements"].append(f"{task}: not fitted ({problems[task]})")
+            continue
+        comparison = compare_sensitivity(reference, fits[task])
+        out["comparisons"][task] = {"status": "fitted", "factors": comparison}
+        for factor, c in comparison.items():
+            ref, other = c[reference_task], c[task]
+            out["statements"].append(
+                f"{c['factor']}: {c['verdict']} ({reference_task} {factor} = {ref['estimate']:.3f} "
+                f"[{ref['ci'][0]:.3f}, {ref['ci'][1]:.3f}], {task} {factor} = {other['estimate']:.3f} "
+                f"[{other['ci'][0]:.3f}, {other['ci'][1]:.3f}])"
+            )
+    return out
+
+
+def plot_predicted_vs_observed(points: pd.DataFrame):
+    """One panel per task: observed vs predicted -ln(Acc_adj) on log axes, one colour per
+    model size, filled markers for fitted points, open ones for points left out of the fit
+    (e.g. 2-bit); points at or below chance have no observed value and are counted in the
+    panel title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    quantized = points[points["method"] != "fp"]
+    tasks = list(dict.fromkeys(quantized["task"]))
+    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(4.6 * max(1, len(tasks)), 4.4), squeeze=False)
+    models = sorted(quantized["model"].unique(), key=lambda m: quantized.loc[quantized["model"] == m, "n_params"].iloc[0])
+    colours = dict(zip(models, plt.get_cmap("viridis")(np.linspace(0.05, 0.9, len(models)))))
+    for ax, task in zip(axes[0], tasks):
+        rows = quantized[quantized["task"] == task]
+        shown = rows.dropna(subset=["observed_neg_log_acc_adj", "predicted_neg_log_acc_adj"])
+        for model in models:
+            for in_fit, marker_face in ((True, None), (False, "none")):
+                part = shown[(shown["model"] == model) & (shown["in_fit"] == in_fit)]
+                if part.empty:
+                    continue
+                n = int(part["n_params"].iloc[0])
+                ax.scatter(
+                    part["observed_neg_log_acc_adj"], part["predicted_neg_log_acc_adj"],
+                    color=colours[model], facecolors=marker_face if marker_face else colours[model],
+                    marker="o" if in_fit else "s", s=30,
+                    label=f"{model} (N={n:,})" + ("" if in_fit else ", not in fit"),
+                )
+        if not shown.empty:
+            values = pd.concat([shown["observed_neg_log_acc_adj"], shown["predicted_neg_log_acc_adj"]])
+            lo, hi = values.min() / 1.5, values.max() * 1.5
+            ax.plot([lo, hi], [lo, hi], color="grey", lw=1, ls="--")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        else:
+            ax.text(0.5, 0.5, "not fitted", ha="center", va="center", transform=ax.transAxes)
+        below = int((rows["excluded_reason"] == "at_or_below_chance").sum())
+        ax.set_title(f"{task} ({below} of {len(rows)} points at or below chance)", fontsize=9)
+        ax.set_xlabel("observed -ln(Acc_adj)")
+        ax.set_ylabel("predicted -ln(Acc_adj)")
+        ax.legend(fontsize=6, loc="upper left")
+    fig.suptitle("Scaling law: predicted vs observed (open squares: left out of the fit)", fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,75 @@
+"""Kedro datasets of the scaling study: a trained model size, and the per-point result cache.
+
+* :class:`ScalingModelDataset` saves a :class:`TrainingJob` by training it into its folder,
+  unless a model trained with the same shape, settings and corpus is already there, and
+  loads the folder's path with its training record.
+* :class:`PointCacheDataset` loads the :class:`~fkr_kedro.scaling.sweep.PointCache` of one
+  model size (a folder of one JSON file per point).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kedro.io import AbstractDataset, DatasetError
+
+from ..modeling.storage import is_model_directory
+from ..modeling.train import ModelShape, TrainConfig
+from ..scaling.sweep import TRAINING_FILE, PointCache, train_or_reuse
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    corpus: tuple[str, ...]
+    shape: ModelShape
+    training: TrainConfig
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    path: Path
+    record: dict  # training.json: fingerprint, n_params, final_loss, seconds
+
+
+class ScalingModelDataset(AbstractDataset[TrainingJob, TrainedModel]):
+    def __init__(self, path: str, metadata: dict | None = None):
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def save(self, job: TrainingJob) -> None:
+        train_or_reuse(self._path, job.corpus, job.shape, job.training)
+
+    def load(self) -> TrainedModel:
+        record = self._path / TRAINING_FILE
+        if not (is_model_directory(self._path) and record.exists()):
+            raise DatasetError(f"no trained scaling model at {self._path}: run `kedro run --pipeline=scaling` first")
+        return TrainedModel(self._path, json.loads(record.read_text()))
+
+    def _exists(self) -> bool:
+        return is_model_directory(self._path) and (self._path / TRAINING_FILE).exists()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}
+
+
+class PointCacheDataset(AbstractDataset[None, PointCache]):
+    """Read-only in the catalog: the sweep writes each point itself, atomically, as it goes."""
+
+    def __init__(self, path: str, metadata: dict | None = None):
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def load(self) -> PointCache:
+        return PointCache(self._path)
+
+    def save(self, data: None) -> None:
+        raise DatasetError(f"{self._path} is written point by point by the sweep, not saved whole")
+
+    def _exists(self) -> bool:
+        return True
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}

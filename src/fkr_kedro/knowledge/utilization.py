@@ -1,0 +1,121 @@
+"""A knowledge-utilization task a small model can learn: in-context two-hop inference.
+
+The first hop is stated in the prompt, the second must come from the model's stored facts:
+
+    "Ponus Foga was born in Dalmar Vek ; Ponus Foga is from"
+    -> country(Dalmar Vek), a fact the model only ever saw in one-hop statements.
+
+Subjects are fictional people (first/last name parts of the world, combinations no world
+person has), drawn afresh for every statement, so the bridge can only be read from the
+context, never recalled from the name. Per composition, a fraction of the bridge entities
+(cities, companies) is **held out**: it never appears in a training statement of this task,
+so answering a prompt about it means applying the stored fact ``r2(bridge)`` in a new
+setting, which is knowledge put to use rather than a memorized pattern. Prompts with seen
+bridges are kept as a diagnostic split.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from .world import RELATIONS, World
+
+# First-hop statements use the second template ("{s} was born in {o}"), an ordinary
+# sentence of the corpus. The question is short on purpose: training pads each batch to its
+# longest statement, so long prompts would slow every step of training.
+CONTEXT_TEMPLATE = 1
+# Compositions whose first hop starts at a person (the subjects are fictional people).
+QUESTIONS = {
+    ("birth_city", "city_country"): "{s} is from",
+    ("employer", "company_hq"): "{s} works in",
+}
+# Context and question are separate words for the word-level tokenizer.
+SEPARATOR = " ; "
+
+SPLITS = ("held_out_bridge", "seen_bridge")
+
+
+@dataclass(frozen=True)
+class InContextConfig:
+    compositions: tuple[tuple[str, str], ...] = field(
+        default=(("birth_city", "city_country"), ("employer", "company_hq"))
+    )
+    train_statements_per_composition: int = 3000
+    eval_prompts_per_composition: int = 200  # per split
+    held_out_bridge_fraction: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.held_out_bridge_fraction < 1.0:
+            raise ValueError(f"held_out_bridge_fraction must lie in (0, 1), got {self.held_out_bridge_fraction}")
+        for r1, r2 in self.compositions:
+            if (r1, r2) not in QUESTIONS:
+                raise ValueError(f"composition ({r1}, {r2}) has no in-context question; use one of {list(QUESTIONS)}")
+
+
+@dataclass(frozen=True)
+class InContextTask:
+    train_statements: list[str]  # to add to the training corpus
+    prompts: pd.DataFrame  # composition, subject, bridge, answer, prompt, answer_aliases, split
+
+
+def fictional_people(world: World) -> list[str]:
+    """Names built from the world's name parts that no world person has (sorted)."""
+    people = world.entities["person"]
+    firsts = sorted({p.split(" ")[0] for p in people})
+    lasts = sorted({p.split(" ")[1] for p in people})
+    taken = set(people)
+    free = [f"{a} {b}" for a in firsts for b in lasts if f"{a} {b}" not in taken]
+    if not free:
+        raise ValueError(
+            "every combination of the world's name parts is a world person: raise n_first_names "
+            "or n_last_names in the world's parameters so fictional people can be named"
+        )
+    return free
+
+
+def in_context_task(world: World, config: InContextConfig) -> InContextTask:
+    """Training statements (seen bridges only) and evaluation prompts (held-out and seen
+    bridges) for each composition, deterministic in ``config.seed``."""
+    rng = random.Random(config.seed)
+    names = fictional_people(world)
+    statements: list[str] = []
+    rows: list[dict] = []
+    for r1, r2 in config.compositions:
+        bridges = sorted(world.entities[RELATIONS[r1].range])
+        n_held = max(1, round(config.held_out_bridge_fraction * len(bridges)))
+        if n_held >= len(bridges):
+            raise ValueError(f"composition {r1}>{r2}: too few bridge entities ({len(bridges)}) to hold some out")
+        held = set(rng.sample(bridges, n_held))
+        seen = [b for b in bridges if b not in held]
+        for _ in range(config.train_statements_per_composition):
+            bridge = rng.choice(seen)
+            statements.append(f"{_prompt(r1, r2, rng.choice(names), bridge)} {world.facts[r2][bridge]}")
+        for split, pool in (("held_out_bridge", sorted(held)), ("seen_bridge", seen)):
+            for _ in range(config.eval_prompts_per_composition):
+                subject, bridge = rng.choice(names), rng.choice(pool)
+                prompt = _prompt(r1, r2, subject, bridge)
+                answer = world.facts[r2][bridge]
+                rows.append(
+                    {
+                        "composition": f"{r1}>{r2}", "subject": subject, "bridge": bridge, "answer": answer,
+                        "prompt": prompt, "answer_aliases": [answer], "split": split,
+                    }
+                )
+    prompts = pd.DataFrame(rows).drop_duplicates(["prompt"]).reset_index(drop=True)
+    return InContextTask(statements, prompts)
+
+
+def chance_rate(prompts: pd.DataFrame) -> float:
+    """Accuracy of the best constant guess per composition (its most frequent answer),
+    averaged over the prompts."""
+    best = prompts.groupby("composition")["answer"].agg(lambda s: s.value_counts(normalize=True).iloc[0])
+    return float(prompts["composition"].map(best).mean())
+
+
+def _prompt(r1: str, r2: str, subject: str, bridge: str) -> str:
+    context = RELATIONS[r1].templates[CONTEXT_TEMPLATE].format(s=subject, o=bridge)
+    return f"{context}{SEPARATOR}{QUESTIONS[(r1, r2)].format(s=subject)}"

@@ -1,0 +1,78 @@
+"""Nodes of the scaling pipeline: the in-context task, one trained model and one sweep per
+model size, then the law fitted per task."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import pandas as pd
+
+from fkr_kedro.analysis.scaling import fit_study, plot_predicted_vs_observed
+from fkr_kedro.datasets.scaling import TrainedModel, TrainingJob
+from fkr_kedro.knowledge.utilization import in_context_task
+from fkr_kedro.knowledge.world import WorldConfig, generate_world
+from fkr_kedro.scaling.config import ScalingSettings
+from fkr_kedro.scaling.sweep import PointCache, run_sweep, scaling_tasks
+
+log = logging.getLogger(__name__)
+
+
+def build_in_context_task(world: WorldConfig, scaling: dict) -> tuple[str, pd.DataFrame]:
+    """Training statements (one a line) and evaluation prompts of the in-context task."""
+    task = in_context_task(generate_world(world), ScalingSettings(**scaling).in_context_config())
+    log.info(
+        "In-context task: %d training statements, %d evaluation prompts (%d with held-out bridges)",
+        len(task.train_statements), len(task.prompts), int((task.prompts["split"] == "held_out_bridge").sum()),
+    )
+    return "\n".join(task.train_statements) + "\n", task.prompts
+
+
+def plan_training(train_corpus: str, in_context_corpus: str, scaling: dict, size: str) -> TrainingJob:
+    """Every model size trains on the world's corpus plus the in-context statements."""
+    settings = ScalingSettings(**scaling)
+    corpus = tuple(train_corpus.splitlines() + in_context_corpus.splitlines())
+    return TrainingJob(corpus=corpus, shape=settings.sizes[size].shape(), training=settings.train_config())
+
+
+def sweep_model(
+    model: TrainedModel,
+    cache: PointCache,
+    train_corpus: str,
+    in_context_corpus: str,
+    one_hop_prompts: pd.DataFrame,
+    two_hop_prompts: pd.DataFrame,
+    in_context_prompts: pd.DataFrame,
+    scaling: dict,
+    size: str,
+) -> pd.DataFrame:
+    """Every point of the design on this model size; points already in the cache are read."""
+    settings = ScalingSettings(**scaling)
+    calibration = train_corpus.splitlines() + in_context_corpus.splitlines()
+    random.Random(settings.sweep.calibration_seed).shuffle(calibration)
+    result = run_sweep(
+        model.path, settings.points(), calibration, scaling_tasks(one_hop_prompts, two_hop_prompts, in_context_prompts),
+        cache, model=size, batch_size=settings.sweep.batch_size,
+    )
+    return result.table.assign(n_params=int(model.record["n_params"]))
+
+
+def fit_scaling_laws(scaling: dict, *size_points: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict, dict]:
+    """The law per task, its exponents with bootstrap intervals, flat metrics for tracking,
+    and the computed conclusion (memorization vs each utilization task)."""
+    fit = ScalingSettings(**scaling).fit
+    study = fit_study(
+        pd.concat(size_points, ignore_index=True), fit.exclude_bits, fit.bootstrap, fit.confidence, fit.seed,
+        fit.reference_task,
+    )
+    log.info("Scaling law per task (adjusted R^2, points in fit):\n  %s", "\n  ".join(
+        f"{task}: adj R^2 {f.fit.adj_r2:.3f} on {f.fit.n} points; "
+        + ", ".join(f"{k} {v:+.3f}" for k, v in f.fit.exponents.items())
+        for task, f in study.fits.items()
+    ) or "no task could be fitted")
+    log.info("Conclusion:\n  %s", "\n  ".join(study.conclusion["statements"]))
+    return study.points, study.exponents, study.metrics, study.conclusion
+
+
+def plot_scaling_fit(scaling_points: pd.DataFrame):
+    return plot_predicted_vs_observed(scaling_points)

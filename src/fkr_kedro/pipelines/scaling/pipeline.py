@@ -1,0 +1,76 @@
+"""The scaling pipeline: data_prep (the world), the in-context task, then per model size one
+namespace (`scaling_<size>`: train, sweep), then the fit over all sizes.
+
+`kedro run --pipeline=scaling` runs it all; the sweep of one size can run in its own process
+with `kedro run --pipeline=scaling --namespaces=scaling_<size>` once data_prep and the
+in-context task exist, and a final `kedro run --pipeline=scaling` reads every cached point.
+"""
+
+from kedro.pipeline import Pipeline, node
+
+from fkr_kedro.pipelines.data_prep import create_pipeline as data_prep_pipeline
+from fkr_kedro.run_config import active_parameters, bind
+from fkr_kedro.scaling.config import ScalingSettings, namespace
+
+from .nodes import build_in_context_task, fit_scaling_laws, plan_training, plot_scaling_fit, sweep_model
+
+SHARED = {"train_corpus", "one_hop_prompts", "two_hop_prompts", "scaling_in_context_corpus", "scaling_in_context_prompts"}
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    params = active_parameters()
+    scaling = params.get("scaling")
+    if not scaling or (params.get("knowledge") or {}).get("source", "synthetic") != "synthetic":
+        return Pipeline([])  # the sweep trains models on the synthetic world only
+    settings = ScalingSettings(**scaling).validate_all()
+    task = Pipeline(
+        [
+            node(
+                build_in_context_task,
+                inputs=["params:world", "params:scaling"],
+                outputs=["scaling_in_context_corpus", "scaling_in_context_prompts"],
+                name="build_in_context_task",
+            )
+        ],
+        tags=["scaling"],
+    )
+    sizes = sum((size_pipeline(size) for size in settings.sizes), Pipeline([]))
+    fit = Pipeline(
+        [
+            node(
+                fit_scaling_laws,
+                inputs=["params:scaling", *(f"{namespace(size)}.scaling_points" for size in settings.sizes)],
+                outputs=["scaling_points", "scaling_exponents", "scaling_fit_metrics", "scaling_conclusion"],
+                name="fit_scaling_laws",
+            ),
+            node(plot_scaling_fit, inputs="scaling_points", outputs="scaling_predicted_vs_observed", name="plot_scaling_fit"),
+        ],
+        tags=["scaling"],
+    )
+    return data_prep_pipeline() + task + sizes + fit
+
+
+def size_pipeline(size: str) -> Pipeline:
+    return Pipeline(
+        [
+            node(
+                bind(plan_training, size=size),
+                inputs=["train_corpus", "scaling_in_context_corpus", "params:scaling"],
+                outputs="scaling_model",
+                name="train_scaling_model",
+            ),
+            node(
+                bind(sweep_model, size=size),
+                inputs=[
+                    "scaling_model", "scaling_point_cache", "train_corpus", "scaling_in_context_corpus",
+                    "one_hop_prompts", "two_hop_prompts", "scaling_in_context_prompts", "params:scaling",
+                ],
+                outputs="scaling_points",
+                name="sweep_points",
+            ),
+        ],
+        namespace=namespace(size),
+        inputs=SHARED,
+        parameters={"params:scaling"},
+        tags=["scaling", namespace(size)],
+    )

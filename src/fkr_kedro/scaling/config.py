@@ -1,0 +1,128 @@
+"""Typed settings of the scaling study (``scaling`` in parameters), checked before anything
+is trained: a bad key, a bit width GPTQ does not take, a group size that does not divide
+every model's layer widths, or a calibration size the law's log2 cannot take fails here,
+naming the key and the fix."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ..knowledge.utilization import InContextConfig
+from ..modeling.train import ModelShape, TrainConfig
+from ..quantization.methods import METHODS
+from ..quantization.variants import VariantSpec, validate_variants
+from .sweep import design_points
+
+_NAME = re.compile(r"[A-Za-z0-9_]+")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SizeSettings(_Strict):
+    hidden_size: int = Field(gt=0)
+    num_layers: int = Field(gt=0)
+    num_heads: int = Field(gt=0)
+    intermediate_size: int = Field(gt=0)
+    max_position_embeddings: int = 96
+
+    def shape(self) -> ModelShape:
+        return ModelShape(**self.model_dump())
+
+
+class SweepSettings(_Strict):
+    method: str = "gptq"
+    bits: list[int] = [2, 3, 4, 8]
+    group_sizes: list[int] = [16, 32, 64]
+    calibration_sizes: list[int] = [16, 128, 512]
+    group_size_bits: list[int] = [3]  # group sizes vary at these bit widths
+    calibration_bits: list[int] = [3, 4]  # calibration sizes vary at these bit widths
+    centre_group_size: int = 32
+    centre_calibration_size: int = 128
+    calibration_seed: int = 0
+    device: str = "auto"
+    batch_size: int = Field(256, gt=0)
+
+    @field_validator("calibration_sizes")
+    @classmethod
+    def _log2_positive(cls, sizes: list[int]) -> list[int]:
+        if any(c < 2 for c in sizes):
+            raise ValueError(f"calibration sizes must be >= 2 (the law takes ln log2 C_b); got {sizes}")
+        return sizes
+
+    @model_validator(mode="after")
+    def _runnable(self) -> "SweepSettings":
+        if self.method not in METHODS or not METHODS[self.method].calibrated:
+            raise ValueError(f"method {self.method!r}: the sweep varies calibration size, use a calibrated method (gptq)")
+        groups = set(self.group_sizes) | {self.centre_group_size}
+        four_bit_groups = groups if 4 in self.group_size_bits else {self.centre_group_size}
+        if 4 in set(self.bits) | set(self.group_size_bits) | set(self.calibration_bits) and min(four_bit_groups) < 32:
+            # torch's CPU int4 matmul, which GPTQModel 7.0.0 picks for 4-bit weights on CPU.
+            raise ValueError(
+                f"4-bit points with group size {min(four_bit_groups)} cannot run on the CPU (torch's int4 "
+                "kernel takes group sizes 32, 64, 128, 256): vary group sizes below 32 at other bit widths "
+                "(group_size_bits) or raise centre_group_size"
+            )
+        return self
+
+
+class FitSettings(_Strict):
+    exclude_bits: list[int] = [2]  # the paper leaves collapsed 2-bit points out of the fit
+    bootstrap: int = Field(1000, ge=50)
+    confidence: float = Field(0.95, gt=0, lt=1)
+    seed: int = 0
+    reference_task: str = "km_one_hop"
+
+
+class ScalingSettings(_Strict):
+    sizes: dict[str, SizeSettings]
+    training: dict = {}
+    sweep: SweepSettings = SweepSettings()
+    fit: FitSettings = FitSettings()
+    in_context: dict = {}
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes(cls, sizes: dict[str, SizeSettings]) -> dict[str, SizeSettings]:
+        if len(sizes) < 2:
+            raise ValueError("list at least two model sizes under scaling.sizes (the law fits an exponent of N)")
+        for name in sizes:
+            if not _NAME.fullmatch(name):
+                raise ValueError(f"size name {name!r}: use letters, digits and underscores (it becomes a namespace)")
+        return sizes
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(**self.training)
+
+    def in_context_config(self) -> InContextConfig:
+        settings = dict(self.in_context)
+        if "compositions" in settings:
+            settings["compositions"] = tuple(tuple(c) for c in settings["compositions"])
+        return InContextConfig(**settings)
+
+    def points(self) -> list[VariantSpec]:
+        s = self.sweep
+        return design_points(
+            s.bits, s.group_sizes, s.calibration_sizes, s.group_size_bits, s.calibration_bits,
+            s.centre_group_size, s.centre_calibration_size, method=s.method, device=s.device,
+        )
+
+    def validate_all(self) -> "ScalingSettings":
+        """Every point against every model size (bits, group sizes against layer widths)."""
+        self.train_config()
+        self.in_context_config()
+        points = self.points()
+        for name, size in self.sizes.items():
+            size.shape()
+            try:
+                validate_variants(points, [size.hidden_size, size.intermediate_size])
+            except ValueError as error:
+                raise ValueError(f"scaling.sizes.{name}: {error}") from None
+        return self
+
+
+def namespace(size: str) -> str:
+    return f"scaling_{size}"

@@ -1,0 +1,346 @@
+"""The scaling sweep: models of several sizes, each quantized at many points and evaluated
+on every task, resumable point by point.
+
+* :func:`train_or_reuse` trains one model size into a model directory, unless the directory
+  already holds a model trained with the same shape, training settings and corpus
+  (``training.json`` records them).
+* :func:`design_points` lays out the GPTQ points of one model: every bit width at the centre
+  group size and calibration size, then each group size and each calibration size at chosen
+  bit widths (one factor at a time around a centre, plus a full-precision reference).
+* :func:`run_sweep` runs each point through :func:`~fkr_kedro.quantization.api.quantize`,
+  :func:`~fkr_kedro.quantization.api.load_quantized` and
+  :func:`~fkr_kedro.analysis.recall.score_prompts`, reads B_eff from the stored format
+  (:func:`~fkr_kedro.quantization.footprint.footprint`), and writes the result to a
+  :class:`PointCache`: one JSON file per point, written atomically, keyed by a hash of the
+  point's spec, the model's weights, the calibration texts and the evaluation prompts. A
+  point whose result is there under the same key is not recomputed, so an interrupted sweep
+  resumes where it stopped and separate processes can share the work (one per model size).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ..analysis.recall import score_prompts
+from ..knowledge.utilization import chance_rate as in_context_chance
+from ..knowledge.world import chance_rates
+from ..modeling.load import CausalLM
+from ..modeling.storage import is_model_directory, staged_directory
+from ..modeling.tokenizer import build_word_tokenizer
+from ..modeling.train import ModelShape, TrainConfig, non_embedding_parameters, train_causal_lm
+from ..quantization.api import load_quantized, quantize
+from ..quantization.footprint import footprint
+from ..quantization.variants import VariantSpec, variant_name
+
+log = logging.getLogger(__name__)
+
+TRAINING_FILE = "training.json"
+
+
+# --- tasks ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Task:
+    """Prompts with their answers (and accepted aliases) and the task's chance rate."""
+
+    name: str
+    tier: str  # "KM" (memorization) or "KU" (utilization)
+    prompts: tuple[str, ...]
+    answers: tuple[str, ...]
+    aliases: tuple[tuple[str, ...], ...]
+    chance: float
+
+    def fingerprint(self) -> str:
+        payload = json.dumps([self.name, self.prompts, self.answers, self.aliases, self.chance])
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def task_from_table(name: str, tier: str, table: pd.DataFrame, prompt: str, answer: str, aliases: str, chance: float) -> Task:
+    if table.empty:
+        raise ValueError(f"task {name!r} has no prompts: check the evaluation sample and the task's split")
+    return Task(
+        name=name,
+        tier=tier,
+        prompts=tuple(table[prompt]),
+        answers=tuple(table[answer]),
+        aliases=tuple(tuple(a) for a in table[aliases]),
+        chance=float(chance),
+    )
+
+
+def one_hop_chance(one_hop: pd.DataFrame) -> float:
+    """Accuracy of the best constant guess per relation (its most frequent object),
+    averaged over the facts."""
+    best = one_hop.groupby("relation")["object"].agg(lambda s: s.value_counts(normalize=True).iloc[0])
+    return float(one_hop["relation"].map(best).mean())
+
+
+def scaling_tasks(one_hop: pd.DataFrame, two_hop: pd.DataFrame, in_context: pd.DataFrame) -> list[Task]:
+    """KM: one-hop recall. KU: latent composition of held-out two-hop chains, and in-context
+    inference over held-out bridges. Each with its chance rate (best constant guess)."""
+    held_out = two_hop[two_hop["split"] == "held_out"]
+    new_bridges = in_context[in_context["split"] == "held_out_bridge"]
+    return [
+        task_from_table("km", "KM", one_hop, "prompt", "object", "object_aliases", one_hop_chance(one_hop)),
+        task_from_table(
+            "ku_two_hop", "KU", held_out, "prompt_two_hop", "e3", "e3_aliases",
+            float(held_out["composition"].map(chance_rates(two_hop)).mean()) if len(held_out) else 0.0,
+        ),
+        task_from_table(
+            "ku_in_context", "KU", new_bridges, "prompt", "answer", "answer_aliases",
+            in_context_chance(new_bridges) if len(new_bridges) else 0.0,
+        ),
+    ]
+
+
+def evaluate_tasks(lm: CausalLM, tasks: Sequence[Task], batch_size: int = 256) -> dict[str, dict[str, float]]:
+    """Greedy whole-name accuracy of each task (the same scoring as the evaluate pipeline)."""
+    out = {}
+    for task in tasks:
+        scored = score_prompts(
+            lm.model, lm.tokenizer, list(task.prompts), list(task.answers), [list(a) for a in task.aliases],
+            batch_size=batch_size,
+        )
+        out[task.name] = {
+            "accuracy": float(scored["correct"].mean()),
+            "answer_logprob": float(scored["answer_logprob"].mean()),
+            "n_prompts": float(len(scored)),
+        }
+    return out
+
+
+# --- models --------------------------------------------------------------------------------
+
+
+def train_or_reuse(
+    model_dir: Path, corpus: Sequence[str], shape: ModelShape, training: TrainConfig, progress: bool = True
+) -> dict:
+    """Train a model of ``shape`` on ``corpus`` into ``model_dir`` (atomically), unless it is
+    already there from the same shape, training settings and corpus. Returns the training
+    record (``training.json``) with ``reused`` telling which happened."""
+    model_dir = Path(model_dir)
+    fingerprint = {
+        "shape": asdict(shape),
+        "training": asdict(training),
+        "corpus_sha256": hashlib.sha256("\n".join(corpus).encode()).hexdigest(),
+    }
+    record_path = model_dir / TRAINING_FILE
+    if is_model_directory(model_dir) and record_path.exists():
+        record = json.loads(record_path.read_text())
+        if record.get("fingerprint") == fingerprint:
+            log.info("Model %s is already trained with the same shape, settings and corpus; kept", model_dir)
+            return {**record, "reused": True}
+    statements = list(corpus)
+    tokenizer = build_word_tokenizer(statements)
+    model, history = train_causal_lm(statements, tokenizer, shape, training, progress=progress)
+    record = {
+        "fingerprint": fingerprint,
+        "n_params": non_embedding_parameters(model),
+        "final_loss": float(history[-1]["loss"]),
+        "seconds": float(history[-1]["seconds"]),
+    }
+    with staged_directory(model_dir) as staging:
+        CausalLM(model, tokenizer).save(staging)
+        (staging / TRAINING_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    log.info(
+        "Trained %s: %d non-embedding parameters, final loss %.3f, %.0f s",
+        model_dir.name, record["n_params"], record["final_loss"], record["seconds"],
+    )
+    return {**record, "reused": False}
+
+
+def weights_sha256(model_dir: Path) -> str:
+    """Hash of the content of every weight file of a model directory."""
+    digest = hashlib.sha256()
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no *.safetensors weight files in {model_dir}")
+    for file in files:
+        digest.update(file.name.encode())
+        with open(file, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --- points --------------------------------------------------------------------------------
+
+
+def point_spec(method: str, bits: int, group_size: int, calibration_size: int, device: str = "auto") -> VariantSpec:
+    name = f"{variant_name(method, bits, group_size)}_c{calibration_size}"
+    return VariantSpec(
+        name=name, method=method, bits=bits, group_size=group_size, calibration_size=calibration_size, device=device
+    )
+
+
+def design_points(
+    bits: Iterable[int],
+    group_sizes: Iterable[int],
+    calibration_sizes: Iterable[int],
+    group_size_bits: Iterable[int],
+    calibration_bits: Iterable[int],
+    centre_group_size: int,
+    centre_calibration_size: int,
+    method: str = "gptq",
+    device: str = "auto",
+    include_reference: bool = True,
+) -> list[VariantSpec]:
+    """One factor at a time around the centre: every bit width at the centre group and
+    calibration sizes; every group size at each of ``group_size_bits``; every calibration
+    size at each of ``calibration_bits``; and a full-precision reference (not part of the
+    fit). Duplicates are dropped."""
+    combos = [(b, centre_group_size, centre_calibration_size) for b in bits]
+    combos += [(b, g, centre_calibration_size) for b in group_size_bits for g in group_sizes]
+    combos += [(b, centre_group_size, c) for b in calibration_bits for c in calibration_sizes]
+    specs = [VariantSpec(name="fp", method="fp", device=device)] if include_reference else []
+    seen: set[str] = set()
+    for b, g, c in combos:
+        spec = point_spec(method, b, g, c, device)
+        if spec.name not in seen:
+            seen.add(spec.name)
+            specs.append(spec)
+    return specs
+
+
+class PointCache:
+    """One JSON file per point in ``directory``; a result counts only under the same key."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+
+    def _path(self, name: str) -> Path:
+        return self.directory / f"{name}.json"
+
+    def get(self, name: str, key: str) -> dict | None:
+        path = self._path(name)
+        if not path.exists():
+            return None
+        record = json.loads(path.read_text())
+        return record if record.get("key") == key else None
+
+    def put(self, name: str, key: str, record: dict) -> None:
+        """Write atomically: a temporary file beside the target, then a rename."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".json", dir=self.directory)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump({**record, "key": key}, f, indent=2)
+            os.replace(tmp, self._path(name))
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def point_key(spec: VariantSpec, model_sha256: str, calibration_texts: Sequence[str], tasks: Sequence[Task]) -> str:
+    """Everything that determines a point's result (``device`` aside)."""
+    payload = {
+        "spec": spec.model_dump(exclude={"device"}),
+        "model_sha256": model_sha256,
+        "calibration_sha256": hashlib.sha256("\n".join(calibration_texts[: spec.calibration_size]).encode()).hexdigest()
+        if spec.method != "fp" else None,
+        "tasks": [t.fingerprint() for t in tasks],
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class SweepResult:
+    table: pd.DataFrame  # one row per point and task
+    computed: list[str]  # point names computed in this call
+    reused: list[str]  # point names read from the cache
+
+
+def run_sweep(
+    model_dir: Path,
+    points: Sequence[VariantSpec],
+    calibration_texts: Sequence[str],
+    tasks: Sequence[Task],
+    cache: PointCache,
+    model: str = "",
+    batch_size: int = 256,
+    progress: bool = True,
+) -> SweepResult:
+    """Quantize and evaluate every point not already in ``cache``; return every point's rows."""
+    model_dir = Path(model_dir)
+    model_sha = weights_sha256(model_dir)
+    computed, reused, records = [], [], []
+    bar = tqdm(points, desc=f"sweep {model or model_dir.name}", disable=not progress)
+    for spec in bar:
+        bar.set_postfix(point=spec.name)
+        key = point_key(spec, model_sha, calibration_texts, tasks)
+        record = cache.get(spec.name, key)
+        if record is None:
+            record = _compute_point(model_dir, spec, calibration_texts, tasks, batch_size)
+            cache.put(spec.name, key, record)
+            computed.append(spec.name)
+            log.info(
+                "%s %s: %s (%.1f s)", model or model_dir.name, spec.name,
+                ", ".join(f"{t} {r['accuracy']:.3f}" for t, r in record["results"].items()), record["seconds"],
+            )
+        else:
+            reused.append(spec.name)
+        records.append(record)
+    if reused:
+        log.info("%s: %d points reused from %s, %d computed", model or model_dir.name, len(reused), cache.directory, len(computed))
+    return SweepResult(_tidy(records, tasks, model), computed, reused)
+
+
+def _compute_point(
+    model_dir: Path, spec: VariantSpec, calibration_texts: Sequence[str], tasks: Sequence[Task], batch_size: int
+) -> dict:
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=f"{spec.name}.") as work:
+        variant_dir = Path(work) / spec.name
+        quantize(model_dir, spec, list(calibration_texts), variant_dir)
+        b_eff = footprint(variant_dir).effective_bits
+        lm = load_quantized(variant_dir, device=spec.device)
+        results = evaluate_tasks(lm, tasks, batch_size)
+        del lm
+        shutil.rmtree(variant_dir, ignore_errors=True)
+    return {
+        "point": spec.model_dump(exclude={"device"}),
+        "b_eff": b_eff,
+        "results": results,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def _tidy(records: Sequence[dict], tasks: Sequence[Task], model: str) -> pd.DataFrame:
+    tiers = {t.name: (t.tier, t.chance) for t in tasks}
+    rows = []
+    for record in records:
+        point = record["point"]
+        for task, result in record["results"].items():
+            tier, chance = tiers[task]
+            rows.append(
+                {
+                    "model": model,
+                    "point": point["name"],
+                    "method": point["method"],
+                    "bits": point["bits"],
+                    "b_eff": record["b_eff"],
+                    "group_size": point["group_size"],
+                    "calibration_size": point["calibration_size"] if point["method"] != "fp" else None,
+                    "task": task,
+                    "tier": tier,
+                    "accuracy": result["accuracy"],
+                    "answer_logprob": result["answer_logprob"],
+                    "n_prompts": int(result["n_prompts"]),
+                    "chance": chance,
+                    "seconds": record["seconds"],
+                }
+            )
+    return pd.DataFrame(rows)

@@ -1,0 +1,68 @@
+"""The scaling pipeline end to end on the test configuration (two tiny sizes, a handful of
+GPTQ points), and a second run that reads every point from the cache."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from conftest import run_kedro
+
+
+def test_scaling_is_not_part_of_the_default_run(monkeypatch):
+    from kedro.framework.project import configure_project, pipelines
+
+    from conftest import PROJECT_ROOT
+    from fkr_kedro.run_config import set_active_config_loader
+
+    monkeypatch.chdir(PROJECT_ROOT)
+    set_active_config_loader(None)
+    configure_project("fkr_kedro")
+    scaling = {n.name for n in pipelines["scaling"].nodes}
+    assert {"fit_scaling_laws", "scaling_l1.train_scaling_model", "scaling_l4.sweep_points"} <= scaling
+    default = {n.name for n in pipelines["__default__"].nodes}
+    assert not {n for n in scaling if "scaling" in n} & default
+
+
+@pytest.mark.slow
+def test_scaling_pipeline_runs_and_resumes(kedro_project):
+    run_kedro(kedro_project, pipeline="scaling")
+    reporting = kedro_project / "data/08_reporting"
+
+    points = pd.read_csv(reporting / "scaling_points.csv")
+    # 2 sizes x (fp + 5 GPTQ points) x 3 tasks.
+    assert len(points) == 2 * 6 * 3
+    assert set(points["task"]) == {"km", "ku_two_hop", "ku_in_context"}
+    assert set(points["bits"].dropna()) == {2, 3, 8}
+    assert set(points["group_size"].dropna()) == {16, 32} and set(points["calibration_size"].dropna()) == {8, 32}
+    assert (points.loc[points["method"] == "fp", "b_eff"] == 32).all()
+    gptq = points[points["method"] == "gptq"]
+    assert (gptq["b_eff"] > gptq["bits"]).all()  # per-group scales and zero points cost bits
+    assert not points.loc[points["bits"] == 2, "in_fit"].any()
+    assert points.groupby("model")["n_params"].nunique().eq(1).all()
+    assert points.groupby("model")["n_params"].first().is_monotonic_increasing
+
+    metrics = json.loads((reporting / "scaling_fit_metrics.json").read_text())
+    for task in ("km", "ku_two_hop", "ku_in_context"):
+        assert metrics[f"{task}.points"] == 10
+        assert metrics[f"{task}.fitted"] in (0.0, 1.0)
+        counted = sum(metrics[f"{task}.{k}"] for k in ("points_in_fit", "excluded_at_or_below_chance", "excluded_perfect", "excluded_bits"))
+        assert counted == metrics[f"{task}.points"]
+    conclusion = json.loads((reporting / "scaling_conclusion.json").read_text())
+    assert conclusion["reference_task"] == "km" and conclusion["statements"]
+    exponents = pd.read_csv(reporting / "scaling_exponents.csv")
+    assert list(exponents.columns[:5]) == ["task", "factor", "factor_name", "estimate", "ci_low"]
+    assert (reporting / "scaling_predicted_vs_observed.png").stat().st_size > 10_000
+
+    # A second run trains nothing and computes no point: every result comes from the cache.
+    cached = sorted((kedro_project / "data/07_model_output/scaling").glob("*/points/*.json"))
+    assert len(cached) == 12
+    before = {p: p.stat().st_mtime_ns for p in cached}
+    model = kedro_project / "data/06_models/scaling/scaling_l1/model.safetensors"
+    model_mtime = model.stat().st_mtime_ns
+    run_kedro(kedro_project, pipeline="scaling")
+    assert {p: p.stat().st_mtime_ns for p in cached} == before
+    assert model.stat().st_mtime_ns == model_mtime
+    pd.testing.assert_frame_equal(pd.read_csv(reporting / "scaling_points.csv"), points)
