@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 import os
 from pathlib import Path
 
@@ -259,3 +260,31 @@ def test_twohopfact_missing_columns(tmp_path):
     assert "r2(r1(e1)).subject_cut.prompt" in str(info.value)
     with pytest.raises(ValueError, match="split"):
         read_twohopfact(FIXTURE, split="train")
+
+
+# ------------------------------------------------------------------------------ downloads
+
+
+def test_datasets_are_fetched_by_url_only_when_missing(tmp_path):
+    from fkr_kedro.knowledge.download import DatasetUnavailableError, fetch_file, fetch_zip_folder
+
+    # An LRE-shaped archive (the authors' repository zip: relations-main/data/<type>/<name>.json).
+    archive = tmp_path / "relations.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("relations-main/README.md", "not data")
+        z.writestr("relations-main/data/factual/capital.json", json.dumps(
+            {"name": "capital", "prompt_templates": ["The capital of {} is"], "samples": [{"subject": "France", "object": "Paris"}]}
+        ))
+    folder = fetch_zip_folder(tmp_path / "01_raw" / "lre", archive.as_uri(), "relations-main/data", "LRE relations")
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == ["factual/capital.json"]
+    assert read_lre(folder).counts["facts"].tolist() == [1]
+    csv_path = fetch_file(tmp_path / "01_raw" / "TwoHopFact.csv", FIXTURE.as_uri(), "TwoHopFact CSV")
+    assert csv_path.read_bytes() == FIXTURE.read_bytes()
+    # Present: never fetched again (the URL is not even tried).
+    assert fetch_file(csv_path, "http://127.0.0.1:9/unused.csv", "TwoHopFact CSV") == csv_path
+    # Missing and unreachable: a clear error naming where to put a copy; nothing left behind.
+    with pytest.raises(DatasetUnavailableError, match=r"downloading it from http://127.0.0.1:9/x.zip failed .*copy the data to"):
+        fetch_zip_folder(tmp_path / "other" / "lre", "http://127.0.0.1:9/x.zip", "data", "LRE relations")
+    assert not (tmp_path / "other" / "lre").exists()
+    with pytest.raises(DatasetUnavailableError, match="no URL is configured"):
+        fetch_file(tmp_path / "absent.csv", None, "TwoHopFact CSV")

