@@ -8,7 +8,7 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
-from .run_config import active_variants, set_active_config_loader
+from .run_config import active_parameters, active_variants, set_active_config_loader
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +19,62 @@ class ActiveConfigHook:
     @hook_impl
     def after_context_created(self, context) -> None:
         set_active_config_loader(context.config_loader)
+
+
+class MissingInputHook:
+    """A pipeline input that does not exist yet stops the run with the pipeline that writes
+    it (``probe_results does not exist yet ...: run `kedro run --pipeline=probe` first``),
+    checked when the input is about to be loaded."""
+
+    def __init__(self):
+        self._catalog = None
+        self._free_inputs: set[str] = set()
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        self._catalog = catalog
+        self._free_inputs = {name for name in pipeline.inputs() if not name.startswith("params:")}
+
+    @hook_impl
+    def before_dataset_loaded(self, dataset_name: str, node) -> None:
+        if self._catalog is None or dataset_name not in self._free_inputs or self._catalog.exists(dataset_name):
+            return
+        producer = _producing_pipeline(dataset_name)
+        if producer is None:
+            return  # a raw input: the dataset's own error says what is missing
+        from kedro.io import DatasetError
+
+        where = _dataset_filepath(self._catalog.get(dataset_name))
+        raise DatasetError(
+            f"{dataset_name} does not exist yet{f' ({where})' if where else ''}: the {producer!r} pipeline "
+            f"writes it; run `kedro run --pipeline={producer}` first"
+        )
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict[str, Any], run_result, pipeline, catalog) -> None:
+        self._catalog = None
+
+    @hook_impl
+    def on_pipeline_error(self, error: Exception, run_params: dict[str, Any], pipeline, catalog) -> None:
+        self._catalog = None
+
+
+def _producing_pipeline(dataset_name: str) -> str | None:
+    """The first pipeline under ``pipelines/`` that outputs the dataset. Built here because
+    ``kedro run --pipeline=NAME`` registers only the pipeline it runs."""
+    import importlib
+    import pkgutil
+
+    from kedro.pipeline.transcoding import _strip_transcoding
+
+    from . import pipelines as package
+
+    base = _strip_transcoding(dataset_name)
+    for module in sorted(m.name for m in pkgutil.iter_modules(package.__path__) if m.ispkg):
+        pipeline = importlib.import_module(f"{package.__name__}.{module}").create_pipeline()
+        if base in {_strip_transcoding(o) for o in pipeline.all_outputs()}:
+            return module
+    return None
 
 
 class MlflowVariantHook:
@@ -64,7 +120,7 @@ class MlflowVariantHook:
             log.info("MLflow: no active run (tracking disabled for this pipeline); variants are not logged")
             self._runs = None
             return
-        parameters = catalog.load("parameters")
+        parameters = active_parameters()  # as configured (the catalog's are converted to node types)
         specs = active_variants()
         self._variants = {spec.name for spec in specs}
         source = _source_description(parameters)

@@ -2,11 +2,12 @@
 
 from omegaconf.resolvers import oc
 
-from fkr_kedro.hooks import ActiveConfigHook, MlflowVariantHook
+from fkr_kedro.hooks import ActiveConfigHook, MissingInputHook, MlflowVariantHook
 
 # kedro-mlflow's own hook (registered as a plugin) opens the parent run and logs parameters;
-# MlflowVariantHook adds a nested run per variant, metrics, per-layer curves and artifacts.
-HOOKS = (ActiveConfigHook(), MlflowVariantHook())
+# MlflowVariantHook adds a nested run per variant, metrics, per-layer curves and artifacts;
+# MissingInputHook names the pipeline to run when an input does not exist yet.
+HOOKS = (ActiveConfigHook(), MissingInputHook(), MlflowVariantHook())
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

@@ -17,13 +17,13 @@ from .nodes import (
     plot_variant_layers,
 )
 
-RECALL = "recall_by_variant@report"
+RECALL = "recall_by_variant"
 TABLES = {
-    "probes": "probe_results@report",
-    "entrec": "entrec_results@report",
-    "attribution": "attribution_results@report",
-    "drift": "drift_results@report",
-    "cnst": "cnst_results@report",
+    "probes": "probe_results",
+    "entrec": "entrec_results",
+    "attribution": "attribution_results",
+    "drift": "drift_results",
+    "cnst": "cnst_results",
 }
 PLOTTERS = {
     "accuracy_vs_bits": (plot_accuracy_vs_bits, [RECALL]),
@@ -52,8 +52,9 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(
                 bind(build_report, figure_names=figure_names, variants=tuple(names)),
                 inputs=[
-                    RECALL, *TABLES.values(), "two_hop_prompts@report", "params:report",
-                    "scaling_exponents@report", "scaling_fit_metrics@report", "scaling_predicted_vs_observed@report",
+                    RECALL, *TABLES.values(), "two_hop_prompts", "params:report",
+                    "scaling_exponents_if_present", "scaling_fit_metrics_if_present",
+                    "scaling_predicted_vs_observed_if_present",
                     *[f"{name}_plot@png" for name in figure_names],
                     *[f"{name}.layers_plot@png" for name in names],
                 ],
