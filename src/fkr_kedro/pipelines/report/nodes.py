@@ -53,28 +53,30 @@ def _settings(report: dict) -> ReportSettings:
     return ReportSettings(**(report or {}))
 
 
-def plot_accuracy_vs_bits(recall: pd.DataFrame, report: dict) -> Figure:
-    return figures.accuracy_vs_bits(recall, _settings(report).reference)
+def plot_accuracy_vs_bits(recall: pd.DataFrame, report: dict) -> tuple[Figure, bytes]:
+    return _with_png(figures.accuracy_vs_bits(recall, _settings(report).reference))
 
 
-def plot_probe_by_layer(probes: pd.DataFrame, recall: pd.DataFrame, report: dict) -> Figure:
-    return figures.probe_accuracy_by_layer(probes, recall, _settings(report).reference)
+def plot_probe_by_layer(probes: pd.DataFrame, recall: pd.DataFrame, report: dict) -> tuple[Figure, bytes]:
+    return _with_png(figures.probe_accuracy_by_layer(probes, recall, _settings(report).reference))
 
 
-def plot_entrec_by_layer(entrec: pd.DataFrame, recall: pd.DataFrame, report: dict) -> Figure:
-    return figures.entrec_by_layer(entrec, recall, _settings(report).reference)
+def plot_entrec_by_layer(entrec: pd.DataFrame, recall: pd.DataFrame, report: dict) -> tuple[Figure, bytes]:
+    return _with_png(figures.entrec_by_layer(entrec, recall, _settings(report).reference))
 
 
-def plot_neuron_retention_by_layer(attribution: pd.DataFrame, recall: pd.DataFrame, report: dict) -> Figure:
-    return figures.neuron_retention_by_layer(attribution, recall, _settings(report).reference)
+def plot_neuron_retention_by_layer(
+    attribution: pd.DataFrame, recall: pd.DataFrame, report: dict
+) -> tuple[Figure, bytes]:
+    return _with_png(figures.neuron_retention_by_layer(attribution, recall, _settings(report).reference))
 
 
-def plot_drift_by_layer(drift: pd.DataFrame, recall: pd.DataFrame, report: dict) -> Figure:
-    return figures.drift_by_layer(drift, recall, _settings(report).reference)
+def plot_drift_by_layer(drift: pd.DataFrame, recall: pd.DataFrame, report: dict) -> tuple[Figure, bytes]:
+    return _with_png(figures.drift_by_layer(drift, recall, _settings(report).reference))
 
 
-def plot_cnst_score(cnst: pd.DataFrame, recall: pd.DataFrame, report: dict) -> Figure:
-    return figures.cnst_scores(cnst, recall, _settings(report).reference)
+def plot_cnst_score(cnst: pd.DataFrame, recall: pd.DataFrame, report: dict) -> tuple[Figure, bytes]:
+    return _with_png(figures.cnst_scores(cnst, recall, _settings(report).reference))
 
 
 def plot_variant_layers(
@@ -86,13 +88,21 @@ def plot_variant_layers(
     cnst: pd.DataFrame,
     report: dict,
     variant: str = "",
-) -> Figure:
+) -> tuple[Figure, bytes]:
     if variant not in set(recall["variant"]):
         raise ValueError(
             f"variant {variant!r} is not in recall_by_variant: run `kedro run --pipeline=evaluate` so that "
             f"every configured variant is measured"
         )
-    return figures.variant_layers(variant, recall, probes, entrec, attribution, drift, cnst, _settings(report).reference)
+    return _with_png(
+        figures.variant_layers(variant, recall, probes, entrec, attribution, drift, cnst, _settings(report).reference)
+    )
+
+
+def _with_png(figure: Figure) -> tuple[Figure, bytes]:
+    """The figure for its MatplotlibDataset (a PNG file kedro-viz previews) and the same
+    figure as PNG bytes for the HTML report."""
+    return figure, ReportFigure.from_figure("", figure).png
 
 
 def build_report(
@@ -107,12 +117,12 @@ def build_report(
     scaling_exponents: pd.DataFrame | None,
     scaling_fit_metrics: dict | None,
     scaling_figure: Image | None,
-    *images: Image,
+    *images: bytes,
     figure_names: tuple[str, ...] = (),
     variants: tuple[str, ...] = (),
 ) -> tuple[pd.DataFrame, str]:
     """The summary table and the HTML report. ``images`` are the PNGs the figure nodes
-    wrote: first the cross-variant figures (``figure_names``), then one per variant."""
+    drew, as PNG bytes: first the cross-variant figures (``figure_names``), then one per variant."""
     if len(images) != len(figure_names) + len(variants):
         raise ValueError(f"{len(images)} images for {len(figure_names)} figures and {len(variants)} variants")
     settings = _settings(report)
@@ -120,10 +130,10 @@ def build_report(
     chains = two_hop_prompts["split"].value_counts().to_dict() if "split" in two_hop_prompts else {}
     sentences = findings(recall, probes, entrec, attribution, drift, cnst, chains, settings)
     percent = [c for c in summary.columns if c.startswith(("one-hop recall", "two-hop", "answer probe")) or "retained" in c]
-    cross = [ReportFigure(FIGURES[name][0], _png(image), FIGURES[name][1]) for name, image in zip(figure_names, images)]
+    cross = [ReportFigure(FIGURES[name][0], image, FIGURES[name][1]) for name, image in zip(figure_names, images)]
     info = headline(recall)
     per_variant = [
-        ReportFigure(f"{variant} layer by layer", _png(image), _variant_caption(variant, info, settings.reference))
+        ReportFigure(f"{variant} layer by layer", image, _variant_caption(variant, info, settings.reference))
         for variant, image in zip(variants, images[len(figure_names):])
     ]
     sections = [

@@ -1,5 +1,6 @@
 """Figures from every pipeline's tidy tables, one figure per variant in its namespace, and
-the HTML report that embeds them."""
+the HTML report that embeds them. Each figure node writes its figure as a PNG file
+(``*_plot``, kedro-viz previews it) and hands the same image to the report (``*_png``)."""
 
 from kedro.pipeline import Pipeline, node
 
@@ -40,7 +41,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     names = [spec.name for spec in specs]
     figures = Pipeline(
         [
-            node(func, inputs=[*inputs, "params:report"], outputs=f"{name}_plot@matplotlib", name=f"plot_{name}")
+            node(func, inputs=[*inputs, "params:report"], outputs=[f"{name}_plot", f"{name}_png"], name=f"plot_{name}")
             for name, (func, inputs) in PLOTTERS.items()
         ],
         tags=["report"],
@@ -55,8 +56,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                     RECALL, *TABLES.values(), "two_hop_prompts", "params:report",
                     "scaling_exponents_if_present", "scaling_fit_metrics_if_present",
                     "scaling_predicted_vs_observed_if_present",
-                    *[f"{name}_plot@png" for name in figure_names],
-                    *[f"{name}.layers_plot@png" for name in names],
+                    *[f"{name}_png" for name in figure_names],
+                    *[f"{name}.layers_png" for name in names],
                 ],
                 outputs=["report_summary", "report_html"],
                 name="build_report",
@@ -73,7 +74,7 @@ def variant_pipeline(name: str, method: str) -> Pipeline:
             node(
                 bind(plot_variant_layers, variant=name),
                 inputs=[RECALL, *TABLES.values(), "params:report"],
-                outputs="layers_plot@matplotlib",
+                outputs=["layers_plot", "layers_png"],
                 name="plot_variant_layers",
             )
         ],
