@@ -225,3 +225,34 @@ def test_resumed_sweep_computes_only_missing_points(tiny_model, tmp_path):
     # Other calibration texts change the key of calibrated points only.
     changed = run_sweep(model_dir, points[:2], corpus[::-1], tasks, cache, progress=False)
     assert changed.reused == ["fp"] and changed.computed == ["gptq_w3_g16_c16"]
+
+
+# --- settings -----------------------------------------------------------------------------------
+
+
+def _settings(**sweep):
+    from fkr_kedro.scaling.config import ScalingSettings
+
+    size = {"hidden_size": 64, "num_layers": 1, "num_heads": 4, "intermediate_size": 256}
+    return ScalingSettings(sizes={"a": size, "b": {**size, "num_layers": 2}}, sweep=sweep)
+
+
+def test_default_design_has_ten_gptq_points_and_a_reference():
+    names = [p.name for p in _settings().validate_all().points()]
+    assert names[0] == "fp" and len(names) == 11 and len(set(names)) == 11
+    assert "gptq_w3_g16_c128" in names and "gptq_w4_g32_c512" in names
+
+
+@pytest.mark.parametrize(
+    "sweep, message",
+    [
+        ({"group_size_bits": [4], "group_sizes": [16, 32]}, "4-bit points with group size 16"),
+        ({"calibration_sizes": [1, 16]}, "calibration sizes must be >= 2"),
+        ({"method": "rtn"}, "use a calibrated method"),
+        ({"group_sizes": [128]}, "does not divide"),
+        ({"bitz": [4]}, "bitz"),
+    ],
+)
+def test_bad_settings_fail_before_training(sweep, message):
+    with pytest.raises(ValueError, match=message):
+        _settings(**sweep).validate_all()

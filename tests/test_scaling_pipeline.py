@@ -27,13 +27,26 @@ def test_scaling_is_not_part_of_the_default_run(monkeypatch):
 
 
 @pytest.mark.slow
-def test_scaling_pipeline_runs_and_resumes(kedro_project):
-    run_kedro(kedro_project, pipeline="scaling")
-    reporting = kedro_project / "data/08_reporting"
+def test_scaling_pipeline_split_by_size_then_resumed(kedro_project):
+    """Shared inputs first, then each size in its own run (as separate processes would), then
+    the whole pipeline, which must train nothing and compute no point."""
+    run_kedro(kedro_project, pipeline="scaling", node_names=["generate_synthetic_world", "build_in_context_task"])
+    for size in ("scaling_l1", "scaling_l2"):
+        run_kedro(kedro_project, pipeline="scaling", namespaces=[size])
+    cached = sorted((kedro_project / "data/07_model_output/scaling").glob("*/points/*.json"))
+    assert len(cached) == 2 * 6  # fp + 5 GPTQ points per size
+    before = {p: p.stat().st_mtime_ns for p in cached}
+    models = sorted((kedro_project / "data/06_models/scaling").glob("*/model.safetensors"))
+    model_mtimes = [m.stat().st_mtime_ns for m in models]
+    assert len(models) == 2
 
+    run_kedro(kedro_project, pipeline="scaling")
+    assert {p: p.stat().st_mtime_ns for p in cached} == before
+    assert [m.stat().st_mtime_ns for m in models] == model_mtimes
+
+    reporting = kedro_project / "data/08_reporting"
     points = pd.read_csv(reporting / "scaling_points.csv")
-    # 2 sizes x (fp + 5 GPTQ points) x 3 tasks.
-    assert len(points) == 2 * 6 * 3
+    assert len(points) == 2 * 6 * 3  # 2 sizes x 6 points x 3 tasks
     assert set(points["task"]) == {"km", "ku_two_hop", "ku_in_context"}
     assert set(points["bits"].dropna()) == {2, 3, 8}
     assert set(points["group_size"].dropna()) == {16, 32} and set(points["calibration_size"].dropna()) == {8, 32}
@@ -48,21 +61,13 @@ def test_scaling_pipeline_runs_and_resumes(kedro_project):
     for task in ("km", "ku_two_hop", "ku_in_context"):
         assert metrics[f"{task}.points"] == 10
         assert metrics[f"{task}.fitted"] in (0.0, 1.0)
-        counted = sum(metrics[f"{task}.{k}"] for k in ("points_in_fit", "excluded_at_or_below_chance", "excluded_perfect", "excluded_bits"))
+        counted = sum(
+            metrics[f"{task}.{k}"]
+            for k in ("points_in_fit", "excluded_at_or_below_chance", "excluded_perfect", "excluded_bits")
+        )
         assert counted == metrics[f"{task}.points"]
     conclusion = json.loads((reporting / "scaling_conclusion.json").read_text())
     assert conclusion["reference_task"] == "km" and conclusion["statements"]
     exponents = pd.read_csv(reporting / "scaling_exponents.csv")
     assert list(exponents.columns[:5]) == ["task", "factor", "factor_name", "estimate", "ci_low"]
     assert (reporting / "scaling_predicted_vs_observed.png").stat().st_size > 10_000
-
-    # A second run trains nothing and computes no point: every result comes from the cache.
-    cached = sorted((kedro_project / "data/07_model_output/scaling").glob("*/points/*.json"))
-    assert len(cached) == 12
-    before = {p: p.stat().st_mtime_ns for p in cached}
-    model = kedro_project / "data/06_models/scaling/scaling_l1/model.safetensors"
-    model_mtime = model.stat().st_mtime_ns
-    run_kedro(kedro_project, pipeline="scaling")
-    assert {p: p.stat().st_mtime_ns for p in cached} == before
-    assert model.stat().st_mtime_ns == model_mtime
-    pd.testing.assert_frame_equal(pd.read_csv(reporting / "scaling_points.csv"), points)
