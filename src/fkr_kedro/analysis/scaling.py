@@ -254,7 +254,7 @@ def fit_study(
 
     ``points`` needs: model, n_params, method, bits, b_eff, group_size, calibration_size,
     task, accuracy, chance."""
-    table = points.copy()
+    table = points.reset_index(drop=True)
     table["acc_adj"] = adjusted_accuracy(table["accuracy"], table["chance"])
     with np.errstate(divide="ignore", invalid="ignore"):
         table["observed_neg_log_acc_adj"] = np.where(
@@ -409,7 +409,8 @@ def plot_predicted_vs_observed(points: pd.DataFrame):
         ax.set_title(f"{task} ({below} of {len(rows)} points at or below chance)", fontsize=9)
         ax.set_xlabel("observed -ln(Acc_adj)")
         ax.set_ylabel("predicted -ln(Acc_adj)")
-        ax.legend(fontsize=6, loc="upper left")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6, loc="upper left")
     fig.suptitle("Scaling law: predicted vs observed (open squares: left out of the fit)", fontsize=10)
     fig.tight_layout()
     return fig
