@@ -79,7 +79,9 @@ def _producing_pipeline(dataset_name: str) -> str | None:
 
 class MlflowVariantHook:
     """Logs a ``kedro run`` into the MLflow run that kedro-mlflow opens for it (the parent
-    run; kedro-mlflow logs the parameters and marks it FAILED when the pipeline fails):
+    run; kedro-mlflow marks it FAILED when the pipeline fails):
+
+    * every parameter of the run, flattened (``training.steps``), on the parent run;
 
     * one nested run per variant, with its method, bits, group size, calibration size, model
       and dataset as params, opened when the run starts for every variant namespace in the
@@ -113,7 +115,7 @@ class MlflowVariantHook:
         import mlflow
         from mlflow.tracking import MlflowClient
 
-        from .tracking import VariantRuns
+        from .tracking import VariantRuns, flatten_params
 
         parent = mlflow.active_run()
         if parent is None:
@@ -126,6 +128,9 @@ class MlflowVariantHook:
         source = _source_description(parameters)
         variant_params = {spec.name: {**_variant_params(spec), **source} for spec in specs}
         self._runs = VariantRuns(MlflowClient(mlflow.get_tracking_uri()), parent.info.run_id, variant_params)
+        # Every parameter as configured, flattened: kedro-mlflow logs a node's parameters after
+        # Kedro converted them to the node's types (`training` as "TrainConfig(...)").
+        self._runs.log_params(flatten_params(parameters))
         self._catalog = catalog
         in_pipeline = {n.namespace.split(".")[0] for n in pipeline.nodes if n.namespace}
         for spec in specs:

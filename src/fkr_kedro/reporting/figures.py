@@ -2,24 +2,21 @@
 
 Every function takes tidy tables (``variant``, ``layer``, ``metric``, ``value`` ...) and
 returns a matplotlib ``Figure``; none reads or writes files. One colour per method and one
-line style per bit width, the same in every figure; full precision is black.
+line style per bit width, the same in every figure; full precision is black. Figures are
+built without pyplot (no GUI backend, nothing left open): save them, or display them in a
+notebook.
 """
 
 from __future__ import annotations
 
 import itertools
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, NullLocator, PercentFormatter
 
-matplotlib.use("Agg")  # figures are files; never open a window
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FixedLocator, NullLocator, PercentFormatter  # noqa: E402
-
-from .tables import headline, layer_metric, neuron_retention, variant_order  # noqa: E402
+from .tables import headline, layer_metric, neuron_retention, variant_order
 
 METHOD_COLORS = {
     "fp": "black",
@@ -74,7 +71,7 @@ def accuracy_vs_bits(recall: pd.DataFrame, reference: str = "fp") -> Figure:
         ("two_hop.held_out.accuracy", "two_hop.held_out.chance", "two-hop, held-out chains (latent composition)"),
     ]
     panels = [p for p in panels if p[0] in info.columns]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), layout="constrained", squeeze=False)
+    fig, axes = _subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), layout="constrained", squeeze=False)
     quantized = info.drop(index=reference, errors="ignore")
     # Round bit widths as ticks: stored formats sit a little above them (scales, zero points).
     low, high = float(quantized["effective_bits"].min()), float(quantized["effective_bits"].max())
@@ -156,7 +153,7 @@ def neuron_retention_by_layer(attribution: pd.DataFrame, recall: pd.DataFrame, r
     """Per layer, the share of full precision's top attribution neurons that still score
     above full precision's threshold in each variant."""
     retention = neuron_retention(attribution, reference)
-    fig, ax = plt.subplots(figsize=(8.5, 4.4), layout="constrained")
+    fig, ax = _subplots(figsize=(8.5, 4.4), layout="constrained")
     for variant, style in variant_styles(recall, reference).items():
         if variant in retention:
             ax.plot(retention.index, retention[variant], label=variant, **style)
@@ -174,7 +171,7 @@ def drift_by_layer(drift: pd.DataFrame, recall: pd.DataFrame, reference: str = "
     precision, per layer and capture site."""
     sites = list(dict.fromkeys(drift["site"]))
     metrics = [m for m in DRIFT_TITLES if m in set(drift["metric"])]
-    fig, axes = plt.subplots(
+    fig, axes = _subplots(
         len(metrics), len(sites), figsize=(3.6 * len(sites), 3.1 * len(metrics)), layout="constrained",
         squeeze=False, sharey="row",
     )
@@ -206,7 +203,7 @@ def cnst_scores(cnst: pd.DataFrame, recall: pd.DataFrame, reference: str = "fp")
     scores = cnst[cnst["metric"] == "cnst_score"].pivot_table(index="variant", columns="split", values="value")
     order = [v for v in variant_order(recall, reference) if v in scores.index]
     splits = [s for s in ("all", "seen", "held_out") if s in scores.columns]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * len(order) + 2), 4.2), layout="constrained")
+    fig, ax = _subplots(figsize=(max(6.0, 0.75 * len(order) + 2), 4.2), layout="constrained")
     width = 0.8 / len(splits)
     x = np.arange(len(order))
     for k, split in enumerate(splits):
@@ -234,7 +231,7 @@ def variant_layers(
     """One variant against full precision, layer by layer: probe accuracy, EntRec, neuron
     retention and drift; its recall and CnstScore in the title."""
     info = headline(recall)
-    fig, axes = plt.subplots(2, 2, figsize=(12, 7.4), layout="constrained")
+    fig, axes = _subplots(2, 2, figsize=(12, 7.4), layout="constrained")
     (ax_probe, ax_entrec), (ax_neurons, ax_drift) = axes
     colors = dict(zip(PROBE_TITLES, ["tab:purple", "tab:blue", "tab:green", "tab:orange"]))
     for probe, color in colors.items():
@@ -304,10 +301,15 @@ def _variant_title(variant: str, info: pd.DataFrame, cnst: pd.DataFrame, referen
     return title
 
 
+def _subplots(nrows: int = 1, ncols: int = 1, figsize=None, squeeze: bool = True, layout="constrained", **kwargs):
+    figure = Figure(figsize=figsize, layout=layout)
+    return figure, figure.subplots(nrows, ncols, squeeze=squeeze, **kwargs)
+
+
 def _grid(n: int, ncols: int, size: tuple[float, float]):
     ncols = min(ncols, n)
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols + 2.2, size[1] * nrows), layout="constrained",
+    fig, axes = _subplots(nrows, ncols, figsize=(size[0] * ncols + 2.2, size[1] * nrows), layout="constrained",
                              squeeze=False)
     flat = list(axes.flat)
     for ax in flat[n:]:

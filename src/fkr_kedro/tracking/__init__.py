@@ -7,8 +7,9 @@ Knows nothing of Kedro; ``fkr_kedro.hooks`` connects it to a ``kedro run``.
 from .mlflow_runs import (
     VariantRuns,
     flat_numbers,
+    flatten_params,
     layer_histories,
     metric_key,
 )
 
-__all__ = ["VariantRuns", "flat_numbers", "layer_histories", "metric_key"]
+__all__ = ["VariantRuns", "flat_numbers", "flatten_params", "layer_histories", "metric_key"]

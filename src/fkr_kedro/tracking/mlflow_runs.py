@@ -48,6 +48,19 @@ def flat_numbers(data: Any) -> dict[str, float] | None:
     return {metric_key(str(k)): float(v) for k, v in data.items()}
 
 
+def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested parameters as ``{"training.steps": "300", ...}`` (lists and scalars as text),
+    the way kedro-mlflow flattens the dict parameters it logs."""
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten_params(value, prefix=f"{name}."))
+        else:
+            out[name] = str(value)
+    return out
+
+
 def layer_histories(
     table: pd.DataFrame, prefix: str, skip_metrics: Iterable[str] = ()
 ) -> dict[str, dict[str, list[tuple[int, float]]]]:
@@ -111,6 +124,10 @@ class VariantRuns:
         self._log_params(run_id, params)
         log.info("MLflow: nested run %s for variant %s", run_id, variant)
         return run_id
+
+    def log_params(self, params: Mapping[str, Any], variant: str | None = None) -> None:
+        """Params on the variant's run, or on the parent run when ``variant`` is None."""
+        self._log_params(self.open(variant) if variant is not None else self.parent_run_id, params)
 
     def log_metrics(self, metrics: Mapping[str, float], variant: str | None = None, step: int = 0) -> None:
         """Metrics on the variant's run, or on the parent run when ``variant`` is None."""

@@ -1,0 +1,210 @@
+"""The report: figures and sentences computed from known tables, and the report pipeline on
+the test run's outputs (tests/tracked_study.py)."""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from fkr_kedro.reporting import figures
+from fkr_kedro.reporting.findings import ReportSettings, findings, scaling_findings, summary_table
+from fkr_kedro.reporting.tables import neuron_retention
+from tracked_study import kedro
+
+VARIANTS = ("fp", "bnb_int8", "bnb_nf4", "gptq_w4_g32", "rtn_w2_g32")
+
+
+def _recall() -> pd.DataFrame:
+    specs = {"fp": ("fp", np.nan, 32.0), "a": ("gptq", 4, 4.625), "b": ("rtn", 4, 4.625)}
+    metrics = {
+        "one_hop.accuracy": {"fp": 0.9, "a": 0.85, "b": 0.895},
+        "one_hop.answer_logprob": {"fp": -0.1, "a": -0.5, "b": -0.12},
+        "two_hop.seen.accuracy": {"fp": 0.5, "a": 0.4, "b": 0.5},
+        "two_hop.seen.chance": {"fp": 0.1, "a": 0.1, "b": 0.1},
+        "two_hop.held_out.accuracy": {"fp": 0.12, "a": 0.1, "b": 0.12},
+        "two_hop.held_out.chance": {"fp": 0.1, "a": 0.1, "b": 0.1},
+        "storage_bytes": {"fp": 4e6, "a": 1e6, "b": 1e6},
+    }
+    rows = [
+        {"variant": v, "method": m, "bits": bits, "group_size": 32 if v != "fp" else np.nan,
+         "calibration_size": 128, "metric": metric, "relation": np.nan, "value": values[v]}
+        for metric, values in metrics.items() for v, (m, bits, _) in specs.items()
+    ]
+    rows += [{"variant": v, "method": m, "bits": bits, "group_size": np.nan, "calibration_size": 128,
+              "metric": "effective_bits", "relation": np.nan, "value": eff} for v, (m, bits, eff) in specs.items()]
+    return pd.DataFrame(rows)
+
+
+def _tidy(curves: dict, **columns) -> pd.DataFrame:
+    """{(variant, metric): [value per layer]} as a tidy table with constant extra columns."""
+    rows = [{"variant": v, "layer": layer, "metric": metric, "value": value, **columns}
+            for (v, metric), values in curves.items() for layer, value in enumerate(values)]
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def tables() -> dict[str, pd.DataFrame]:
+    answer = _tidy({("fp", "transfer_accuracy"): [0.1, 0.5, 0.9], ("a", "transfer_accuracy"): [0.1, 0.3, 0.6],
+                    ("b", "transfer_accuracy"): [0.1, 0.48, 0.88], ("fp", "chance"): [0.1] * 3,
+                    ("fp", "control_accuracy"): [0.1] * 3, ("fp", "accuracy"): [0.1, 0.5, 0.9]}, probe="answer")
+    bridge = _tidy({("fp", "transfer_accuracy"): [0.1, 0.11, 0.12], ("a", "transfer_accuracy"): [0.1, 0.1, 0.05],
+                    ("fp", "chance"): [0.1] * 3, ("fp", "control_accuracy"): [0.09] * 3}, probe="bridge")
+    return {
+        "recall": _recall(),
+        "probes": pd.concat([answer, bridge], ignore_index=True),
+        "entrec": _tidy({("fp", "entrec_mean"): [-5, -3, -2], ("a", "entrec_mean"): [-5, -4, -3.5],
+                         ("b", "entrec_mean"): [-5, -3, -2.2]}, split="all"),
+        "attribution": _tidy({("fp", "top_neurons_retained"): [10, 10], ("a", "top_neurons_retained"): [5, 2],
+                              ("b", "top_neurons_retained"): [9, 10]}),
+        "drift": _tidy({("fp", "cka"): [1, 1, 1], ("a", "cka"): [1, 0.95, 0.8], ("b", "cka"): [1, 0.99, 0.97],
+                        ("fp", "cosine"): [1, 1, 1], ("a", "cosine"): [1, 0.9, 0.7], ("b", "cosine"): [1, 1, 0.99]},
+                       site="two_hop.resid_post.mention"),
+        "cnst": pd.DataFrame({"variant": ["fp", "a", "b"], "layer": 2, "split": "all", "metric": "cnst_score",
+                              "value": [-4.0, -5.0, -4.1]}),
+    }
+
+
+def _findings(tables, **settings):
+    t = tables
+    return findings(t["recall"], t["probes"], t["entrec"], t["attribution"], t["drift"], t["cnst"],
+                    {"seen": 100, "held_out": 100}, ReportSettings(**settings))
+
+
+def test_sentences_state_what_known_numbers_show(tables):
+    sentences = _findings(tables)
+    assert sentences[0] == (
+        "Full precision (fp) recalls 90.0% of the one-hop facts. 1 of 2 quantized variants lose more than "
+        "1 point: a (-5.0). Within 1 point of fp: b."
+    )
+    assert "At 4 bits, b keeps the most one-hop recall (89.5%) and a the least (85.0%), 4.5 points apart." in sentences
+    text = "\n".join(sentences)
+    # Seen chains: 50% against chance 10% over 100 chains; held out: 12% is inside 10% +- 5.9 points.
+    assert "On two-hop chains seen in training, fp answers 50.0%, above chance" in text
+    assert "fp answers 12.0%, within the 95% band of chance (10.0% ±5.9 points over 100 chains)" in text
+    assert ("it falls more than 5 points below fp for a from layer 1 (30.0 points lower at layer 2)" in text)
+    assert "for a from layer 1" in text and "b from layer" not in text  # b stays within 2 points
+    assert "The bridge probe trained on fp peaks at layer 2 (12.0%; chance 10.0%" in text
+    assert "does not decode above chance by 5 points" in text
+    assert "more than 1 nat lower for a (-3.50)" in text
+    assert "b keeps the most above fp's threshold (95.0%) and a the fewest (35.0%; 20.0% in decoder layer 1" in text
+    assert "falls below 0.9 for a (from layer 2, 0.80 at layer 2)" in text
+    assert "ranges from -5.00 (a, least consistent) to -4.10 (b)" in text
+
+
+def test_thresholds_change_the_words(tables):
+    sentences = _findings(tables, recall_loss_points=10, probe_drop_points=40, cka_threshold=0.5)
+    assert sentences[0].endswith("No quantized variant loses more than 10 points. Within 10 points of fp: a and b.")
+    text = "\n".join(sentences)
+    assert "it stays within 40 points of fp at every layer" in text
+    assert "stays at or above 0.5 at every layer for every variant" in text
+
+
+def test_summary_table_numbers(tables):
+    t = tables
+    summary = summary_table(t["recall"], t["probes"], t["entrec"], t["attribution"], t["drift"], t["cnst"],
+                            ReportSettings())
+    assert list(summary.index) == ["fp", "a", "b"]
+    assert summary.loc["a", "one-hop vs fp (points)"] == pytest.approx(-5.0)
+    assert summary.loc["a", "fp's top neurons retained"] == pytest.approx(0.35)
+    assert summary.loc["b", "answer probe, layer 2"] == pytest.approx(0.88)
+    assert summary.loc["a", "CKA, layer 2"] == pytest.approx(0.8)
+    assert summary.loc["fp", "storage MB"] == pytest.approx(4.0)
+
+
+def test_neuron_retention_is_a_share_of_the_reference(tables):
+    retention = neuron_retention(tables["attribution"])
+    assert retention["a"].tolist() == pytest.approx([0.5, 0.2])
+    assert retention["fp"].tolist() == [1.0, 1.0]
+
+
+def test_accuracy_vs_bits_plots_the_numbers(tables):
+    fig = figures.accuracy_vs_bits(tables["recall"])
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert lines["gptq"].get_xdata().tolist() == [4.625] and lines["gptq"].get_ydata().tolist() == [0.85]
+    reference = next(label for label in lines if label.startswith("fp (full precision"))
+    assert list(lines[reference].get_ydata()) == [0.9, 0.9]  # a horizontal reference line
+    assert "chance" in {line.get_label() for line in fig.axes[2].get_lines()}
+
+
+def test_scaling_sentences_compare_intervals():
+    exponents = pd.DataFrame({
+        "task": ["KM", "KU_compare", "KM", "KU_compare"],
+        "factor": ["B_eff", "B_eff", "G", "G"],
+        "estimate": [-2.0, -0.5, 0.3, 0.2],
+        "ci_low": [-2.5, -0.8, 0.1, 0.0],
+        "ci_high": [-1.5, -0.2, 0.5, 0.4],
+    })
+    b_eff, group = scaling_findings(exponents)
+    assert "KM and KU_compare differ (intervals do not overlap); KM has the larger magnitude." in b_eff
+    assert "The intervals of KM and KU_compare overlap: no difference is established." in group
+    with pytest.raises(ValueError, match="ci_low"):
+        scaling_findings(exponents.drop(columns="ci_low"))
+
+
+def test_report_gets_a_scaling_section_only_when_scaling_ran(tables):
+    from fkr_kedro.pipelines.report.nodes import FIGURES, build_report
+
+    t = tables
+    two_hop = pd.DataFrame({"split": ["seen"] * 100 + ["held_out"] * 100})
+    png = _png()
+    args = [t["recall"], t["probes"], t["entrec"], t["attribution"], t["drift"], t["cnst"], two_hop, {}]
+    images = [png] * (len(FIGURES) + 3)
+    kwargs = {"figure_names": tuple(FIGURES), "variants": ("fp", "a", "b")}
+    _, without = build_report(*args, None, None, None, *images, **kwargs)
+    assert "Scaling" not in without
+    assert without.count('src="data:image/png;base64,') == len(FIGURES) + 3
+    exponents = pd.DataFrame({"task": ["KM"], "factor": ["N"], "estimate": [0.5], "ci_low": [0.4], "ci_high": [0.6]})
+    _, with_scaling = build_report(*args, exponents, {"KM.adj_r2": 0.93}, Image.new("RGB", (4, 4)), *images, **kwargs)
+    assert "Scaling: memorization vs utilization" in with_scaling
+    assert "Exponent of N: KM 0.5 [0.4, 0.6]." in with_scaling and "KM.adj_r2" in with_scaling
+
+
+def _png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.slow
+def test_report_of_the_test_run(tracked_study):
+    reporting = tracked_study.project / "data/08_reporting"
+    html = (reporting / "report.html").read_text()
+    # Self-contained: every image embedded, nothing fetched from elsewhere.
+    assert not re.search(r'(src|href)="(https?:)?//', html) and "<link" not in html
+    assert html.count('src="data:image/png;base64,') == 6 + len(VARIANTS)
+    for variant in VARIANTS:
+        assert f"{variant} layer by layer" in html
+        with Image.open(reporting / "figures" / f"layers_{variant}.png") as image:
+            assert image.format == "PNG" and image.width > 800
+    assert (reporting / "figures/accuracy_vs_bits.png").is_file()
+
+    # The summary holds the evaluate pipeline's numbers, and the recall sentence names exactly
+    # the variants that lose more than the threshold (1 point in parameters_report.yml).
+    recall = pd.read_csv(reporting / "recall_by_variant.csv")
+    one_hop = recall[(recall["metric"] == "one_hop.accuracy") & recall["relation"].isna()].set_index("variant")["value"]
+    summary = pd.read_csv(reporting / "report_summary.csv").set_index("variant")
+    assert summary["one-hop recall"].to_dict() == pytest.approx(one_hop.to_dict())
+    losers = {v for v in VARIANTS if v != "fp" and 100 * (one_hop["fp"] - one_hop[v]) > 1.0}
+    sentence = re.search(r"<li>Full precision \(fp\) recalls .*?</li>", html).group(0)
+    named = set(re.findall(r"(\w+) \([+-]\d", sentence.split("Within")[0]))
+    assert named == losers
+
+
+@pytest.mark.slow
+def test_report_without_probe_tables_names_the_pipeline_to_run(tracked_study, tmp_path):
+    project = tmp_path / "project"
+    shutil.copytree(tracked_study.project, project, ignore=shutil.ignore_patterns("mlruns", "mlflow.db", "build"))
+    (project / "data/08_reporting/probe_results.csv").unlink()
+    (project / "data/08_reporting/report.html").unlink()
+    result = kedro(project, "run", "--env=test", "--pipeline=report")
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "probe_results does not exist yet" in output and "kedro run --pipeline=probe" in output
+    assert not (project / "data/08_reporting/report.html").exists()
