@@ -59,3 +59,8 @@ def run_kedro(project: Path, pipeline: str | None = None, env: str = "test", **r
     bootstrap_project(project)
     with KedroSession.create(project_path=project, env=env) as session:
         return session.run(pipeline_names=[pipeline] if pipeline else None, **run_kwargs)
+
+
+# Session fixtures of the tracking, report, kedro-viz and notebook tests: one tracked run of
+# the test configuration against a real MLflow server, shared by all of them.
+from tracked_study import mlflow_server, tracked_study  # noqa: E402,F401

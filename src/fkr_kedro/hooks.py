@@ -71,7 +71,10 @@ def _producing_pipeline(dataset_name: str) -> str | None:
 
     base = _strip_transcoding(dataset_name)
     for module in sorted(m.name for m in pkgutil.iter_modules(package.__path__) if m.ispkg):
-        pipeline = importlib.import_module(f"{package.__name__}.{module}").create_pipeline()
+        try:
+            pipeline = importlib.import_module(f"{package.__name__}.{module}").create_pipeline()
+        except Exception:  # a pipeline that cannot be built here (its own error shows when it runs)
+            continue
         if base in {_strip_transcoding(o) for o in pipeline.all_outputs()}:
             return module
     return None
