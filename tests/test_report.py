@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from fkr_kedro.reporting import figures
-from fkr_kedro.reporting.findings import ReportSettings, findings, scaling_findings, summary_table
+from fkr_kedro.reporting.findings import ReportSettings, findings, summary_table
 from fkr_kedro.reporting.tables import neuron_retention
 from tracked_study import kedro
 
@@ -133,21 +133,6 @@ def test_accuracy_vs_bits_plots_the_numbers(tables):
     assert "chance" in {line.get_label() for line in fig.axes[2].get_lines()}
 
 
-def test_scaling_sentences_compare_intervals():
-    exponents = pd.DataFrame({
-        "task": ["KM", "KU_compare", "KM", "KU_compare"],
-        "factor": ["B_eff", "B_eff", "G", "G"],
-        "estimate": [-2.0, -0.5, 0.3, 0.2],
-        "ci_low": [-2.5, -0.8, 0.1, 0.0],
-        "ci_high": [-1.5, -0.2, 0.5, 0.4],
-    })
-    b_eff, group = scaling_findings(exponents)
-    assert "KM and KU_compare differ (intervals do not overlap); KM has the larger magnitude." in b_eff
-    assert "The intervals of KM and KU_compare overlap: no difference is established." in group
-    with pytest.raises(ValueError, match="ci_low"):
-        scaling_findings(exponents.drop(columns="ci_low"))
-
-
 def test_report_gets_a_scaling_section_only_when_scaling_ran(tables):
     from fkr_kedro.pipelines.report.nodes import FIGURES, build_report
 
@@ -157,13 +142,18 @@ def test_report_gets_a_scaling_section_only_when_scaling_ran(tables):
     args = [t["recall"], t["probes"], t["entrec"], t["attribution"], t["drift"], t["cnst"], two_hop, {}]
     images = [png] * (len(FIGURES) + 3)
     kwargs = {"figure_names": tuple(FIGURES), "variants": ("fp", "a", "b")}
-    _, without = build_report(*args, None, None, None, *images, **kwargs)
+    _, without = build_report(*args, None, None, None, None, *images, **kwargs)
     assert "Scaling" not in without
     assert without.count('src="data:image/png;base64,') == len(FIGURES) + 3
-    exponents = pd.DataFrame({"task": ["KM"], "factor": ["N"], "estimate": [0.5], "ci_low": [0.4], "ci_high": [0.6]})
-    _, with_scaling = build_report(*args, exponents, {"KM.adj_r2": 0.93}, Image.new("RGB", (4, 4)), *images, **kwargs)
+    exponents = pd.DataFrame({"task": ["km"], "factor": ["N"], "estimate": [0.5], "ci_low": [0.4], "ci_high": [0.6]})
+    conclusion = {"rule": "sensitivity = |exponent|", "statements": ["N: km more sensitive than ku (...)"]}
+    _, with_scaling = build_report(
+        *args, exponents, {"km.adj_r2": 0.93}, conclusion, Image.new("RGB", (4, 4)), *images, **kwargs
+    )
     assert "Scaling: memorization vs utilization" in with_scaling
-    assert "Exponent of N: KM 0.5 [0.4, 0.6]." in with_scaling and "KM.adj_r2" in with_scaling
+    assert "<li>N: km more sensitive than ku (...)</li>" in with_scaling  # the scaling pipeline's own words
+    assert "km.adj_r2" in with_scaling and ">0.4<" in with_scaling
+    assert with_scaling.count('src="data:image/png;base64,') == len(FIGURES) + 3 + 1
 
 
 def _png() -> bytes:

@@ -260,27 +260,3 @@ def _cnst(cnst: pd.DataFrame, order: list[str], ref: str) -> str | None:
     return (f"CnstScore (0 = the two-hop answer distribution equals the one-hop one) is {scores[ref]:.2f} for {ref}; "
             f"among the variants it ranges from {scores[low]:.2f} ({low}, least consistent) to {scores[high]:.2f} "
             f"({high}).")
-
-
-def scaling_findings(exponents: pd.DataFrame) -> list[str]:
-    """Per factor, the tasks' exponents with their intervals, and whether the intervals of
-    memorization (KM) and each utilization task separate."""
-    required = {"task", "factor", "estimate", "ci_low", "ci_high"}
-    if not required <= set(exponents.columns):
-        raise ValueError(f"scaling_exponents needs the columns {sorted(required)}; it has {list(exponents.columns)}")
-    out = []
-    for factor, rows in exponents.groupby("factor", sort=False):
-        rows = rows.set_index("task")
-        parts = [f"{task} {r.estimate:.3g} [{r.ci_low:.3g}, {r.ci_high:.3g}]" for task, r in rows.iterrows()]
-        text = f"Exponent of {factor}: " + "; ".join(parts) + "."
-        km = [t for t in rows.index if str(t).upper().startswith("KM")]
-        for k in km:
-            for other in (t for t in rows.index if t != k):
-                a, b = rows.loc[k], rows.loc[other]
-                if a.ci_low > b.ci_high or b.ci_low > a.ci_high:
-                    larger = k if abs(a.estimate) > abs(b.estimate) else other
-                    text += f" {k} and {other} differ (intervals do not overlap); {larger} has the larger magnitude."
-                else:
-                    text += f" The intervals of {k} and {other} overlap: no difference is established."
-        out.append(text)
-    return out

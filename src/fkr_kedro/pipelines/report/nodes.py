@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from PIL.Image import Image
 
 from fkr_kedro.reporting import figures
-from fkr_kedro.reporting.findings import ReportSettings, findings, scaling_findings, summary_table
+from fkr_kedro.reporting.findings import ReportSettings, findings, summary_table
 from fkr_kedro.reporting.html import ReportFigure, Section, format_table, render
 from fkr_kedro.reporting.tables import headline
 
@@ -116,6 +116,7 @@ def build_report(
     report: dict,
     scaling_exponents: pd.DataFrame | None,
     scaling_fit_metrics: dict | None,
+    scaling_conclusion: dict | None,
     scaling_figure: Image | None,
     *images: bytes,
     figure_names: tuple[str, ...] = (),
@@ -143,7 +144,7 @@ def build_report(
         Section("Inside the network", figures=[f for f, n in zip(cross, figure_names) if n != "accuracy_vs_bits"]),
         Section("Each variant against full precision", figures=per_variant),
     ]
-    scaling = _scaling_section(scaling_exponents, scaling_fit_metrics, scaling_figure)
+    scaling = _scaling_section(scaling_exponents, scaling_fit_metrics, scaling_conclusion, scaling_figure)
     if scaling is not None:
         sections.append(scaling)
     meta = [
@@ -160,16 +161,22 @@ def _variant_caption(variant: str, info: pd.DataFrame, reference: str) -> str:
     return f"Dotted lines: {reference}. Method {info.loc[variant, 'method']}."
 
 
-def _scaling_section(exponents: pd.DataFrame | None, fit_metrics: dict | None, image: Image | None) -> Section | None:
-    if exponents is None and fit_metrics is None and image is None:
+def _scaling_section(
+    exponents: pd.DataFrame | None, fit_metrics: dict | None, conclusion: dict | None, image: Image | None
+) -> Section | None:
+    """The scaling pipeline's results as it wrote them: its computed conclusion (the
+    statements of ``scaling_conclusion``), the exponents, the fit metrics and its figure."""
+    if exponents is None and fit_metrics is None and conclusion is None and image is None:
         return None
     section = Section(
         "Scaling: memorization vs utilization",
         intro="From the scaling pipeline (`kedro run --pipeline=scaling`): -ln(Acc_adj) = A N^alpha (log2 B_eff)^beta "
-        "(log2 C_b)^gamma G^delta, fitted per task.",
+        "(log2 C_b)^gamma G^delta, fitted per task. "
+        + (str(conclusion.get("rule", "")) if conclusion else ""),
     )
+    if conclusion:
+        section.sentences = [str(s) for s in conclusion.get("statements", [])]
     if exponents is not None:
-        section.sentences = scaling_findings(exponents)
         section.tables.append(("Exponents with bootstrap intervals.", format_table(exponents.set_index("task"))))
     if fit_metrics:
         fit = pd.DataFrame({"value": pd.Series(fit_metrics, dtype=float)})

@@ -55,7 +55,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=[
                     RECALL, *TABLES.values(), "two_hop_prompts", "params:report",
                     "scaling_exponents_if_present", "scaling_fit_metrics_if_present",
-                    "scaling_predicted_vs_observed_if_present",
+                    "scaling_conclusion_if_present", "scaling_predicted_vs_observed_if_present",
                     *[f"{name}_png" for name in figure_names],
                     *[f"{name}.layers_png" for name in names],
                 ],
