@@ -139,11 +139,13 @@ def test_report_gets_a_scaling_section_only_when_scaling_ran(tables):
     t = tables
     two_hop = pd.DataFrame({"split": ["seen"] * 100 + ["held_out"] * 100})
     png = _png()
-    args = [t["recall"], t["probes"], t["entrec"], t["attribution"], t["drift"], t["cnst"], two_hop, {}]
+    gguf = {"kind": "gguf", "description": "X dequantized from Q4_1 (the fp reference is this model)"}
+    args = [t["recall"], t["probes"], t["entrec"], t["attribution"], t["drift"], t["cnst"], two_hop, {}, gguf, None]
     images = [png] * (len(FIGURES) + 3)
     kwargs = {"figure_names": tuple(FIGURES), "variants": ("fp", "a", "b")}
     _, without = build_report(*args, None, None, None, None, *images, **kwargs)
     assert "Scaling" not in without
+    assert "Model: X dequantized from Q4_1 (the fp reference is this model). Knowledge: synthetic world" in without
     assert without.count('src="data:image/png;base64,') == len(FIGURES) + 3
     exponents = pd.DataFrame({"task": ["km"], "factor": ["N"], "estimate": [0.5], "ci_low": [0.4], "ci_high": [0.6]})
     conclusion = {"rule": "sensitivity = |exponent|", "statements": ["N: km more sensitive than ku (...)"]}

@@ -241,22 +241,9 @@ def _variant_params(spec) -> dict[str, Any]:
 def _source_description(parameters: dict[str, Any]) -> dict[str, str]:
     """The model and the dataset every variant derives from, as short params, from
     ``base_model`` (parameters_train.yml) and ``knowledge`` (parameters_data_prep.yml)."""
-    base = dict(parameters.get("base_model") or {"kind": "train"})
-    shape = parameters.get("model_shape") or {}
-    if base.get("kind", "train") == "train":
-        model = f"llama trained from scratch ({shape.get('num_layers')} layers, width {shape.get('hidden_size')})"
-    else:
-        model = _short(base)
-    knowledge = dict(parameters.get("knowledge") or {"source": "synthetic"})
-    world = parameters.get("world") or {}
-    if knowledge.get("source", "synthetic") == "synthetic":
-        dataset = f"synthetic world (seed {world.get('seed')}, {world.get('n_people')} people)"
-    else:
-        dataset = _short(knowledge)
-    return {"model": model, "dataset": dataset}
+    from .reporting.describe import describe_dataset, describe_model
 
-
-def _short(value: Any) -> str:
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items() if v is not None)
-    return "unknown" if value is None else str(value)
+    return {
+        "model": describe_model(parameters.get("base_model"), parameters.get("model_shape")),
+        "dataset": describe_dataset(parameters.get("knowledge"), parameters.get("world")),
+    }

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 from datetime import datetime, timezone
+from typing import Any
 
 import pandas as pd
 from matplotlib.figure import Figure
 from PIL.Image import Image
 
 from fkr_kedro.reporting import figures
+from fkr_kedro.reporting.describe import describe_dataset, describe_model
 from fkr_kedro.reporting.findings import ReportSettings, findings, summary_table
 from fkr_kedro.reporting.html import ReportFigure, Section, format_table, render
 from fkr_kedro.reporting.tables import headline
@@ -114,6 +116,8 @@ def build_report(
     cnst: pd.DataFrame,
     two_hop_prompts: pd.DataFrame,
     report: dict,
+    base_model: Any,
+    knowledge: Any,
     scaling_exponents: pd.DataFrame | None,
     scaling_fit_metrics: dict | None,
     scaling_conclusion: dict | None,
@@ -148,6 +152,7 @@ def build_report(
     if scaling is not None:
         sections.append(scaling)
     meta = [
+        f"Model: {describe_model(base_model)}. Knowledge: {describe_dataset(knowledge)}.",
         f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from data/08_reporting "
         f"({len(info)} variants, reference {settings.reference}). Every sentence is computed from the tables; "
         f"thresholds: report in parameters_report.yml."

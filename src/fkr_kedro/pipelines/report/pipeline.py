@@ -53,7 +53,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(
                 bind(build_report, figure_names=figure_names, variants=tuple(names)),
                 inputs=[
-                    RECALL, *TABLES.values(), "two_hop_prompts", "params:report",
+                    RECALL, *TABLES.values(), "two_hop_prompts",
+                    "params:report", "params:base_model", "params:knowledge",
                     "scaling_exponents_if_present", "scaling_fit_metrics_if_present",
                     "scaling_conclusion_if_present", "scaling_predicted_vs_observed_if_present",
                     *[f"{name}_png" for name in figure_names],
