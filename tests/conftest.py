@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# Session fixtures of the tracking, report, kedro-viz and notebook tests: one tracked run of
+# the test configuration against a real MLflow server, shared by all of them.
+from tracked_study import PROJECT_ROOT, copy_project, mlflow_server, tracked_study  # noqa: F401
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -26,14 +27,7 @@ def one_torch_thread():
 def kedro_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A copy of the project's configuration in a temporary folder (data/ empty), made the
     working directory, so a test run never touches the user's data or MLflow store."""
-    for name in ("conf", "pyproject.toml", ".telemetry"):
-        src = PROJECT_ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, tmp_path / name, ignore=shutil.ignore_patterns("local"))
-        else:
-            shutil.copy(src, tmp_path / name)
-    (tmp_path / "conf" / "local").mkdir(exist_ok=True)
-    (tmp_path / "src").mkdir()  # bootstrap_project wants a source folder; the package is installed
+    copy_project(tmp_path)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -59,8 +53,3 @@ def run_kedro(project: Path, pipeline: str | None = None, env: str = "test", **r
     bootstrap_project(project)
     with KedroSession.create(project_path=project, env=env) as session:
         return session.run(pipeline_names=[pipeline] if pipeline else None, **run_kwargs)
-
-
-# Session fixtures of the tracking, report, kedro-viz and notebook tests: one tracked run of
-# the test configuration against a real MLflow server, shared by all of them.
-from tracked_study import mlflow_server, tracked_study  # noqa: E402,F401

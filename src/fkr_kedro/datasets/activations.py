@@ -5,14 +5,12 @@
 * :class:`AttributionScoresDataset`: :class:`~fkr_kedro.analysis.neurons.AttributionScores`
   (``AttributionScores.save`` / ``AttributionScores.load``).
 
-Both write atomically: to a temporary file beside the target, then ``os.replace``, so an
+Both write atomically (``modeling.storage.staged_file``: a temporary file beside the target, then a rename), so an
 interrupted run never leaves a truncated file that a later run would load.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,29 +18,7 @@ from kedro.io import AbstractDataset, DatasetError
 
 from fkr_kedro.analysis.capture import ActivationCache
 from fkr_kedro.analysis.neurons import AttributionScores
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    """``obj.save(tmp)`` next to ``path``, then rename onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        obj.save(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()  # read once at import: os.umask is process-wide, not thread-safe
+from fkr_kedro.modeling.storage import staged_file
 
 
 class _SafetensorsDataset(AbstractDataset):
@@ -62,7 +38,8 @@ class _SafetensorsDataset(AbstractDataset):
     def save(self, data) -> None:
         if not isinstance(data, self._cls):
             raise DatasetError(f"expected {self._cls.__name__}, got {type(data).__name__}")
-        _atomic_save(data, self._filepath)
+        with staged_file(self._filepath) as staging:
+            data.save(staging)
 
     def _exists(self) -> bool:
         return self._filepath.exists()

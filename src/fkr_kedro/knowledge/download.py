@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import io
 import logging
-import shutil
-import tempfile
 import urllib.request
 import zipfile
 from pathlib import Path
+
+from ..modeling.storage import staged_directory, staged_file
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +27,8 @@ def fetch_file(path: str | Path, url: str | None, what: str, timeout: float = 60
     if path.is_file():
         return path
     data = _download(url, path, what, timeout)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    with staged_file(path) as staging:
+        staging.write_bytes(data)
     log.info("%s downloaded from %s to %s (%d bytes)", what, url, path, len(data))
     return path
 
@@ -43,22 +41,14 @@ def fetch_zip_folder(folder: str | Path, url: str | None, member: str, what: str
         return folder
     data = _download(url, folder, what, timeout)
     prefix = member.strip("/") + "/"
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            names = [n for n in archive.namelist() if n.startswith(prefix) and not n.endswith("/")]
-            if not names:
-                raise DatasetUnavailableError(f"{what}: the archive at {url} has no folder {member!r}")
-            for name in names:
-                target = staging / name[len(prefix):]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(archive.read(name))
-        if folder.exists():
-            shutil.rmtree(folder)
-        staging.rename(folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with staged_directory(folder) as staging, zipfile.ZipFile(io.BytesIO(data)) as archive:
+        names = [n for n in archive.namelist() if n.startswith(prefix) and not n.endswith("/")]
+        if not names:
+            raise DatasetUnavailableError(f"{what}: the archive at {url} has no folder {member!r}")
+        for name in names:
+            target = staging / name[len(prefix):]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(archive.read(name))
     log.info("%s downloaded from %s to %s (%d files)", what, url, folder, len(names))
     return folder
 

@@ -106,6 +106,13 @@ def accuracy_vs_bits(recall: pd.DataFrame, reference: str = "fp") -> Figure:
     return fig
 
 
+def _plot_curves(ax, curves: pd.DataFrame, styles: dict[str, dict]) -> None:
+    """One line per variant column of ``curves`` (index = layer), in the variants' styles."""
+    for variant, style in styles.items():
+        if variant in curves:
+            ax.plot(curves.index, curves[variant], label=variant, **style)
+
+
 def probe_accuracy_by_layer(probes: pd.DataFrame, recall: pd.DataFrame, reference: str = "fp") -> Figure:
     """Per probe, the accuracy of the probe trained on full precision and applied unchanged
     to each variant, per layer (0 = embeddings), with the probe's chance rate."""
@@ -114,9 +121,7 @@ def probe_accuracy_by_layer(probes: pd.DataFrame, recall: pd.DataFrame, referenc
     styles = variant_styles(recall, reference)
     for ax, probe in zip(axes, names):
         transfer = layer_metric(probes, "transfer_accuracy", probe=probe)
-        for variant, style in styles.items():
-            if variant in transfer:
-                ax.plot(transfer.index, transfer[variant], label=variant, **style)
+        _plot_curves(ax, transfer, styles)
         chance = layer_metric(probes, "chance", probe=probe)
         if reference in chance:
             ax.plot(chance.index, chance[reference], color="gray", linestyle=":", linewidth=1.4, label="chance")
@@ -138,9 +143,7 @@ def entrec_by_layer(entrec: pd.DataFrame, recall: pd.DataFrame, reference: str =
     styles = variant_styles(recall, reference)
     for ax, split in zip(axes, splits):
         curves = layer_metric(entrec, "entrec_mean", split=split)
-        for variant, style in styles.items():
-            if variant in curves:
-                ax.plot(curves.index, curves[variant], label=variant, **style)
+        _plot_curves(ax, curves, styles)
         _layer_axis(ax, curves.index)
         ax.set_title(f"{split.replace('_', '-')} chains", fontsize=10)
         ax.set_ylabel("mean EntRec (log-prob, nats)")
@@ -154,9 +157,7 @@ def neuron_retention_by_layer(attribution: pd.DataFrame, recall: pd.DataFrame, r
     above full precision's threshold in each variant."""
     retention = neuron_retention(attribution, reference)
     fig, ax = _subplots(figsize=(8.5, 4.4), layout="constrained")
-    for variant, style in variant_styles(recall, reference).items():
-        if variant in retention:
-            ax.plot(retention.index, retention[variant], label=variant, **style)
+    _plot_curves(ax, retention, variant_styles(recall, reference))
     _layer_axis(ax, retention.index, embeddings=False)
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set_ylim(0, 1.05)
@@ -180,9 +181,7 @@ def drift_by_layer(drift: pd.DataFrame, recall: pd.DataFrame, reference: str = "
         for j, site in enumerate(sites):
             ax = axes[i][j]
             curves = layer_metric(drift, metric, site=site)
-            for variant, style in styles.items():
-                if variant in curves and variant != reference:
-                    ax.plot(curves.index, curves[variant], label=variant, **style)
+            _plot_curves(ax, curves.drop(columns=reference, errors="ignore"), styles)
             _layer_axis(ax, sorted(set(drift["layer"])))
             if i < len(metrics) - 1:
                 ax.set_xlabel("")

@@ -22,8 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -37,7 +35,7 @@ from ..analysis.recall import score_prompts
 from ..knowledge.utilization import chance_rate as in_context_chance
 from ..knowledge.world import chance_rates
 from ..modeling.load import CausalLM
-from ..modeling.storage import is_model_directory, staged_directory
+from ..modeling.storage import is_model_directory, staged_directory, staged_file
 from ..modeling.tokenizer import build_word_tokenizer
 from ..modeling.train import ModelShape, TrainConfig, non_embedding_parameters, train_causal_lm
 from ..quantization.api import load_quantized, quantize
@@ -233,15 +231,8 @@ class PointCache:
 
     def put(self, name: str, key: str, record: dict) -> None:
         """Write atomically: a temporary file beside the target, then a rename."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".json", dir=self.directory)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump({**record, "key": key}, f, indent=2)
-            os.replace(tmp, self._path(name))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with staged_file(self._path(name)) as staging:
+            staging.write_text(json.dumps({**record, "key": key}, indent=2))
 
 
 def point_key(spec: VariantSpec, model_sha256: str, calibration_texts: Sequence[str], tasks: Sequence[Task]) -> str:
@@ -309,7 +300,6 @@ def _compute_point(
         lm = load_quantized(variant_dir, device=spec.device)
         results = evaluate_tasks(lm, tasks, batch_size)
         del lm
-        shutil.rmtree(variant_dir, ignore_errors=True)
     return {
         "point": spec.model_dump(exclude={"device"}),
         "b_eff": b_eff,
