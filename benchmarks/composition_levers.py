@@ -47,8 +47,8 @@ from sklearn.preprocessing import StandardScaler
 
 import fkr_kedro.knowledge.world as world_module
 import fkr_kedro.modeling.train as train_module
-from fkr_kedro.analysis.recall import evaluate_one_hop, evaluate_two_hop, summarize_recall
-from fkr_kedro.knowledge.world import COMPOSITIONS, RELATIONS, Relation, WorldConfig, chance_rates, generate_world
+from composition_grammar import print_composition  # benchmarks/ is on the path when run as a script
+from fkr_kedro.knowledge.world import COMPOSITIONS, RELATIONS, Relation, WorldConfig, generate_world
 from fkr_kedro.modeling.tokenizer import build_word_tokenizer
 from fkr_kedro.modeling.train import ModelShape, TrainConfig, train_causal_lm
 
@@ -187,19 +187,7 @@ def main() -> None:
                     if param is not None:
                         module._parameters[name] = torch.nn.Parameter(param.detach().clone())
 
-    one_hop = world.one_hop_table().sample(1200, random_state=0)
-    two_hop = world.two_hop_table()
-    two_hop = pd.concat(
-        [chains.sample(min(len(chains), args.chains), random_state=0) for _, chains in two_hop.groupby(["composition", "split"])]
-    )
-    scores = evaluate_two_hop(model, tokenizer, two_hop)
-    metrics = summarize_recall(evaluate_one_hop(model, tokenizer, one_hop), scores, two_hop)
-    keys = ("one_hop.accuracy", "two_hop.seen.accuracy", "two_hop.held_out.accuracy", "two_hop.held_out.chance")
-    print(json.dumps({k: round(metrics[k], 4) for k in keys}))
-    composed = scores[scores["readout"] == "r2(r1(e1))"]
-    table = composed.groupby(["composition", "split"])["correct"].mean().unstack()
-    table["chance"] = chance_rates(two_hop)
-    print(table.round(3).to_string())
+    print_composition(model, tokenizer, world, args.chains)
     print("bridge probe (birth city at the mention's end):", json.dumps(bridge_probe(model, tokenizer, world)))
 
 
