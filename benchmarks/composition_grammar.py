@@ -88,5 +88,6 @@ def main() -> None:
 
     print_composition(model, tokenizer, world, args.chains)
 
+
 if __name__ == "__main__":
     main()

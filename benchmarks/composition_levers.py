@@ -17,6 +17,7 @@ Levers:
                       hop seen composed for the other people of that city (the
                       in-distribution setting of Wang et al. 2024, "Grokked transformers are
                       implicit reasoners");
+  --second-hops R ... only these of the five (e.g. city_river city_club);
   --people N          fewer people: more passes over each statement in the same steps;
   --weight-decay W    AdamW weight decay (0.1 by default; larger decay speeds up grokking);
   --bios K            K extra sequences per person stating both their facts in random order
@@ -80,22 +81,24 @@ def build_world(args: argparse.Namespace) -> world_module.World:
         held_out_fraction=0.1,
     )
     world = generate_world(config)
-    if not args.more_second_hops:
+    extra = [r for r in EXTRA_RELATIONS if r.name in args.second_hops]
+    if not extra:
         return world
     # The extra entity types and facts are drawn after the default world, which stays as is.
     parts = world_module._name_parts(random.Random(args.world_seed + 7), 60)
     world.entities["river"] = [f"{p} River" for p in parts[:20]]
     world.entities["club"] = [f"{p} United" for p in parts[20:45]]
     world.entities["airport"] = [f"{p} Airport" for p in parts[45:60]]
-    for relation in EXTRA_RELATIONS:
+    for relation in extra:
         RELATIONS[relation.name] = relation
     rng = random.Random(args.world_seed + 1)
-    for relation in EXTRA_RELATIONS:
+    for relation in extra:
         world.facts[relation.name] = world_module._balanced_assignment(
             rng, world.entities[relation.domain], world.entities[relation.range]
         )
-    world.config = dataclasses.replace(config, compositions=COMPOSITIONS + EXTRA_COMPOSITIONS)
-    for r1, r2 in EXTRA_COMPOSITIONS:
+    compositions = tuple((r1, r2) for r1, r2 in EXTRA_COMPOSITIONS if r2 in args.second_hops)
+    world.config = dataclasses.replace(config, compositions=COMPOSITIONS + compositions)
+    for r1, r2 in compositions:
         subjects = sorted(world.facts[r1])
         world.held_out[(r1, r2)] = set(rng.sample(subjects, round(config.held_out_fraction * len(subjects))))
     return world
@@ -155,7 +158,8 @@ def bridge_probe(model, tokenizer, world: world_module.World) -> dict[str, float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--more-second-hops", action="store_true")
+    parser.add_argument("--more-second-hops", action="store_true", help="all five extra relations")
+    parser.add_argument("--second-hops", nargs="+", default=[], choices=[r.name for r in EXTRA_RELATIONS])
     parser.add_argument("--people", type=int, default=3000)
     parser.add_argument("--weight-decay", type=float, default=0.1)
     parser.add_argument("--bios", type=int, default=0)
@@ -165,6 +169,8 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--chains", type=int, default=150, help="chains evaluated per composition and split")
     args = parser.parse_args()
+    if args.more_second_hops:
+        args.second_hops = [r.name for r in EXTRA_RELATIONS]
 
     torch.manual_seed(0)
     world = build_world(args)
