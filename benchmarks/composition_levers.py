@@ -19,11 +19,13 @@ Levers:
                       implicit reasoners");
   --second-hops R ... only these of the five (e.g. city_river city_club);
   --people N          fewer people: more passes over each statement in the same steps;
-  --weight-decay W    AdamW weight decay (0.1 by default; larger decay speeds up grokking);
+  --weight-decay W    AdamW weight decay (0.1 by default; larger decay is reported to speed
+                      up grokking);
   --bios K            K extra sequences per person stating both their facts in random order
                       (the augmentation that makes attributes linearly decodable at the name in
                       Allen-Zhu & Li, "Physics of language models 3.1");
-  --shared-layers K   only K distinct layers, repeated (layer i uses layer i mod K's weights).
+  --shared-layers K   only K distinct layers, repeated (layer i uses layer i mod K's weights);
+  --width W           hidden size W, MLP 4W (64 by default).
   --world-seed S      another draw of the same world.
 
     OMP_NUM_THREADS=1 python benchmarks/composition_levers.py --more-second-hops --people 1000 --weight-decay 0.5
@@ -92,6 +94,7 @@ def build_world(args: argparse.Namespace) -> world_module.World:
     for relation in extra:
         RELATIONS[relation.name] = relation
     rng = random.Random(args.world_seed + 1)
+    # Balanced draws as in the generator; a company can come out as its own rival here.
     for relation in extra:
         world.facts[relation.name] = world_module._balanced_assignment(
             rng, world.entities[relation.domain], world.entities[relation.range]
