@@ -63,19 +63,22 @@ class ProbeSpec:
     strata: str | None = None  # column within which the control shuffles labels
 
 
-# Labels are the FIRST TOKEN of the entity (as the tokenizer splits it, read from the capture),
-# the token the model must produce next, as EntRec uses: with multi-token names the residual
-# stream at the last prompt token holds the first token, not the whole name (on the default
-# model the answer probe decodes the first token at 98% and the whole name at 29%).
+# The subject and answer probes decode the FIRST TOKEN of the entity (as the tokenizer splits
+# it, read from the capture), the token the model must produce next: with multi-token names
+# the residual stream at the last prompt token holds the first token, not the whole name (on
+# the default model the answer probe decodes the first token at 98% and the whole name at
+# 29%). The bridge probe decodes the bridge entity itself: at the mention's end the model is
+# not about to name it, and a first-token label would merge bridges that share a name part
+# (30 place parts name 100 cities) and put chance near 10%.
 TOKEN_LABELS = {
     # table: {label column: cache key of its first-token ids}
     "one_hop": {"object_token": "one_hop.answer_token"},
-    "two_hop": {"e2_token": "two_hop.bridge_token", "e3_token": "two_hop.answer_token"},
+    "two_hop": {"e3_token": "two_hop.answer_token"},
 }
 
 DEFAULT_PROBES: tuple[ProbeSpec, ...] = (
     ProbeSpec("subject", "one_hop.resid_post.subject", "one_hop", "object_token", "subject", "relation"),
-    ProbeSpec("bridge", "two_hop.resid_post.mention", "two_hop", "e2_token", "e1", "r1"),
+    ProbeSpec("bridge", "two_hop.resid_post.mention", "two_hop", "e2", "e1", "r1"),
     ProbeSpec("answer", "one_hop.resid_post.last", "one_hop", "object_token", "subject", "relation"),
     ProbeSpec("answer_two_hop", "two_hop.resid_post.last", "two_hop", "e3_token", "e1", "composition"),
 )
