@@ -104,7 +104,7 @@ def test_entrec_is_maximal_when_the_residual_is_the_bridge_unembedding(tiny_worl
 def _planted_model(tokenizer, answer_token: int, last_token: int, neuron=7, strength=1.0):
     """Attention and block 0 write nothing, so block 1's MLP reads the last token's embedding;
     block 1's FFN neurons are random except neuron ``neuron``, which fires on the last prompt
-    token ("is") and writes the answer's unembedding direction."""
+    token and writes the answer's unembedding direction."""
     model = llama(tokenizer, d=32, layers=2, d_mlp=64, seed=2)
     with torch.no_grad():
         for block in model.model.layers:
@@ -126,11 +126,14 @@ def _planted_model(tokenizer, answer_token: int, last_token: int, neuron=7, stre
 @pytest.fixture(scope="module")
 def planted(tiny_world, tokenizer):
     one = tiny_world.one_hop_table()
-    # Prompts sharing one answer (and all ending in "is"), so one neuron helps them all.
+    # Prompts sharing one answer (and all ending in one word, "in" of "... was born in"), so
+    # one neuron helps them all.
     top = one[one["relation"] == "birth_city"]["object"].value_counts().index[0]
     one = one[(one["relation"] == "birth_city") & (one["object"] == top)].reset_index(drop=True)
+    last_words = {prompt.split()[-1] for prompt in one["prompt"]}
+    assert len(last_words) == 1, last_words
     answer = tokenizer(top.split()[0], add_special_tokens=False)["input_ids"][0]
-    last = tokenizer("is", add_special_tokens=False)["input_ids"][0]
+    last = tokenizer(last_words.pop(), add_special_tokens=False)["input_ids"][0]
     return one, answer, last
 
 

@@ -54,10 +54,27 @@ def test_two_hop_chains_follow_the_facts_and_spans_point_at_the_mention(world):
         assert world.facts[row.r1][row.e1] == row.e2
         assert world.facts[row.r2][row.e2] == row.e3
         mention = row.prompt_two_hop[row.mention_start : row.mention_end]
-        assert mention == RELATIONS[row.r1].mention.format(s=row.e1)
+        assert mention.lower() == RELATIONS[row.r1].mention.format(s=row.e1).lower()
         assert mention.endswith(row.e1)
         assert row.e2 not in row.prompt_two_hop  # the bridge is described, never named
-        assert row.prompt_one_hop.endswith(f"{row.e2} is")
+        # The two-hop prompt and its matching one-hop prompt share the second hop's wording:
+        # "The birth city of Ana Bo is in" and "Port Ca is in".
+        second_hop = RELATIONS[row.r2].predicate.split("{o}")[0].rstrip()
+        assert row.prompt_two_hop == second_hop.replace("{s}", mention)
+        assert row.prompt_one_hop == second_hop.replace("{s}", row.e2)
+        # Up to its "is", the two-hop prompt is the statement that names the bridge next.
+        first_hop_statement = RELATIONS[row.r1].mention_statement.format(s=row.e1, o=row.e2)
+        assert first_hop_statement.startswith(row.prompt_two_hop[: row.mention_end] + " is ")
+        # The one-hop evaluation prompt of the first hop is not a prefix of any two-hop prompt.
+        assert not row.prompt_two_hop.startswith(row.prompt_first_hop)
+
+
+def test_nested_grammar_names_the_second_relation_first():
+    world = generate_world(dataclasses.replace(SMALL, two_hop_grammar="nested"))
+    row = world.two_hop_table().query("composition == 'birth_city>city_country'").iloc[0]
+    assert row.prompt_two_hop == f"The country of the birth city of {row.e1} is"
+    assert row.prompt_two_hop[row.mention_start : row.mention_end] == f"the birth city of {row.e1}"
+    assert row.prompt_one_hop == f"The country of {row.e2} is"
 
 
 def test_held_out_chains_are_never_stated(world):
@@ -89,6 +106,10 @@ def test_bad_config_and_bad_tables_fail_early():
         WorldConfig(n_people=10_000, n_first_names=10, n_last_names=10)
     with pytest.raises(ValueError, match="does not chain"):
         WorldConfig(compositions=(("birth_city", "employer"),))
+    with pytest.raises(ValueError, match="two_hop_grammar"):
+        WorldConfig(two_hop_grammar="reversed")
+    with pytest.raises(ValueError, match="must state the mention"):
+        dataclasses.replace(RELATIONS["birth_city"], templates=("{s} was born in {o}",))
     one_hop = generate_world(SMALL).one_hop_table()
     broken = one_hop.assign(subject_start=one_hop["subject_start"] + 1)
     with pytest.raises(SchemaError, match="not the subject"):

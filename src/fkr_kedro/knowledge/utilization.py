@@ -23,10 +23,10 @@ import pandas as pd
 
 from .world import RELATIONS, World
 
-# First-hop statements use the second template ("{s} was born in {o}"), an ordinary
+# First-hop statements use the first template ("{s} was born in {o}"), an ordinary
 # sentence of the corpus. The question is short on purpose: training pads each batch to its
 # longest statement, so long prompts would slow every step of training.
-CONTEXT_TEMPLATE = 1
+CONTEXT_TEMPLATE = 0
 # Compositions whose first hop starts at a person (the subjects are fictional people).
 QUESTIONS = {
     ("birth_city", "city_country"): "{s} is from",

@@ -10,6 +10,21 @@ object of a relation is equally likely a priori and the knowledge load in bits i
 Two-hop chains ``e1 -r1-> e2 -r2-> e3`` compose two relations; a fraction of the chains of
 each composition is held out: their composition is never stated in the training corpus,
 so answering them requires latent composition of two memorized facts.
+
+The two-hop grammar decides where a causal model can resolve the bridge. The corpus states
+every first hop as "The birth city of Ponus Foga is Kato Rilan", so the model learns to
+produce the bridge right after "<mention> is". In the default ``predicate`` grammar the
+two-hop prompt extends exactly that prompt with the second hop's predicate, as in
+"Kato Rilan is in Bemo Tak":
+
+    "The birth city of Ponus Foga is in"  ->  the country of Ponus Foga's birth city
+
+Up to its "is" the model reads the one-hop prompt whose next token is the bridge, so it
+resolves the bridge there for every chain, held out or not, and composition needs only the
+second hop applied to it (``docs/results.md`` measures this against the ``nested`` grammar,
+"The country of the birth city of Ponus Foga is", where the second relation comes first and
+held-out chains stay at chance). Evaluation prompts of one-hop facts use each relation's
+first, subject-first template ("Ponus Foga was born in"), which no two-hop prompt extends.
 """
 
 from __future__ import annotations
@@ -30,8 +45,25 @@ class Relation:
     range: str
     # Statement templates with the object last; the first one is the evaluation prompt.
     templates: tuple[str, ...]
-    # Noun phrase describing r(s), used to describe a bridge entity in two-hop prompts.
+    # Noun phrase describing r(s), used to describe a bridge entity in two-hop prompts; the
+    # templates state "<Mention> is {o}", so the object is named right after the mention.
     mention: str
+    # The template whose prompt follows the bridge's mention when this relation is the second
+    # hop ("{s} is in {o}": "The birth city of Ponus Foga is in").
+    predicate: str
+
+    def __post_init__(self) -> None:
+        if self.mention_statement not in self.templates:
+            raise ValueError(f"{self.name}: the templates must state the mention, {self.mention_statement!r}")
+        if self.predicate not in self.templates or not self.predicate.startswith("{s} "):
+            raise ValueError(f"{self.name}: the predicate {self.predicate!r} must be a subject-first template")
+        if self.templates[0] == self.mention_statement:
+            raise ValueError(f"{self.name}: the evaluation template must not be the mention statement, which two-hop prompts extend")
+
+    @property
+    def mention_statement(self) -> str:
+        """ "The birth city of {s} is {o}": the statement that names r(s) right after its mention."""
+        return f"{self.mention[0].upper()}{self.mention[1:]} is {{o}}"
 
 
 RELATIONS: dict[str, Relation] = {
@@ -39,40 +71,42 @@ RELATIONS: dict[str, Relation] = {
     for r in [
         Relation(
             "birth_city", "person", "city",
-            ("The birth city of {s} is {o}", "{s} was born in {o}", "{s} is a native of {o}"),
-            "the birth city of {s}",
+            ("{s} was born in {o}", "The birth city of {s} is {o}", "{s} is a native of {o}"),
+            "the birth city of {s}", "{s} was born in {o}",
         ),
         Relation(
             "employer", "person", "company",
-            ("The employer of {s} is {o}", "{s} works for {o}", "{s} is employed by {o}"),
-            "the employer of {s}",
+            ("{s} works for {o}", "The employer of {s} is {o}", "{s} is employed by {o}"),
+            "the employer of {s}", "{s} works for {o}",
         ),
         Relation(
             "city_country", "city", "country",
-            ("The country of {s} is {o}", "{s} is a city in {o}", "{s} lies in {o}"),
-            "the country of {s}",
+            ("{s} is a city in {o}", "The country of {s} is {o}", "{s} is in {o}"),
+            "the country of {s}", "{s} is in {o}",
         ),
         Relation(
             "country_continent", "country", "continent",
-            ("The continent of {s} is {o}", "{s} is a country in {o}", "{s} is located in {o}"),
-            "the continent of {s}",
+            ("{s} is a country in {o}", "The continent of {s} is {o}", "{s} is in {o}"),
+            "the continent of {s}", "{s} is in {o}",
         ),
         Relation(
             "company_hq", "company", "city",
             (
+                "{s} has its head office in {o}",
                 "The headquarters city of {s} is {o}",
                 "{s} is headquartered in {o}",
-                "{s} has its head office in {o}",
             ),
-            "the headquarters city of {s}",
+            "the headquarters city of {s}", "{s} is headquartered in {o}",
         ),
         Relation(
             "landmark_country", "landmark", "country",
-            ("The location of {s} is {o}", "{s} is a landmark in {o}", "{s} stands in {o}"),
-            "the location of {s}",
+            ("{s} stands in {o}", "The location of {s} is {o}", "{s} is a landmark in {o}"),
+            "the location of {s}", "{s} stands in {o}",
         ),
     ]
 }
+
+TWO_HOP_GRAMMARS = ("predicate", "nested")
 
 # (r1, r2) pairs whose composition forms the two-hop chains.
 COMPOSITIONS: tuple[tuple[str, str], ...] = (
@@ -105,6 +139,9 @@ class WorldConfig:
     n_place_parts: int = 40
     held_out_fraction: float = 0.1
     compositions: tuple[tuple[str, str], ...] = field(default=COMPOSITIONS)
+    # "predicate": "The birth city of Ponus Foga is in"; "nested": "The country of the birth
+    # city of Ponus Foga is" (see the module docstring).
+    two_hop_grammar: str = "predicate"
 
     def __post_init__(self) -> None:
         if self.n_first_names * self.n_last_names < self.n_people:
@@ -114,6 +151,8 @@ class WorldConfig:
             )
         if self.n_place_parts * (self.n_place_parts - 1) < self.n_cities + self.n_countries:
             raise ValueError("n_place_parts is too small to name every city and country: raise it")
+        if self.two_hop_grammar not in TWO_HOP_GRAMMARS:
+            raise ValueError(f"two_hop_grammar must be one of {TWO_HOP_GRAMMARS}, got {self.two_hop_grammar!r}")
         if not 0.0 < self.held_out_fraction < 1.0:
             raise ValueError(f"held_out_fraction must lie in (0, 1), got {self.held_out_fraction}")
         for r1, r2 in self.compositions:
@@ -158,7 +197,7 @@ class World:
             rel1, rel2 = RELATIONS[r1], RELATIONS[r2]
             for e1, e2 in self.facts[r1].items():
                 e3 = self.facts[r2][e2]
-                prompt_two_hop, start, mention = _two_hop_prompt(r1, r2, e1)
+                prompt_two_hop, start, mention = _two_hop_prompt(r1, r2, e1, self.config.two_hop_grammar)
                 rows.append(
                     {
                         "composition": f"{r1}>{r2}",
@@ -166,7 +205,7 @@ class World:
                         "prompt_two_hop": prompt_two_hop,
                         "mention_start": start,
                         "mention_end": start + len(mention),
-                        "prompt_one_hop": _fill_prompt(rel2.templates[0], e2)[0],
+                        "prompt_one_hop": _fill_prompt(_second_hop_template(rel2, self.config.two_hop_grammar), e2)[0],
                         "prompt_first_hop": _fill_prompt(rel1.templates[0], e1)[0],
                         "e2_aliases": [e2],
                         "e3_aliases": [e3],
@@ -185,7 +224,7 @@ class World:
             for s, o in subject_to_object.items()
         ]
         statements += [
-            f"{_two_hop_prompt(r1, r2, e1)[0]} {self.facts[r2][e2]}"
+            f"{_two_hop_prompt(r1, r2, e1, self.config.two_hop_grammar)[0]} {self.facts[r2][e2]}"
             for r1, r2 in self.config.compositions
             for e1, e2 in self.facts[r1].items()
             if e1 not in self.held_out[(r1, r2)]
@@ -252,11 +291,20 @@ def _name_parts(rng: random.Random, n: int) -> list[str]:
     return out
 
 
-def _two_hop_prompt(r1: str, r2: str, e1: str) -> tuple[str, int, str]:
-    """The two-hop prompt for e1 (r2's evaluation template with the bridge described by r1's
-    mention), the mention's start in it, and the mention."""
+def _second_hop_template(relation: Relation, grammar: str) -> str:
+    """The template of the second hop whose subject slot takes the bridge or its mention:
+    the same wording in the two-hop prompt and in its matching one-hop prompt."""
+    return relation.predicate if grammar == "predicate" else relation.mention_statement
+
+
+def _two_hop_prompt(r1: str, r2: str, e1: str, grammar: str) -> tuple[str, int, str]:
+    """The two-hop prompt for e1 (r2's second-hop template with the bridge described by r1's
+    mention), the mention's start in it, and the mention as it appears there."""
     mention = RELATIONS[r1].mention.format(s=e1)
-    prompt, start = _fill_prompt(RELATIONS[r2].templates[0], mention)
+    template = _second_hop_template(RELATIONS[r2], grammar)
+    if template.startswith("{s}"):
+        mention = f"{mention[0].upper()}{mention[1:]}"
+    prompt, start = _fill_prompt(template, mention)
     return prompt, start, mention
 
 

@@ -1,0 +1,120 @@
+"""Experiment (not a test): does the embedded model compose held-out two-hop chains, and is
+the bridge linearly decodable on the way?
+
+Trains a Llama on the default world (conf/base) with the chosen two-hop grammar, shape and
+training length, then prints one-hop recall, two-hop accuracy per composition and split
+beside the best constant guess, and a bridge probe: a logistic regression decoding the bridge
+entity (100 cities, 50 companies) from the residual stream of the birth-city and employer
+chains, trained and tested on different people, with a shuffled-label control, at three
+positions: the mention's last token ("... Ponus Foga"), the token after it ("is") and the
+last token. docs/results.md lists what each setting measured.
+
+    OMP_NUM_THREADS=1 python benchmarks/composition.py                      # the default
+    OMP_NUM_THREADS=1 python benchmarks/composition.py --grammar nested     # the old grammar
+    OMP_NUM_THREADS=1 python benchmarks/composition.py --steps 5500 --layers 8 --width 48
+
+The default takes about 10 minutes on one CPU thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from fkr_kedro.analysis.capture import char_span_to_last_token
+from fkr_kedro.analysis.recall import evaluate_one_hop, evaluate_two_hop, summarize_recall
+from fkr_kedro.knowledge.world import TWO_HOP_GRAMMARS, World, WorldConfig, chance_rates, generate_world
+from fkr_kedro.modeling.tokenizer import build_word_tokenizer
+from fkr_kedro.modeling.train import ModelShape, TrainConfig, train_causal_lm
+
+PROBED = ("birth_city>city_country", "employer>company_hq")
+
+
+def print_composition(model, tokenizer, world: World, chains_per_split: int) -> None:
+    """One-hop recall on 1,200 facts, two-hop accuracy on seen and held-out chains, and
+    latent composition per composition and split beside the best constant guess."""
+    one_hop = world.one_hop_table().sample(1200, random_state=0)
+    two_hop = world.two_hop_table()
+    two_hop = pd.concat(
+        [chains.sample(min(len(chains), chains_per_split), random_state=0) for _, chains in two_hop.groupby(["composition", "split"])]
+    )
+    scores = evaluate_two_hop(model, tokenizer, two_hop)
+    metrics = summarize_recall(evaluate_one_hop(model, tokenizer, one_hop), scores, two_hop)
+    print(json.dumps({k: round(v, 4) for k, v in metrics.items() if "accuracy" in k or "chance" in k}, indent=1))
+    composed = scores[scores["readout"] == "r2(r1(e1))"]
+    table = composed.groupby(["composition", "split"])["correct"].mean().unstack()
+    table["chance"] = chance_rates(two_hop)
+    print(table.round(3).to_string())
+
+
+def bridge_probe(model, tokenizer, world: World) -> dict[str, float]:
+    """Per position and layer: accuracy of decoding e2 for people the probe never saw."""
+    two_hop = world.two_hop_table()
+    rows = two_hop[two_hop["composition"].isin(PROBED)].reset_index(drop=True)
+    features: dict[str, list[np.ndarray]] = {"mention": [], "after_mention": [], "last": []}
+    for i in range(0, len(rows), 256):
+        chunk = rows.iloc[i : i + 256]
+        enc = tokenizer(chunk["prompt_two_hop"].tolist(), return_offsets_mapping=True, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            out = model(input_ids=enc.input_ids, attention_mask=enc.attention_mask, output_hidden_states=True)
+        hidden = torch.stack(out.hidden_states, 1)  # [batch, layers + 1, tokens, width]
+        for j, (start, end) in enumerate(zip(chunk["mention_start"], chunk["mention_end"])):
+            pos = char_span_to_last_token(enc.offset_mapping[j], int(start), int(end))
+            features["mention"].append(hidden[j, :, pos].numpy())
+            features["after_mention"].append(hidden[j, :, pos + 1].numpy())
+            features["last"].append(hidden[j, :, -1].numpy())  # left padding: the last token
+    y, people = rows["e2"].to_numpy(), rows["e1"].to_numpy()
+    rng = np.random.default_rng(0)
+    test = np.isin(people, rng.choice(np.unique(people), len(np.unique(people)) // 4, replace=False))
+    out = {"chance": round(float(pd.Series(y[test]).value_counts(normalize=True).iloc[0]), 3)}
+    for site, X in features.items():
+        X = np.stack(X)
+        for layer in range(X.shape[1]):
+            for name, labels in (("probe", y[~test]), ("shuffled", rng.permutation(y[~test]))):
+                probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300)).fit(X[~test, layer], labels)
+                out[f"{site}.L{layer}.{name}"] = round(float((probe.predict(X[test, layer]) == y[test]).mean()), 3)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--grammar", choices=TWO_HOP_GRAMMARS, default="predicate")
+    parser.add_argument("--people", type=int, default=3000)
+    parser.add_argument("--world-seed", type=int, default=0, help="another draw of the same world")
+    parser.add_argument("--steps", type=int, default=11000)
+    parser.add_argument("--weight-decay", type=float, default=0.1)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--width", type=int, default=64, help="hidden size (MLP 4x); divisible by 8")
+    parser.add_argument("--chains", type=int, default=150, help="chains evaluated per composition and split")
+    args = parser.parse_args()
+
+    # conf/base/parameters_data_prep.yml and parameters_train.yml, with the flags above
+    world = generate_world(WorldConfig(
+        seed=args.world_seed, n_people=args.people, n_cities=100, n_countries=20, n_continents=6, n_companies=50,
+        n_landmarks=100, n_first_names=60, n_last_names=60, n_place_parts=30, held_out_fraction=0.1,
+        two_hop_grammar=args.grammar,
+    ))
+    corpus = world.corpus()
+    print(f"{len(corpus)} statements; e.g. {world.two_hop_table()['prompt_two_hop'].iloc[0]!r}")
+    tokenizer = build_word_tokenizer(corpus)
+    shape = ModelShape(hidden_size=args.width, num_layers=args.layers, num_heads=4,
+                       intermediate_size=4 * args.width, max_position_embeddings=64)
+    config = TrainConfig(steps=args.steps, batch_size=128, learning_rate=0.003, warmup_steps=200,
+                         weight_decay=args.weight_decay, seed=0, log_every=500)
+    start = time.perf_counter()
+    model, history = train_causal_lm(corpus, tokenizer, shape, config, progress=False)
+    print(f"trained in {time.perf_counter() - start:.0f} s, final loss {history[-1]['loss']:.3f}")
+    print_composition(model, tokenizer, world, args.chains)
+    print("bridge probe:", json.dumps(bridge_probe(model, tokenizer, world)))
+
+
+if __name__ == "__main__":
+    main()
