@@ -23,7 +23,7 @@ Up to its "is" the model reads the one-hop prompt whose next token is the bridge
 resolves the bridge there for every chain, held out or not, and composition needs only the
 second hop applied to it (``docs/results.md`` measures this against the ``nested`` grammar,
 "The country of the birth city of Ponus Foga is", where the second relation comes first and
-held-out chains stay at chance). Evaluation prompts of one-hop facts use each relation's
+held-out chains stay near chance). Evaluation prompts of one-hop facts use each relation's
 first, subject-first template ("Ponus Foga was born in"), which no two-hop prompt extends.
 """
 

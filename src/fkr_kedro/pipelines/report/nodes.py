@@ -25,8 +25,8 @@ FIGURES = {
     ),
     "probe_by_layer": (
         "Probe accuracy per layer",
-        "Linear probes trained on full precision, applied unchanged to every variant (first token of "
-        "the entity); dotted: chance.",
+        "Linear probes trained on full precision, applied unchanged to every variant (the bridge "
+        "entity itself, the first token of the other entities); dotted: chance.",
     ),
     "entrec_by_layer": (
         "EntRec per layer",
