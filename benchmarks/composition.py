@@ -19,23 +19,29 @@ The default takes about 10 minutes on one CPU thread.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+import yaml
 
 from fkr_kedro.analysis.capture import char_span_to_last_token
+from fkr_kedro.analysis.probes import majority_rate, make_probe
 from fkr_kedro.analysis.recall import evaluate_one_hop, evaluate_two_hop, summarize_recall
 from fkr_kedro.knowledge.world import TWO_HOP_GRAMMARS, World, WorldConfig, chance_rates, generate_world
 from fkr_kedro.modeling.tokenizer import build_word_tokenizer
 from fkr_kedro.modeling.train import ModelShape, TrainConfig, train_causal_lm
 
 PROBED = ("birth_city>city_country", "employer>company_hq")
+CONF = Path(__file__).resolve().parents[1] / "conf" / "base"
+
+
+def base_parameters(name: str) -> dict:
+    return yaml.safe_load((CONF / f"parameters_{name}.yml").read_text())
 
 
 def print_composition(model, tokenizer, world: World, chains_per_split: int) -> None:
@@ -74,41 +80,49 @@ def bridge_probe(model, tokenizer, world: World) -> dict[str, float]:
     y, people = rows["e2"].to_numpy(), rows["e1"].to_numpy()
     rng = np.random.default_rng(0)
     test = np.isin(people, rng.choice(np.unique(people), len(np.unique(people)) // 4, replace=False))
-    out = {"chance": round(float(pd.Series(y[test]).value_counts(normalize=True).iloc[0]), 3)}
+    out = {"chance": round(majority_rate(y[test]), 3)}
     for site, X in features.items():
         X = np.stack(X)
         for layer in range(X.shape[1]):
             for name, labels in (("probe", y[~test]), ("shuffled", rng.permutation(y[~test]))):
-                probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300)).fit(X[~test, layer], labels)
+                probe = make_probe().fit(X[~test, layer], labels)
                 out[f"{site}.L{layer}.{name}"] = round(float((probe.predict(X[test, layer]) == y[test]).mean()), 3)
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--grammar", choices=TWO_HOP_GRAMMARS, default="predicate")
-    parser.add_argument("--people", type=int, default=3000)
+    parser.add_argument("--grammar", choices=TWO_HOP_GRAMMARS, help="two-hop grammar (conf/base: predicate)")
+    parser.add_argument("--people", type=int, help="n_people (conf/base: 3000)")
     parser.add_argument("--world-seed", type=int, default=0, help="another draw of the same world")
-    parser.add_argument("--steps", type=int, default=11000)
-    parser.add_argument("--weight-decay", type=float, default=0.1)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--width", type=int, default=64, help="hidden size (MLP 4x); divisible by 8")
+    parser.add_argument("--steps", type=int, help="training steps (conf/base: 11000)")
+    parser.add_argument("--weight-decay", type=float, help="AdamW weight decay (conf/base: 0.1)")
+    parser.add_argument("--layers", type=int, help="decoder layers (conf/base: 4)")
+    parser.add_argument("--width", type=int, help="hidden size, MLP 4x; divisible by 8 (conf/base: 64)")
     parser.add_argument("--chains", type=int, default=150, help="chains evaluated per composition and split")
     args = parser.parse_args()
 
-    # conf/base/parameters_data_prep.yml and parameters_train.yml, with the flags above
-    world = generate_world(WorldConfig(
-        seed=args.world_seed, n_people=args.people, n_cities=100, n_countries=20, n_continents=6, n_companies=50,
-        n_landmarks=100, n_first_names=60, n_last_names=60, n_place_parts=30, held_out_fraction=0.1,
-        two_hop_grammar=args.grammar,
-    ))
+    # conf/base/parameters_data_prep.yml and parameters_train.yml, with the flags given
+    world_params = base_parameters("data_prep")["world"] | {"seed": args.world_seed}
+    if args.grammar is not None:
+        world_params["two_hop_grammar"] = args.grammar
+    if args.people is not None:
+        world_params["n_people"] = args.people
+    world = generate_world(WorldConfig(**world_params))
     corpus = world.corpus()
     print(f"{len(corpus)} statements; e.g. {world.two_hop_table()['prompt_two_hop'].iloc[0]!r}")
     tokenizer = build_word_tokenizer(corpus)
-    shape = ModelShape(hidden_size=args.width, num_layers=args.layers, num_heads=4,
-                       intermediate_size=4 * args.width, max_position_embeddings=64)
-    config = TrainConfig(steps=args.steps, batch_size=128, learning_rate=0.003, warmup_steps=200,
-                         weight_decay=args.weight_decay, seed=0, log_every=500)
+    train_params = base_parameters("train")
+    shape = ModelShape(**train_params["model_shape"])
+    if args.layers is not None:
+        shape = dataclasses.replace(shape, num_layers=args.layers)
+    if args.width is not None:
+        shape = dataclasses.replace(shape, hidden_size=args.width, intermediate_size=4 * args.width)
+    config = TrainConfig(**train_params["training"])
+    if args.steps is not None:
+        config = dataclasses.replace(config, steps=args.steps)
+    if args.weight_decay is not None:
+        config = dataclasses.replace(config, weight_decay=args.weight_decay)
     start = time.perf_counter()
     model, history = train_causal_lm(corpus, tokenizer, shape, config, progress=False)
     print(f"trained in {time.perf_counter() - start:.0f} s, final loss {history[-1]['loss']:.3f}")

@@ -38,6 +38,11 @@ import pandas as pd
 from .schema import validate_one_hop, validate_two_hop
 
 
+def _capitalize(text: str) -> str:
+    """The text with its first letter upper-cased (``str.capitalize`` would lower the rest)."""
+    return text[:1].upper() + text[1:]
+
+
 @dataclass(frozen=True)
 class Relation:
     name: str
@@ -63,7 +68,7 @@ class Relation:
     @property
     def mention_statement(self) -> str:
         """ "The birth city of {s} is {o}": the statement that names r(s) right after its mention."""
-        return f"{self.mention[0].upper()}{self.mention[1:]} is {{o}}"
+        return f"{_capitalize(self.mention)} is {{o}}"
 
 
 RELATIONS: dict[str, Relation] = {
@@ -303,7 +308,7 @@ def _two_hop_prompt(r1: str, r2: str, e1: str, grammar: str) -> tuple[str, int, 
     mention = RELATIONS[r1].mention.format(s=e1)
     template = _second_hop_template(RELATIONS[r2], grammar)
     if template.startswith("{s}"):
-        mention = f"{mention[0].upper()}{mention[1:]}"
+        mention = _capitalize(mention)
     prompt, start = _fill_prompt(template, mention)
     return prompt, start, mention
 
