@@ -8,17 +8,25 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
-from .run_config import active_parameters, active_variants, set_active_config_loader
+from .run_config import active_parameters, active_variants, set_active_config_loader, study_parameters
 
 log = logging.getLogger(__name__)
 
 
 class ActiveConfigHook:
-    """Record the new context's config loader so generated pipelines follow ``--env``."""
+    """Record the new context's config loader so generated pipelines follow ``--env``, and
+    stop a run that asks for a device this machine lacks before any node runs (building the
+    pipelines needs no GPU: ``kedro viz`` or a job graph of the ``paper`` env work anywhere)."""
 
     @hook_impl
     def after_context_created(self, context) -> None:
         set_active_config_loader(context.config_loader)
+
+    @hook_impl(tryfirst=True)  # before kedro-mlflow opens a run for nothing
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        from .modeling.load import check_device
+
+        check_device(study_parameters().base_model)
 
 
 class MissingInputHook:

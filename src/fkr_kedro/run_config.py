@@ -1,20 +1,23 @@
-"""The parameters of the run being set up, for pipelines generated from configuration.
+"""The validated parameters of the run being set up, for pipelines generated from them.
 
-The quantize and evaluate pipelines hold one namespaced copy per variant listed in
-``parameters``, so building them needs the parameters of the active environment
-(``--env``). Kedro builds pipelines after it creates the context; the hook in
-``hooks.py`` records that context's config loader here. Outside a session (a test that
-imports a pipeline, ``kedro registry list``) the configuration is read from ``./conf`` in
-the environment named by ``KEDRO_ENV`` (default ``local``).
+Why this module exists: the quantize, evaluate, probe and report pipelines hold one
+namespaced copy per variant listed in ``parameters`` (and scaling one per model size), so
+building them needs the parameters of the active environment (``--env``, ``--params``).
+Kedro builds pipelines in ``register_pipelines()``, which receives no context or config
+loader, so the hook in ``hooks.py`` records the new context's loader here. Outside a
+session (a test that imports a pipeline, ``kedro registry list``) the configuration is read
+from ``./conf`` in the environment named by ``KEDRO_ENV`` (default ``local``).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 from kedro.config import AbstractConfigLoader, OmegaConfigLoader
+
+from .parameters import StudyParameters, validate_parameters
+from .quantization.variants import VariantError, VariantSpec, validate_variants
 
 _active_loader: AbstractConfigLoader | None = None
 
@@ -24,18 +27,28 @@ def set_active_config_loader(loader: AbstractConfigLoader | None) -> None:
     _active_loader = loader
 
 
-def active_parameters() -> dict[str, Any]:
-    loader = _active_loader
-    if loader is None:
-        loader = OmegaConfigLoader(
-            conf_source=str(Path.cwd() / "conf"),
-            base_env="base",
-            default_run_env=os.environ.get("KEDRO_ENV", "local"),
+def _loader() -> AbstractConfigLoader:
+    if _active_loader is not None:
+        return _active_loader
+    return OmegaConfigLoader(
+        conf_source=str(Path.cwd() / "conf"), base_env="base", default_run_env=os.environ.get("KEDRO_ENV", "local")
+    )
+
+
+def study_parameters() -> StudyParameters:
+    """Every parameter of the active configuration, validated (see :mod:`fkr_kedro.parameters`):
+    a bad key or value raises one error naming it and its file, before anything runs."""
+    loader = _loader()
+    envs = tuple(
+        dict.fromkeys(
+            env for env in (getattr(loader, "base_env", "base"), loader.env or getattr(loader, "default_run_env", ""))
+            if env
         )
-    return loader["parameters"]
+    )
+    return validate_parameters(loader["parameters"], loader.conf_source, envs, loader.runtime_params)
 
 
-def active_variants() -> list:
+def active_variants(params: StudyParameters | None = None) -> list[VariantSpec]:
     """The variants of the active configuration as validated specs, in the listed order.
 
     ``variants`` in parameters maps each variant's name (its Kedro namespace) to its
@@ -43,26 +56,28 @@ def active_variants() -> list:
     the pipelines are built, so a bad variant stops the run before anything is trained or
     loaded; the quantize step checks group sizes against the real model again.
     """
-    from .quantization.variants import VariantError, VariantSpec, validate_variants
-
-    params = active_parameters()
+    params = params or study_parameters()
     specs = []
-    for name, settings in (params.get("variants") or {}).items():
+    for name, settings in params.variants.items():
         try:
-            specs.append(VariantSpec(name=name, **dict(settings or {})))
+            specs.append(VariantSpec(name=name, **settings))
         except ValueError as error:  # pydantic's ValidationError is a ValueError
             raise VariantError(f"variant {name!r}: {error}") from None
-    shape = params.get("model_shape") or {}
-    widths = [shape[k] for k in ("hidden_size", "intermediate_size") if k in shape]
-    if (params.get("base_model") or {}).get("kind", "train") != "train":
-        # A loaded model's widths are not in parameters: quantize() checks its config.
-        widths = []
+    shape = params.model_shape
+    # A loaded model's widths are not in parameters: quantize() checks its config.
+    widths = [shape.hidden_size, shape.intermediate_size] if params.base_model.kind == "train" else []
     return validate_variants(specs, widths)
 
 
-def bind(func, *args, **kwargs):
-    """``functools.partial`` that keeps ``func``'s name, for nodes specialised per variant
-    (Kedro names nodes and kedro-viz shows functions by it)."""
+def bind(func, **kwargs):
+    """``functools.partial`` that keeps ``func``'s name and annotations, for nodes specialised
+    per variant (Kedro names nodes, kedro-viz shows functions by it and converts ``params:``
+    inputs from the type hints)."""
     from functools import partial, update_wrapper
 
-    return update_wrapper(partial(func, *args, **kwargs), func)
+    return update_wrapper(partial(func, **kwargs), func)
+
+
+def active_parameters() -> dict:
+    """The merged parameters as configured (plain values, for logging), not validated."""
+    return _loader()["parameters"]

@@ -68,6 +68,8 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pydantic import ConfigDict, PositiveInt
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 from pathlib import Path
 
 import numpy as np
@@ -195,9 +197,9 @@ class ActivationCache:
         )
 
 
-@dataclass(frozen=True)
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class CaptureConfig:
-    batch_size: int = 64
+    batch_size: PositiveInt = 64
     # Prompts per prompt set whose FFN activations (mlp_act) are kept: a seeded random subset
     # (same rows for every variant of a model), None for all. 18944 x 28 x 2 bytes = 1 MB a
     # prompt on a 7B model, hence the bound.

@@ -40,6 +40,8 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pydantic import ConfigDict, NonNegativeInt, PositiveInt
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 import numpy as np
 import pandas as pd
@@ -92,15 +94,15 @@ def with_token_labels(table_name: str, table: pd.DataFrame, cache: ActivationCac
     return table.reset_index(drop=True).assign(**columns)
 
 
-@dataclass(frozen=True)
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class ProbeConfig:
     test_size: float = 0.25
     seed: int = 0
     C: float = 1.0
-    max_iter: int = 300
-    min_class_count: int = 2
-    layers: tuple[int, ...] | None = None  # None: every layer (0 = embeddings)
-    max_rows: int | None = 20000  # subsample whole groups above this many rows
+    max_iter: PositiveInt = 300
+    min_class_count: PositiveInt = 2
+    layers: tuple[NonNegativeInt, ...] | None = None  # None: every layer (0 = embeddings)
+    max_rows: PositiveInt | None = 20000  # subsample whole groups above this many rows
     train_per_variant: bool = True
     control: bool = True
     # BLAS threads while fitting: "auto" = 1 below 1024 features (multithreaded BLAS on small

@@ -12,8 +12,10 @@ by default the longest answer's length in tokens plus one, or ``max_new_tokens``
 from __future__ import annotations
 
 import re
+import time
 import unicodedata
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -186,3 +188,28 @@ def summarize_recall(one_hop_scores: pd.DataFrame, two_hop_scores: pd.DataFrame,
     for (split, readout), part in two_hop_scores.groupby(["split", "readout"]):
         metrics[f"two_hop.{split}.{readout}.accuracy"] = float(part["correct"].mean())
     return metrics
+
+
+@dataclass(frozen=True)
+class RecallResult:
+    """Per-fact and per-chain scores of one model, and their headline metrics."""
+
+    one_hop: pd.DataFrame
+    two_hop: pd.DataFrame
+    metrics: dict[str, float]
+
+
+def measure_recall(
+    model, tokenizer, one_hop_prompts: pd.DataFrame, two_hop_prompts: pd.DataFrame, batch_size: int = 256,
+    max_new_tokens: int | None = None, progress: bool = False,
+) -> RecallResult:
+    """One-hop recall and the two-hop readouts of a model, summarised by
+    :func:`summarize_recall`, with the time taken (``eval.seconds``) and the throughput."""
+    start = time.perf_counter()
+    one_hop = evaluate_one_hop(model, tokenizer, one_hop_prompts, batch_size, progress=progress, max_new_tokens=max_new_tokens)
+    two_hop = evaluate_two_hop(model, tokenizer, two_hop_prompts, batch_size, progress=progress, max_new_tokens=max_new_tokens)
+    seconds = time.perf_counter() - start
+    metrics = summarize_recall(one_hop, two_hop, two_hop_prompts)
+    metrics["eval.seconds"] = seconds
+    metrics["eval.prompts_per_second"] = (len(one_hop) + len(two_hop)) / seconds
+    return RecallResult(one_hop, two_hop, metrics)

@@ -94,3 +94,21 @@ def _check_spans(
                 f"{source}, row {i}: {text_col}[{start}:{end}] is {text[start:end]!r}, "
                 f"not the {expect_col} {getattr(row, expect_col)!r}"
             )
+
+
+def sample_per_group(table: pd.DataFrame, by: list[str], max_rows: int, seed: int) -> pd.DataFrame:
+    """At most ``max_rows`` rows of each group, drawn with a fixed seed; small groups whole."""
+    shuffled = table.sample(frac=1.0, random_state=seed)
+    return shuffled.groupby(by, sort=False).head(max_rows).sort_index().reset_index(drop=True)
+
+
+def prompt_summary(one_hop: pd.DataFrame, two_hop: pd.DataFrame) -> dict:
+    """What the evaluation prompts hold: chains per composition and split, their chance
+    rates, and the number of prompts of each table."""
+    from .world import chance_rates
+
+    return {
+        "two_hop_chains": two_hop.groupby(["composition", "split"]).size().unstack(fill_value=0).to_dict("index"),
+        "two_hop_chance": chance_rates(two_hop).to_dict(),
+        "evaluation_prompts": {"one_hop": len(one_hop), "two_hop": len(two_hop)},
+    }

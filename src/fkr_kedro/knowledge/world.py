@@ -32,6 +32,8 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
+from pydantic import ConfigDict, PositiveInt
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 import pandas as pd
 
@@ -129,19 +131,21 @@ _VOWELS = "a e i o u".split()
 _CODAS = ["", "", "n", "r", "l", "s", "m"]
 
 
-@dataclass(frozen=True)
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class WorldConfig:
+    """The world's size and grammar (``world`` in parameters_data_prep.yml); counts >= 1."""
+
     seed: int = 0
-    n_people: int = 6000
-    n_cities: int = 200
-    n_countries: int = 40
-    n_continents: int = 6
-    n_companies: int = 100
-    n_landmarks: int = 200
+    n_people: PositiveInt = 3000
+    n_cities: PositiveInt = 100
+    n_countries: PositiveInt = 20
+    n_continents: PositiveInt = 6
+    n_companies: PositiveInt = 50
+    n_landmarks: PositiveInt = 100
     # Name-part pools: a person's name is first + last part, a city's two city parts, ...
-    n_first_names: int = 80
-    n_last_names: int = 80
-    n_place_parts: int = 40
+    n_first_names: PositiveInt = 60
+    n_last_names: PositiveInt = 60
+    n_place_parts: PositiveInt = 30
     held_out_fraction: float = 0.1
     compositions: tuple[tuple[str, str], ...] = field(default=COMPOSITIONS)
     # "predicate": "The birth city of Ponus Foga is in"; "nested": "The country of the birth

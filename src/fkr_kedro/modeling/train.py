@@ -11,19 +11,23 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from pydantic import ConfigDict, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 import torch
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 
-@dataclass(frozen=True)
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class ModelShape:
-    hidden_size: int = 64
-    num_layers: int = 4
-    num_heads: int = 4
-    intermediate_size: int = 256
-    max_position_embeddings: int = 64
+    """The Llama trained from scratch (``model_shape`` in parameters_train.yml)."""
+
+    hidden_size: PositiveInt = 64
+    num_layers: PositiveInt = 4
+    num_heads: PositiveInt = 4
+    intermediate_size: PositiveInt = 256
+    max_position_embeddings: PositiveInt = 64
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
@@ -32,15 +36,17 @@ class ModelShape:
             )
 
 
-@dataclass(frozen=True)
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class TrainConfig:
-    steps: int = 8000
-    batch_size: int = 128
-    learning_rate: float = 3e-3
-    warmup_steps: int = 200
-    weight_decay: float = 0.1
+    """The training loop (``training`` in parameters_train.yml)."""
+
+    steps: PositiveInt = 11000
+    batch_size: PositiveInt = 128
+    learning_rate: PositiveFloat = 3e-3
+    warmup_steps: NonNegativeInt = 200
+    weight_decay: NonNegativeFloat = 0.1
     seed: int = 0
-    log_every: int = 100
+    log_every: PositiveInt = 100
 
 
 def llama_config(shape: ModelShape, tokenizer: PreTrainedTokenizerBase) -> LlamaConfig:

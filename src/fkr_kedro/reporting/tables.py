@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
 
 
@@ -41,3 +43,19 @@ def neuron_retention(attribution: pd.DataFrame, reference: str = "fp") -> pd.Dat
         raise ValueError(f"the attribution table has no {reference!r} rows to compare against")
     base = retained[reference].where(retained[reference] > 0)
     return retained.div(base, axis=0)
+
+
+@dataclass(frozen=True)
+class StudyResults:
+    """The study's six tidy result tables, as the evaluate and probe pipelines write them."""
+
+    recall: pd.DataFrame  # recall_by_variant
+    probes: pd.DataFrame  # probe_results
+    entrec: pd.DataFrame  # entrec_results
+    attribution: pd.DataFrame  # attribution_results
+    drift: pd.DataFrame  # drift_results
+    cnst: pd.DataFrame  # cnst_results
+
+    def tables(self) -> tuple[pd.DataFrame, ...]:
+        """The tables in field order."""
+        return (self.recall, self.probes, self.entrec, self.attribution, self.drift, self.cnst)

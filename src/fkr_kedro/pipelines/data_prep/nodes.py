@@ -11,34 +11,41 @@ import pandas as pd
 
 from fkr_kedro.knowledge.download import fetch_file, fetch_zip_folder
 from fkr_kedro.knowledge.lre import read_lre
+from fkr_kedro.knowledge.schema import prompt_summary, sample_per_group
 from fkr_kedro.knowledge.twohopfact import read_twohopfact
-from fkr_kedro.knowledge.world import WorldConfig, chance_rates, generate_world
+from fkr_kedro.knowledge.world import WorldConfig, generate_world
 from fkr_kedro.knowledge.world_facts import FACTS_VERSION, load_world_facts
-from fkr_kedro.modeling.load import load_tokenizer
+from fkr_kedro.modeling.load import ModelSource, load_tokenizer
+from fkr_kedro.parameters import EvaluationSample, LreSettings, TwoHopFactSettings
 
 log = logging.getLogger(__name__)
 
-KNOWLEDGE_SOURCES = ("synthetic", "world_facts", "lre_twohopfact")
+
+def _sample(one_hop: pd.DataFrame, two_hop: pd.DataFrame, sample: EvaluationSample) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return (
+        sample_per_group(one_hop, ["relation"], sample.max_per_relation, sample.seed),
+        sample_per_group(two_hop, ["composition", "split"], sample.max_per_composition, sample.seed),
+    )
 
 
 def generate_synthetic_world(
-    world: WorldConfig, evaluation_sample: dict
+    world: WorldConfig, evaluation_sample: EvaluationSample
 ) -> tuple[pd.DataFrame, pd.DataFrame, str, dict]:
     """Evaluation prompts (one-hop facts and two-hop chains, a seeded sample of at most
     ``evaluation_sample`` rows per relation, and per composition and split), the training
     corpus (every fact, one statement a line) and a summary with the knowledge load in bits."""
     generated = generate_world(world)
     corpus = generated.corpus()
-    one_hop = sample_per_group(generated.one_hop_table(), ["relation"], evaluation_sample["max_per_relation"], evaluation_sample["seed"])
-    two_hop = sample_per_group(generated.two_hop_table(), ["composition", "split"], evaluation_sample["max_per_composition"], evaluation_sample["seed"])
+    one_hop, two_hop = _sample(generated.one_hop_table(), generated.two_hop_table(), evaluation_sample)
+    prompts = prompt_summary(one_hop, two_hop)
     summary = {
         "entities": {kind: len(names) for kind, names in generated.entities.items()},
         "facts": {relation: len(f) for relation, f in generated.facts.items()},
-        "two_hop_chains": two_hop.groupby(["composition", "split"]).size().unstack(fill_value=0).to_dict("index"),
-        "two_hop_chance": chance_rates(two_hop).to_dict(),
+        "two_hop_chains": prompts["two_hop_chains"],
+        "two_hop_chance": prompts["two_hop_chance"],
         "knowledge_bits": generated.knowledge_bits(),
         "one_hop_facts": sum(len(f) for f in generated.facts.values()),
-        "evaluation_prompts": {"one_hop": len(one_hop), "two_hop": len(two_hop)},
+        "evaluation_prompts": prompts["evaluation_prompts"],
         "corpus_statements": len(corpus),
     }
     log.info(
@@ -49,21 +56,21 @@ def generate_synthetic_world(
     return one_hop, two_hop, "\n".join(corpus) + "\n", summary
 
 
-def prepare_world_facts(evaluation_sample: dict) -> tuple[pd.DataFrame, pd.DataFrame, str, dict]:
+def prepare_world_facts(evaluation_sample: EvaluationSample) -> tuple[pd.DataFrame, pd.DataFrame, str, dict]:
     """The project's hand-written world facts: every fact and chain is evaluated (a few
     hundred); the calibration corpus is one statement per fact."""
     facts = load_world_facts()
-    one_hop = sample_per_group(facts.one_hop_table(), ["relation"], evaluation_sample["max_per_relation"], evaluation_sample["seed"])
-    two_hop = sample_per_group(facts.two_hop_table(), ["composition", "split"], evaluation_sample["max_per_composition"], evaluation_sample["seed"])
+    one_hop, two_hop = _sample(facts.one_hop_table(), facts.two_hop_table(), evaluation_sample)
     corpus = facts.statements()
+    prompts = prompt_summary(one_hop, two_hop)
     summary = {
         "source": f"world facts v{FACTS_VERSION} (fkr_kedro/knowledge/data/world_facts.csv, hand-written)",
         "facts": one_hop.groupby("relation").size().to_dict(),
         "one_hop_facts": len(facts.facts),
-        "two_hop_chains": two_hop.groupby(["composition", "split"]).size().unstack(fill_value=0).to_dict("index"),
-        "two_hop_chance": chance_rates(two_hop).to_dict(),
+        "two_hop_chains": prompts["two_hop_chains"],
+        "two_hop_chance": prompts["two_hop_chance"],
         "knowledge_bits": facts.knowledge_bits(),
-        "evaluation_prompts": {"one_hop": len(one_hop), "two_hop": len(two_hop)},
+        "evaluation_prompts": prompts["evaluation_prompts"],
         "corpus_statements": len(corpus),
         "calibration_texts": "one statement per evaluated fact (the same facts the recall is measured on)",
     }
@@ -75,27 +82,27 @@ def prepare_world_facts(evaluation_sample: dict) -> tuple[pd.DataFrame, pd.DataF
 
 
 def prepare_paper_datasets(
-    lre: dict, twohopfact: dict, base_model: dict, evaluation_sample: dict
+    lre: LreSettings, twohopfact: TwoHopFactSettings, base_model: ModelSource, evaluation_sample: EvaluationSample
 ) -> tuple[pd.DataFrame, pd.DataFrame, str, dict, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """LRE (one-hop) and TwoHopFact (two-hop) from local copies, downloaded into data/01_raw
     when missing and the network allows. Subjects are placed on the base model's tokens;
     what cannot be placed or mapped is returned in report tables, never dropped silently."""
-    folder = fetch_zip_folder(lre["path"], lre.get("url"), lre.get("archive_folder", "data"), "LRE relations")
-    tokenizer = load_tokenizer(base_model) if lre.get("place_on_tokens", True) else None
-    report = read_lre(folder, lre.get("relation_types"), int(lre.get("template_index", 0)), tokenizer)
-    csv_path = fetch_file(twohopfact["path"], twohopfact.get("url"), "TwoHopFact CSV")
+    folder = fetch_zip_folder(lre.path, lre.url, lre.archive_folder, "LRE relations")
+    tokenizer = load_tokenizer(base_model) if lre.place_on_tokens else None
+    report = read_lre(folder, lre.relation_types, lre.template_index, tokenizer)
+    csv_path = fetch_file(twohopfact.path, twohopfact.url, "TwoHopFact CSV")
     chains = read_twohopfact(csv_path)
-    one_hop = sample_per_group(report.one_hop, ["relation"], evaluation_sample["max_per_relation"], evaluation_sample["seed"])
-    two_hop = sample_per_group(chains.chains, ["composition", "split"], evaluation_sample["max_per_composition"], evaluation_sample["seed"])
+    one_hop, two_hop = _sample(report.one_hop, chains.chains, evaluation_sample)
     corpus = [f"{p} {o}." for p, o in zip(one_hop["prompt"], one_hop["object"])]
+    prompts = prompt_summary(one_hop, two_hop)
     summary = {
         "source": f"LRE ({folder}) and TwoHopFact ({Path(csv_path).name})",
         "lre": report.summary(),
         "twohopfact": chains.summary(),
         "facts": one_hop.groupby("relation").size().to_dict(),
-        "two_hop_chains": two_hop.groupby(["composition", "split"]).size().unstack(fill_value=0).to_dict("index"),
-        "two_hop_chance": chance_rates(two_hop).to_dict(),
-        "evaluation_prompts": {"one_hop": len(one_hop), "two_hop": len(two_hop)},
+        "two_hop_chains": prompts["two_hop_chains"],
+        "two_hop_chance": prompts["two_hop_chance"],
+        "evaluation_prompts": prompts["evaluation_prompts"],
         "corpus_statements": len(corpus),
         "calibration_texts": "one statement per evaluated LRE fact",
     }
@@ -105,9 +112,3 @@ def prepare_paper_datasets(
         summary["twohopfact"]["chains"], summary["twohopfact"]["rejected"],
     )
     return one_hop, two_hop, "\n".join(corpus) + "\n", summary, report.counts, report.unplaced, chains.rejected
-
-
-def sample_per_group(table: pd.DataFrame, by: list[str], max_rows: int, seed: int) -> pd.DataFrame:
-    """At most ``max_rows`` rows of each group, drawn with a fixed seed; small groups whole."""
-    shuffled = table.sample(frac=1.0, random_state=seed)
-    return shuffled.groupby(by, sort=False).head(max_rows).sort_index().reset_index(drop=True)

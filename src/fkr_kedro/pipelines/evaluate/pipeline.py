@@ -2,6 +2,7 @@
 
 from kedro.pipeline import Pipeline, node
 
+from fkr_kedro.pipelines.wiring import per_namespace
 from fkr_kedro.run_config import active_variants, bind
 
 from .nodes import evaluate_recall, measure_footprint, tabulate_variants
@@ -9,19 +10,19 @@ from .nodes import evaluate_recall, measure_footprint, tabulate_variants
 
 def create_pipeline(**kwargs) -> Pipeline:
     specs = active_variants()
-    per_variant = sum((variant_pipeline(spec.name, spec.method) for spec in specs), Pipeline([]))
-    tabulate = bind(tabulate_variants, specs)
+    names = [spec.name for spec in specs]
+    per_variant_nodes = sum((variant_pipeline(spec.name, spec.method) for spec in specs), Pipeline([]))
     summary = Pipeline(
         [
             node(
-                tabulate,
-                inputs=[name for spec in specs for name in (f"{spec.name}.recall_metrics", f"{spec.name}.footprint")],
+                bind(tabulate_variants, specs=specs),
+                inputs={**per_namespace(names, "recall_metrics"), **per_namespace(names, "footprint")},
                 outputs="recall_by_variant",
                 name="tabulate_variants",
             )
         ]
     )
-    return per_variant + summary
+    return per_variant_nodes + summary
 
 
 def variant_pipeline(name: str, method: str) -> Pipeline:
@@ -29,11 +30,16 @@ def variant_pipeline(name: str, method: str) -> Pipeline:
         [
             node(
                 evaluate_recall,
-                inputs=["model@variant", "one_hop_prompts", "two_hop_prompts", "params:evaluate"],
+                inputs={
+                    "model": "model@variant",
+                    "one_hop_prompts": "one_hop_prompts",
+                    "two_hop_prompts": "two_hop_prompts",
+                    "evaluate": "params:evaluate",
+                },
                 outputs=["one_hop_scores", "two_hop_scores", "recall_metrics"],
                 name="evaluate_recall",
             ),
-            node(measure_footprint, inputs="model@dir", outputs="footprint", name="measure_footprint"),
+            node(measure_footprint, inputs={"model_dir": "model@dir"}, outputs="footprint", name="measure_footprint"),
         ],
         namespace=name,
         inputs={"one_hop_prompts", "two_hop_prompts"},

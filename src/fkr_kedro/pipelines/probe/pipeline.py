@@ -3,6 +3,7 @@ then summary tables over all variants against the ``fp`` reference."""
 
 from kedro.pipeline import Pipeline, node
 
+from fkr_kedro.pipelines.wiring import per_namespace
 from fkr_kedro.run_config import active_variants, bind
 
 from .nodes import (
@@ -15,6 +16,8 @@ from .nodes import (
     summarize_entrec,
     summarize_probes,
 )
+
+PROMPTS = {"one_hop_prompts": "one_hop_prompts", "two_hop_prompts": "two_hop_prompts"}
 
 
 class MissingReferenceError(ValueError):
@@ -33,39 +36,34 @@ def create_pipeline(**kwargs) -> Pipeline:
     # The reference first: its cache and scores lead every summary.
     names = [REFERENCE] + [n for n in names if n != REFERENCE]
     methods = {spec.name: spec.method for spec in specs}
-    per_variant = sum((variant_pipeline(name, methods[name]) for name in names), Pipeline([]))
-    caches = [f"{name}.activations" for name in names]
+    per_variant_nodes = sum((variant_pipeline(name, methods[name]) for name in names), Pipeline([]))
+    activations = per_namespace(names, "activations")
     summary = Pipeline(
         [
             node(
-                bind(summarize_probes, names),
-                inputs=["one_hop_prompts", "two_hop_prompts", "params:probe", *caches],
+                summarize_probes,
+                inputs={**PROMPTS, "probe": "params:probe", **activations},
                 outputs="probe_results",
                 name="summarize_probes",
             ),
-            node(bind(summarize_drift, names), inputs=caches, outputs="drift_results", name="summarize_drift"),
+            node(summarize_drift, inputs=activations, outputs="drift_results", name="summarize_drift"),
             node(
-                bind(summarize_cnst, names),
-                inputs=["two_hop_prompts", *caches],
+                summarize_cnst,
+                inputs={"two_hop_prompts": "two_hop_prompts", **activations},
                 outputs="cnst_results",
                 name="summarize_cnst",
             ),
+            node(summarize_entrec, inputs=per_namespace(names, "entrec"), outputs="entrec_results", name="summarize_entrec"),
             node(
-                bind(summarize_entrec, names),
-                inputs=[f"{name}.entrec" for name in names],
-                outputs="entrec_results",
-                name="summarize_entrec",
-            ),
-            node(
-                bind(summarize_attribution, names),
-                inputs=["params:probe", *[f"{name}.attribution" for name in names]],
+                summarize_attribution,
+                inputs={"probe": "params:probe", **per_namespace(names, "attribution")},
                 outputs="attribution_results",
                 name="summarize_attribution",
             ),
         ],
         tags=["probe"],
     )
-    return per_variant + summary
+    return per_variant_nodes + summary
 
 
 def variant_pipeline(name: str, method: str) -> Pipeline:
@@ -75,13 +73,16 @@ def variant_pipeline(name: str, method: str) -> Pipeline:
                 # The model comes first: when the variant is not on disk its dataset's error
                 # ("run `kedro run --pipeline=quantize` first") is the first thing raised.
                 bind(capture, variant=name),
-                inputs=["model@variant", "one_hop_prompts", "two_hop_prompts", "params:probe"],
+                inputs={"model": "model@variant", **PROMPTS, "probe": "params:probe"},
                 outputs="activations",
                 name="capture",
             ),
             node(
                 readouts,
-                inputs=["model@variant", "activations", "two_hop_prompts", "params:probe"],
+                inputs={
+                    "model": "model@variant", "activations": "activations", "two_hop_prompts": "two_hop_prompts",
+                    "probe": "params:probe",
+                },
                 outputs=["entrec", "attribution"],
                 name="readouts",
             ),

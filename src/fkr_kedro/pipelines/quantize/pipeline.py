@@ -2,6 +2,7 @@
 
 from kedro.pipeline import Pipeline, node
 
+from fkr_kedro.quantization.variants import VariantSpec
 from fkr_kedro.run_config import active_variants, bind
 
 from .nodes import plan_quantization
@@ -11,13 +12,12 @@ def create_pipeline(**kwargs) -> Pipeline:
     return sum((variant_pipeline(spec) for spec in active_variants()), Pipeline([]))
 
 
-def variant_pipeline(spec) -> Pipeline:
-    quantize_node = bind(plan_quantization, variant=spec)
+def variant_pipeline(spec: VariantSpec) -> Pipeline:
     return Pipeline(
         [
             node(
-                quantize_node,
-                inputs=["base_model@dir", "train_corpus", "params:quantize"],
+                bind(plan_quantization, variant=spec),
+                inputs={"source_dir": "base_model@dir", "train_corpus": "train_corpus", "quantize": "params:quantize"},
                 outputs="model@variant",
                 name="quantize",
             )

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import io
 from datetime import datetime, timezone
-from typing import Any
 
 import pandas as pd
 from matplotlib.figure import Figure
 from PIL.Image import Image
 
+from fkr_kedro.modeling.load import ModelSource
+from fkr_kedro.parameters import KnowledgeSettings
+from fkr_kedro.pipelines.wiring import by_namespace
 from fkr_kedro.reporting import figures
 from fkr_kedro.reporting.describe import describe_dataset, describe_model
 from fkr_kedro.reporting.findings import ReportSettings, findings, summary_table
 from fkr_kedro.reporting.html import ReportFigure, Section, format_table, render
-from fkr_kedro.reporting.tables import headline
+from fkr_kedro.reporting.tables import StudyResults, headline
 
 # The cross-variant figures: catalog name (``{name}_plot``), title and caption in the report.
 FIGURES = {
@@ -51,54 +53,49 @@ FIGURES = {
 }
 
 
-def _settings(report: dict) -> ReportSettings:
-    return ReportSettings(**(report or {}))
+def plot_accuracy_vs_bits(recall_by_variant: pd.DataFrame, report: ReportSettings) -> tuple[Figure, bytes]:
+    return _with_png(figures.accuracy_vs_bits(recall_by_variant, report.reference))
 
 
-def plot_accuracy_vs_bits(recall: pd.DataFrame, report: dict) -> tuple[Figure, bytes]:
-    return _with_png(figures.accuracy_vs_bits(recall, _settings(report).reference))
+def plot_probe_by_layer(probe_results: pd.DataFrame, recall_by_variant: pd.DataFrame, report: ReportSettings) -> tuple[Figure, bytes]:
+    return _with_png(figures.probe_accuracy_by_layer(probe_results, recall_by_variant, report.reference))
 
 
-def plot_probe_by_layer(probes: pd.DataFrame, recall: pd.DataFrame, report: dict) -> tuple[Figure, bytes]:
-    return _with_png(figures.probe_accuracy_by_layer(probes, recall, _settings(report).reference))
-
-
-def plot_entrec_by_layer(entrec: pd.DataFrame, recall: pd.DataFrame, report: dict) -> tuple[Figure, bytes]:
-    return _with_png(figures.entrec_by_layer(entrec, recall, _settings(report).reference))
+def plot_entrec_by_layer(entrec_results: pd.DataFrame, recall_by_variant: pd.DataFrame, report: ReportSettings) -> tuple[Figure, bytes]:
+    return _with_png(figures.entrec_by_layer(entrec_results, recall_by_variant, report.reference))
 
 
 def plot_neuron_retention_by_layer(
-    attribution: pd.DataFrame, recall: pd.DataFrame, report: dict
+    attribution_results: pd.DataFrame, recall_by_variant: pd.DataFrame, report: ReportSettings
 ) -> tuple[Figure, bytes]:
-    return _with_png(figures.neuron_retention_by_layer(attribution, recall, _settings(report).reference))
+    return _with_png(figures.neuron_retention_by_layer(attribution_results, recall_by_variant, report.reference))
 
 
-def plot_drift_by_layer(drift: pd.DataFrame, recall: pd.DataFrame, report: dict) -> tuple[Figure, bytes]:
-    return _with_png(figures.drift_by_layer(drift, recall, _settings(report).reference))
+def plot_drift_by_layer(drift_results: pd.DataFrame, recall_by_variant: pd.DataFrame, report: ReportSettings) -> tuple[Figure, bytes]:
+    return _with_png(figures.drift_by_layer(drift_results, recall_by_variant, report.reference))
 
 
-def plot_cnst_score(cnst: pd.DataFrame, recall: pd.DataFrame, report: dict) -> tuple[Figure, bytes]:
-    return _with_png(figures.cnst_scores(cnst, recall, _settings(report).reference))
+def plot_cnst_score(cnst_results: pd.DataFrame, recall_by_variant: pd.DataFrame, report: ReportSettings) -> tuple[Figure, bytes]:
+    return _with_png(figures.cnst_scores(cnst_results, recall_by_variant, report.reference))
 
 
 def plot_variant_layers(
-    recall: pd.DataFrame,
-    probes: pd.DataFrame,
-    entrec: pd.DataFrame,
-    attribution: pd.DataFrame,
-    drift: pd.DataFrame,
-    cnst: pd.DataFrame,
-    report: dict,
+    recall_by_variant: pd.DataFrame,
+    probe_results: pd.DataFrame,
+    entrec_results: pd.DataFrame,
+    attribution_results: pd.DataFrame,
+    drift_results: pd.DataFrame,
+    cnst_results: pd.DataFrame,
+    report: ReportSettings,
     variant: str = "",
 ) -> tuple[Figure, bytes]:
-    if variant not in set(recall["variant"]):
+    results = StudyResults(recall_by_variant, probe_results, entrec_results, attribution_results, drift_results, cnst_results)
+    if variant not in set(results.recall["variant"]):
         raise ValueError(
             f"variant {variant!r} is not in recall_by_variant: run `kedro run --pipeline=evaluate` so that "
             f"every configured variant is measured"
         )
-    return _with_png(
-        figures.variant_layers(variant, recall, probes, entrec, attribution, drift, cnst, _settings(report).reference)
-    )
+    return _with_png(figures.variant_layers(variant, *results.tables(), report.reference))
 
 
 def _with_png(figure: Figure) -> tuple[Figure, bytes]:
@@ -108,44 +105,40 @@ def _with_png(figure: Figure) -> tuple[Figure, bytes]:
 
 
 def build_report(
-    recall: pd.DataFrame,
-    probes: pd.DataFrame,
-    entrec: pd.DataFrame,
-    attribution: pd.DataFrame,
-    drift: pd.DataFrame,
-    cnst: pd.DataFrame,
+    recall_by_variant: pd.DataFrame,
+    probe_results: pd.DataFrame,
+    entrec_results: pd.DataFrame,
+    attribution_results: pd.DataFrame,
+    drift_results: pd.DataFrame,
+    cnst_results: pd.DataFrame,
     two_hop_prompts: pd.DataFrame,
-    report: dict,
-    base_model: Any,
-    knowledge: Any,
+    report: ReportSettings,
+    base_model: ModelSource,
+    knowledge: KnowledgeSettings,
     scaling_exponents: pd.DataFrame | None,
     scaling_fit_metrics: dict | None,
     scaling_conclusion: dict | None,
     scaling_figure: Image | None,
-    *images: bytes,
-    figure_names: tuple[str, ...] = (),
-    variants: tuple[str, ...] = (),
+    **images: bytes,
 ) -> tuple[pd.DataFrame, str]:
-    """The summary table and the HTML report. ``images`` are the PNGs the figure nodes
-    drew, as PNG bytes: first the cross-variant figures (``figure_names``), then one per variant."""
-    if len(images) != len(figure_names) + len(variants):
-        raise ValueError(f"{len(images)} images for {len(figure_names)} figures and {len(variants)} variants")
-    settings = _settings(report)
-    summary = summary_table(recall, probes, entrec, attribution, drift, cnst, settings)
+    """The summary table and the HTML report. ``images`` are the PNGs the figure nodes drew:
+    ``<figure>_png`` for each of :data:`FIGURES` and ``<variant>.layers_png`` per variant."""
+    results = StudyResults(recall_by_variant, probe_results, entrec_results, attribution_results, drift_results, cnst_results)
+    summary = summary_table(*results.tables(), report)
     chains = two_hop_prompts["split"].value_counts().to_dict() if "split" in two_hop_prompts else {}
-    sentences = findings(recall, probes, entrec, attribution, drift, cnst, chains, settings)
+    sentences = findings(*results.tables(), chains, report)
     percent = [c for c in summary.columns if c.startswith(("one-hop recall", "two-hop", "answer probe")) or "retained" in c]
-    cross = [ReportFigure(FIGURES[name][0], image, FIGURES[name][1]) for name, image in zip(figure_names, images)]
-    info = headline(recall)
+    cross = {name: ReportFigure(title, images[f"{name}_png"], caption) for name, (title, caption) in FIGURES.items()}
+    info = headline(results.recall)
     per_variant = [
-        ReportFigure(f"{variant} layer by layer", image, _variant_caption(variant, info, settings.reference))
-        for variant, image in zip(variants, images[len(figure_names):])
+        ReportFigure(f"{variant} layer by layer", image, _variant_caption(variant, info, report.reference))
+        for variant, image in by_namespace(images, "layers_png").items()
     ]
     sections = [
         Section("What the numbers show", sentences=sentences),
         Section("Summary", tables=[("One row per variant; percentages are accuracies.", format_table(summary, percent))]),
-        Section("Recall", figures=[f for f, n in zip(cross, figure_names) if n == "accuracy_vs_bits"]),
-        Section("Inside the network", figures=[f for f, n in zip(cross, figure_names) if n != "accuracy_vs_bits"]),
+        Section("Recall", figures=[cross["accuracy_vs_bits"]]),
+        Section("Inside the network", figures=[f for n, f in cross.items() if n != "accuracy_vs_bits"]),
         Section("Each variant against full precision", figures=per_variant),
     ]
     scaling = _scaling_section(scaling_exponents, scaling_fit_metrics, scaling_conclusion, scaling_figure)
@@ -154,7 +147,7 @@ def build_report(
     meta = [
         f"Model: {describe_model(base_model)}. Knowledge: {describe_dataset(knowledge)}.",
         f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from data/08_reporting "
-        f"({len(info)} variants, reference {settings.reference}). Every sentence is computed from the tables; "
+        f"({len(info)} variants, reference {report.reference}). Every sentence is computed from the tables; "
         f"thresholds: report in parameters_report.yml."
     ]
     return summary.reset_index(), render("Quantization and factual knowledge: report", meta, sections)

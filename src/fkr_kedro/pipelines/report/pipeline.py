@@ -4,6 +4,7 @@ the HTML report that embeds them. Each figure node writes its figure as a PNG fi
 
 from kedro.pipeline import Pipeline, node
 
+from fkr_kedro.pipelines.wiring import per_namespace
 from fkr_kedro.run_config import active_variants, bind
 
 from .nodes import (
@@ -18,21 +19,21 @@ from .nodes import (
     plot_variant_layers,
 )
 
-RECALL = "recall_by_variant"
-TABLES = {
-    "probes": "probe_results",
-    "entrec": "entrec_results",
-    "attribution": "attribution_results",
-    "drift": "drift_results",
-    "cnst": "cnst_results",
-}
+# The evaluate and probe pipelines' tables, under the names the nodes take them by.
+TABLES = ("recall_by_variant", "probe_results", "entrec_results", "attribution_results", "drift_results", "cnst_results")
 PLOTTERS = {
-    "accuracy_vs_bits": (plot_accuracy_vs_bits, [RECALL]),
-    "probe_by_layer": (plot_probe_by_layer, [TABLES["probes"], RECALL]),
-    "entrec_by_layer": (plot_entrec_by_layer, [TABLES["entrec"], RECALL]),
-    "neuron_retention_by_layer": (plot_neuron_retention_by_layer, [TABLES["attribution"], RECALL]),
-    "drift_by_layer": (plot_drift_by_layer, [TABLES["drift"], RECALL]),
-    "cnst_score": (plot_cnst_score, [TABLES["cnst"], RECALL]),
+    "accuracy_vs_bits": (plot_accuracy_vs_bits, ["recall_by_variant"]),
+    "probe_by_layer": (plot_probe_by_layer, ["probe_results", "recall_by_variant"]),
+    "entrec_by_layer": (plot_entrec_by_layer, ["entrec_results", "recall_by_variant"]),
+    "neuron_retention_by_layer": (plot_neuron_retention_by_layer, ["attribution_results", "recall_by_variant"]),
+    "drift_by_layer": (plot_drift_by_layer, ["drift_results", "recall_by_variant"]),
+    "cnst_score": (plot_cnst_score, ["cnst_results", "recall_by_variant"]),
+}
+SCALING = {
+    "scaling_exponents": "scaling_exponents_if_present",
+    "scaling_fit_metrics": "scaling_fit_metrics_if_present",
+    "scaling_conclusion": "scaling_conclusion_if_present",
+    "scaling_figure": "scaling_predicted_vs_observed_if_present",
 }
 
 
@@ -41,32 +42,38 @@ def create_pipeline(**kwargs) -> Pipeline:
     names = [spec.name for spec in specs]
     figures = Pipeline(
         [
-            node(func, inputs=[*inputs, "params:report"], outputs=[f"{name}_plot", f"{name}_png"], name=f"plot_{name}")
-            for name, (func, inputs) in PLOTTERS.items()
+            node(
+                func,
+                inputs={**{table: table for table in tables}, "report": "params:report"},
+                outputs=[f"{name}_plot", f"{name}_png"],
+                name=f"plot_{name}",
+            )
+            for name, (func, tables) in PLOTTERS.items()
         ],
         tags=["report"],
     )
-    per_variant = sum((variant_pipeline(spec.name, spec.method) for spec in specs), Pipeline([]))
-    figure_names = tuple(FIGURES)
+    per_variant_nodes = sum((variant_pipeline(spec.name, spec.method) for spec in specs), Pipeline([]))
     report = Pipeline(
         [
             node(
-                bind(build_report, figure_names=figure_names, variants=tuple(names)),
-                inputs=[
-                    RECALL, *TABLES.values(), "two_hop_prompts",
-                    "params:report", "params:base_model", "params:knowledge",
-                    "scaling_exponents_if_present", "scaling_fit_metrics_if_present",
-                    "scaling_conclusion_if_present", "scaling_predicted_vs_observed_if_present",
-                    *[f"{name}_png" for name in figure_names],
-                    *[f"{name}.layers_png" for name in names],
-                ],
+                build_report,
+                inputs={
+                    **{table: table for table in TABLES},
+                    "two_hop_prompts": "two_hop_prompts",
+                    "report": "params:report",
+                    "base_model": "params:base_model",
+                    "knowledge": "params:knowledge",
+                    **SCALING,
+                    **{f"{name}_png": f"{name}_png" for name in FIGURES},
+                    **per_namespace(names, "layers_png"),
+                },
                 outputs=["report_summary", "report_html"],
                 name="build_report",
             )
         ],
         tags=["report"],
     )
-    return figures + per_variant + report
+    return figures + per_variant_nodes + report
 
 
 def variant_pipeline(name: str, method: str) -> Pipeline:
@@ -74,13 +81,13 @@ def variant_pipeline(name: str, method: str) -> Pipeline:
         [
             node(
                 bind(plot_variant_layers, variant=name),
-                inputs=[RECALL, *TABLES.values(), "params:report"],
+                inputs={**{table: table for table in TABLES}, "report": "params:report"},
                 outputs=["layers_plot", "layers_png"],
                 name="plot_variant_layers",
             )
         ],
         namespace=name,
-        inputs={RECALL, *TABLES.values()},
+        inputs=set(TABLES),
         parameters={"params:report"},
         tags=["report", method],
     )

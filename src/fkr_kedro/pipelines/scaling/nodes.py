@@ -12,15 +12,16 @@ from fkr_kedro.analysis.scaling import fit_study, plot_predicted_vs_observed
 from fkr_kedro.datasets.scaling import TrainedModel, TrainingJob
 from fkr_kedro.knowledge.utilization import in_context_task
 from fkr_kedro.knowledge.world import WorldConfig, generate_world
+from fkr_kedro.pipelines.wiring import by_namespace
 from fkr_kedro.scaling.config import ScalingSettings
 from fkr_kedro.scaling.sweep import PointCache, run_sweep, scaling_tasks
 
 log = logging.getLogger(__name__)
 
 
-def build_in_context_task(world: WorldConfig, scaling: dict) -> tuple[str, pd.DataFrame]:
+def build_in_context_task(world: WorldConfig, scaling: ScalingSettings) -> tuple[str, pd.DataFrame]:
     """Training statements (one a line) and evaluation prompts of the in-context task."""
-    task = in_context_task(generate_world(world), ScalingSettings(**scaling).in_context_config())
+    task = in_context_task(generate_world(world), scaling.in_context_config())
     log.info(
         "In-context task: %d training statements, %d evaluation prompts (%d with held-out bridges)",
         len(task.train_statements), len(task.prompts), int((task.prompts["split"] == "held_out_bridge").sum()),
@@ -28,11 +29,10 @@ def build_in_context_task(world: WorldConfig, scaling: dict) -> tuple[str, pd.Da
     return "\n".join(task.train_statements) + "\n", task.prompts
 
 
-def plan_training(train_corpus: str, in_context_corpus: str, scaling: dict, size: str) -> TrainingJob:
+def plan_training(train_corpus: str, in_context_corpus: str, scaling: ScalingSettings, size: str) -> TrainingJob:
     """Every model size trains on the world's corpus plus the in-context statements."""
-    settings = ScalingSettings(**scaling)
     corpus = tuple(train_corpus.splitlines() + in_context_corpus.splitlines())
-    return TrainingJob(corpus=corpus, shape=settings.sizes[size].shape(), training=settings.train_config())
+    return TrainingJob(corpus=corpus, shape=scaling.sizes[size].shape(), training=scaling.train_config())
 
 
 def sweep_model(
@@ -43,11 +43,11 @@ def sweep_model(
     one_hop_prompts: pd.DataFrame,
     two_hop_prompts: pd.DataFrame,
     in_context_prompts: pd.DataFrame,
-    scaling: dict,
+    scaling: ScalingSettings,
     size: str,
 ) -> pd.DataFrame:
     """Every point of the design on this model size; points already in the cache are read."""
-    settings = ScalingSettings(**scaling)
+    settings = scaling
     calibration = train_corpus.splitlines() + in_context_corpus.splitlines()
     random.Random(settings.sweep.calibration_seed).shuffle(calibration)
     result = run_sweep(
@@ -57,13 +57,14 @@ def sweep_model(
     return result.table.assign(n_params=int(model.record["n_params"]))
 
 
-def fit_scaling_laws(scaling: dict, *size_points: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict, dict]:
+def fit_scaling_laws(scaling: ScalingSettings, **size_points: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict, dict]:
     """The law per task, its exponents with bootstrap intervals, flat metrics for tracking,
-    and the computed conclusion (memorization vs each utilization task)."""
-    fit = ScalingSettings(**scaling).fit
+    and the computed conclusion (memorization vs each utilization task). ``size_points``:
+    each size's ``scaling_<size>.scaling_points``."""
+    fit = scaling.fit
     study = fit_study(
-        pd.concat(size_points, ignore_index=True), fit.exclude_bits, fit.bootstrap, fit.confidence, fit.seed,
-        fit.reference_task,
+        pd.concat(by_namespace(size_points, "scaling_points").values(), ignore_index=True), fit.exclude_bits,
+        fit.bootstrap, fit.confidence, fit.seed, fit.reference_task,
     )
     log.info("Scaling law per task (adjusted R^2, points in fit):\n  %s", "\n  ".join(
         f"{task}: adj R^2 {f.fit.adj_r2:.3f} on {f.fit.n} points; "

@@ -9,8 +9,9 @@ in-context task exist, and a final `kedro run --pipeline=scaling` reads every ca
 from kedro.pipeline import Pipeline, node
 
 from fkr_kedro.pipelines.data_prep import create_pipeline as data_prep_pipeline
-from fkr_kedro.run_config import active_parameters, bind
-from fkr_kedro.scaling.config import ScalingSettings, namespace
+from fkr_kedro.pipelines.wiring import per_namespace
+from fkr_kedro.run_config import bind, study_parameters
+from fkr_kedro.scaling.config import namespace
 
 from .nodes import build_in_context_task, fit_scaling_laws, plan_training, plot_scaling_fit, sweep_model
 
@@ -18,16 +19,15 @@ SHARED = {"train_corpus", "one_hop_prompts", "two_hop_prompts", "scaling_in_cont
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    params = active_parameters()
-    scaling = params.get("scaling")
-    if not scaling or (params.get("knowledge") or {}).get("source", "synthetic") != "synthetic":
+    params = study_parameters()
+    if params.scaling is None or params.knowledge.source != "synthetic":
         return Pipeline([])  # the sweep trains models on the synthetic world only
-    settings = ScalingSettings(**scaling).validate_all()
+    settings = params.scaling.validate_all()
     task = Pipeline(
         [
             node(
                 build_in_context_task,
-                inputs=["params:world", "params:scaling"],
+                inputs={"world": "params:world", "scaling": "params:scaling"},
                 outputs=["scaling_in_context_corpus", "scaling_in_context_prompts"],
                 name="build_in_context_task",
             )
@@ -39,11 +39,11 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 fit_scaling_laws,
-                inputs=["params:scaling", *(f"{namespace(size)}.scaling_points" for size in settings.sizes)],
+                inputs={"scaling": "params:scaling", **per_namespace(map(namespace, settings.sizes), "scaling_points")},
                 outputs=["scaling_points", "scaling_exponents", "scaling_fit_metrics", "scaling_conclusion"],
                 name="fit_scaling_laws",
             ),
-            node(plot_scaling_fit, inputs="scaling_points", outputs="scaling_predicted_vs_observed", name="plot_scaling_fit"),
+            node(plot_scaling_fit, inputs={"scaling_points": "scaling_points"}, outputs="scaling_predicted_vs_observed", name="plot_scaling_fit"),
         ],
         tags=["scaling"],
     )
@@ -55,16 +55,25 @@ def size_pipeline(size: str) -> Pipeline:
         [
             node(
                 bind(plan_training, size=size),
-                inputs=["train_corpus", "scaling_in_context_corpus", "params:scaling"],
+                inputs={
+                    "train_corpus": "train_corpus", "in_context_corpus": "scaling_in_context_corpus",
+                    "scaling": "params:scaling",
+                },
                 outputs="scaling_model",
                 name="train_scaling_model",
             ),
             node(
                 bind(sweep_model, size=size),
-                inputs=[
-                    "scaling_model", "scaling_point_cache", "train_corpus", "scaling_in_context_corpus",
-                    "one_hop_prompts", "two_hop_prompts", "scaling_in_context_prompts", "params:scaling",
-                ],
+                inputs={
+                    "model": "scaling_model",
+                    "cache": "scaling_point_cache",
+                    "train_corpus": "train_corpus",
+                    "in_context_corpus": "scaling_in_context_corpus",
+                    "one_hop_prompts": "one_hop_prompts",
+                    "two_hop_prompts": "two_hop_prompts",
+                    "in_context_prompts": "scaling_in_context_prompts",
+                    "scaling": "params:scaling",
+                },
                 outputs="scaling_points",
                 name="sweep_points",
             ),

@@ -9,10 +9,11 @@ import logging
 import pandas as pd
 import torch
 
-from fkr_kedro.analysis.recall import evaluate_one_hop, evaluate_two_hop, summarize_recall
-from fkr_kedro.modeling.load import CausalLM, ModelSource, as_source
+from fkr_kedro.analysis.recall import measure_recall
+from fkr_kedro.modeling.load import CausalLM, ModelSource
 from fkr_kedro.modeling.tokenizer import build_word_tokenizer
 from fkr_kedro.modeling.train import ModelShape, TrainConfig, non_embedding_parameters, train_causal_lm
+from fkr_kedro.parameters import EvaluateSettings
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +31,13 @@ def measure_trained_model(
     two_hop_prompts: pd.DataFrame,
     world_summary: dict,
     training_history: pd.DataFrame,
+    evaluate: EvaluateSettings,
 ) -> dict:
     """Recall of the trained model and its knowledge load per non-embedding parameter."""
     model, tokenizer = base_model.model, base_model.tokenizer
-    one_hop = evaluate_one_hop(model, tokenizer, one_hop_prompts)
-    two_hop = evaluate_two_hop(model, tokenizer, two_hop_prompts)
-    metrics = summarize_recall(one_hop, two_hop, two_hop_prompts)
+    metrics = measure_recall(
+        model, tokenizer, one_hop_prompts, two_hop_prompts, evaluate.batch_size, max_new_tokens=evaluate.max_new_tokens
+    ).metrics
     params = non_embedding_parameters(model)
     metrics.update(
         {
@@ -60,24 +62,27 @@ def measure_trained_model(
     return metrics
 
 
-def prepare_base_model(base_model: dict) -> ModelSource:
+def prepare_base_model(base_model: ModelSource) -> ModelSource:
     """The source the base model dataset materializes (see ModelSourceDataset)."""
-    source = as_source(base_model)
-    log.info("Base model: %s (%s), not trained here", source.label(), source.kind)
-    return source
+    log.info("Base model: %s (%s), not trained here", base_model.label(), base_model.kind)
+    return base_model
 
 
 def measure_loaded_model(
-    base_model: CausalLM, one_hop_prompts: pd.DataFrame, two_hop_prompts: pd.DataFrame, source: dict, evaluate: dict
+    base_model: CausalLM,
+    one_hop_prompts: pd.DataFrame,
+    two_hop_prompts: pd.DataFrame,
+    source: ModelSource,
+    evaluate: EvaluateSettings,
 ) -> tuple[dict, pd.DataFrame]:
     """Recall of a loaded (not trained) base model on the evaluation prompts, overall and per
     relation, next to what the reference is; and the per-relation table."""
-    source = as_source(source)
     model, tokenizer = base_model.model, base_model.tokenizer
-    batch_size, max_new = int(evaluate.get("batch_size", 64)), evaluate.get("max_new_tokens")
-    one_hop = evaluate_one_hop(model, tokenizer, one_hop_prompts, batch_size, progress=True, max_new_tokens=max_new)
-    two_hop = evaluate_two_hop(model, tokenizer, two_hop_prompts, batch_size, progress=True, max_new_tokens=max_new)
-    metrics = summarize_recall(one_hop, two_hop, two_hop_prompts)
+    result = measure_recall(
+        model, tokenizer, one_hop_prompts, two_hop_prompts, evaluate.batch_size,
+        max_new_tokens=evaluate.max_new_tokens, progress=True,
+    )
+    metrics = result.metrics
     metrics.update(
         {
             "non_embedding_parameters": non_embedding_parameters(model),
@@ -86,7 +91,7 @@ def measure_loaded_model(
         }
     )
     per_relation = (
-        one_hop.groupby("relation")["correct"].agg(facts="size", recalled="sum", accuracy="mean").reset_index()
+        result.one_hop.groupby("relation")["correct"].agg(facts="size", recalled="sum", accuracy="mean").reset_index()
         .assign(model=source.label(), reference=source.description or source.label())
     )
     log.info(

@@ -1,0 +1,232 @@
+"""The study's parameters, typed: one model per ``conf/base/parameters_<pipeline>.yml``.
+
+Every default lives here or in the library class a model composes (``WorldConfig``,
+``TrainConfig``, ``CaptureConfig`` ...), never in a node. Every model forbids unknown keys,
+and :func:`validate_parameters` checks the whole merged configuration (base, ``--env`` and
+``--params``) when the pipelines are built, so a misspelt key or an out-of-range value
+stops ``kedro run`` before anything is written, with one error naming the key and the file
+that sets it. Nodes receive these objects: Kedro converts ``params:`` inputs from the
+nodes' type hints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
+
+from .analysis.capture import CaptureConfig
+from .analysis.probes import ProbeConfig
+from .knowledge.world import WorldConfig
+from .modeling.load import ModelSource
+from .modeling.train import ModelShape, TrainConfig
+from .reporting.findings import ReportSettings
+from .scaling.config import ScalingSettings
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# ---------------------------------------------------------------- parameters_data_prep.yml
+KnowledgeSource = Literal["synthetic", "world_facts", "lre_twohopfact"]
+
+
+class EvaluationSample(_Settings):
+    """The evaluation prompts: a seeded sample of the source's facts and chains."""
+
+    max_per_relation: PositiveInt = 400  # one-hop facts per relation
+    max_per_composition: PositiveInt = 2000  # two-hop chains per composition and split
+    seed: int = 0
+
+
+class KnowledgeSettings(_Settings):
+    source: KnowledgeSource = "synthetic"
+
+
+class LreSettings(_Settings):
+    """LRE's relations: a local folder, downloaded from ``url`` when missing."""
+
+    path: str = "../shared/data/lre"
+    url: str | None = None
+    archive_folder: str = "data"
+    relation_types: list[str] | None = None  # None: every type
+    template_index: Annotated[int, Field(ge=0)] = 0
+    place_on_tokens: bool = True  # subjects must start and end on the model's token boundaries
+
+
+class TwoHopFactSettings(_Settings):
+    path: str = "data/01_raw/TwoHopFact.csv"
+    url: str | None = None
+
+
+class DataPrepParameters(_Settings):
+    world: WorldConfig = WorldConfig()
+    evaluation_sample: EvaluationSample = EvaluationSample()
+    knowledge: KnowledgeSettings = KnowledgeSettings()
+    lre: LreSettings = LreSettings()
+    twohopfact: TwoHopFactSettings = TwoHopFactSettings()
+
+
+# -------------------------------------------------------------------- parameters_train.yml
+class TrainParameters(_Settings):
+    model_shape: ModelShape = ModelShape()
+    training: TrainConfig = TrainConfig()
+    base_model: ModelSource = ModelSource(kind="train")
+
+
+# ----------------------------------------------------------------- parameters_quantize.yml
+class QuantizeSettings(_Settings):
+    overwrite: bool = False  # False: keep a variant already on disk with the same fingerprint
+    calibration_seed: int = 0  # the order in which corpus statements become calibration texts
+
+
+class QuantizeParameters(_Settings):
+    # name -> settings of quantization.variants.VariantSpec, checked by run_config.active_variants
+    variants: dict[str, dict[str, Any]] = {"fp": {"method": "fp"}}
+    quantize: QuantizeSettings = QuantizeSettings()
+
+    @field_validator("variants", mode="before")
+    @classmethod
+    def _no_empty_settings(cls, variants: Any) -> Any:
+        if isinstance(variants, dict):
+            return {name: dict(settings or {}) for name, settings in variants.items()}
+        return variants
+
+
+# ----------------------------------------------------------------- parameters_evaluate.yml
+class EvaluateSettings(_Settings):
+    batch_size: PositiveInt = 256
+    max_new_tokens: PositiveInt | None = None  # None: the longest answer's tokens plus one
+
+
+class EvaluateParameters(_Settings):
+    evaluate: EvaluateSettings = EvaluateSettings()
+
+
+# -------------------------------------------------------------------- parameters_probe.yml
+class EntRecSettings(_Settings):
+    layers: list[Annotated[int, Field(ge=0)]] | None = None  # None: every layer
+
+
+class AttributionSettings(_Settings):
+    prompt_set: Literal["one_hop", "two_hop"] = "one_hop"
+    max_prompts: PositiveInt | None = 64
+    norm: Literal["final_scale", "renorm"] = "final_scale"  # renorm: a logit lens
+    candidates: PositiveInt | None = None  # score only the top-K neurons of a first-order estimate exactly
+    top_k: PositiveInt = 300  # tau: the lowest score among the reference's top-k FFN neurons
+
+
+class ProbeSettings(_Settings):
+    capture: CaptureConfig = CaptureConfig()
+    probes: ProbeConfig = ProbeConfig()
+    entrec: EntRecSettings = EntRecSettings()
+    attribution: AttributionSettings = AttributionSettings()
+
+
+class ProbeParameters(_Settings):
+    probe: ProbeSettings = ProbeSettings()
+
+
+# ------------------------------------------------------------------- parameters_report.yml
+class ReportParameters(_Settings):
+    report: ReportSettings = ReportSettings()
+
+
+# ------------------------------------------------------------------ parameters_scaling.yml
+class ScalingParameters(_Settings):
+    scaling: ScalingSettings | None = None  # None: no scaling study configured
+
+
+# One model per parameters file; the study's parameters are all of them together.
+PARAMETER_FILES: dict[str, type[_Settings]] = {
+    "parameters_data_prep.yml": DataPrepParameters,
+    "parameters_train.yml": TrainParameters,
+    "parameters_quantize.yml": QuantizeParameters,
+    "parameters_evaluate.yml": EvaluateParameters,
+    "parameters_probe.yml": ProbeParameters,
+    "parameters_report.yml": ReportParameters,
+    "parameters_scaling.yml": ScalingParameters,
+}
+
+
+class StudyParameters(
+    DataPrepParameters, TrainParameters, QuantizeParameters, EvaluateParameters, ProbeParameters,
+    ReportParameters, ScalingParameters,
+):
+    """Every parameter of a study."""
+
+
+class ParameterError(ValueError):
+    """A parameter that is unknown, missing or out of range; the message names the key, the
+    file that sets it and what is allowed."""
+
+
+def validate_parameters(
+    params: dict[str, Any],
+    conf_source: str | Path | None = None,
+    envs: tuple[str, ...] = (),
+    overrides: dict[str, Any] | None = None,
+) -> StudyParameters:
+    """The merged parameters as :class:`StudyParameters`, or one :class:`ParameterError`
+    listing every problem with its key and where it is set: ``--params`` (``overrides``) or
+    the parameters file in ``conf_source/<env>/`` (the last of ``envs`` that sets it)."""
+    try:
+        return StudyParameters.model_validate(params)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            key = ".".join(str(part) for part in item["loc"])
+            if overrides and _has_path(overrides, item["loc"]):
+                where = "--params"
+            else:
+                where = _file_setting(item["loc"], conf_source, envs)
+            problems.append(f"  {key} ({where}): {_describe(item)}")
+        raise ParameterError(
+            f"{len(problems)} invalid parameter{'s' if len(problems) > 1 else ''}; fix "
+            f"{'them' if len(problems) > 1 else 'it'} (or the --params override) and run again:\n" + "\n".join(problems)
+        ) from None
+
+
+def _describe(item: dict) -> str:
+    if item["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+        return "unknown key: check its spelling against the documented keys in conf/base"
+    message = item["msg"].removeprefix("Value error, ")
+    if item["type"] not in ("missing",) and "input" in item and not isinstance(item["input"], dict):
+        message += f" (got {item['input']!r})"
+    return message
+
+
+def _file_setting(loc: tuple, conf_source: str | Path | None, envs: tuple[str, ...]) -> str:
+    """The parameters file that sets the key at ``loc`` (or, for a key none sets, the file of
+    its top-level section), for error messages."""
+    if conf_source is None:
+        return "parameters"
+    found = None
+    for env in envs:
+        folder = Path(conf_source) / env
+        for path in sorted(folder.glob("parameters*.yml")) + sorted(folder.glob("parameters*/**/*.yml")):
+            try:
+                data = yaml.safe_load(path.read_text()) or {}
+            except (OSError, yaml.YAMLError):
+                continue
+            if _has_path(data, loc):
+                found = path
+            elif found is None and _has_path(data, loc[:1]):
+                found = path
+    if found is None:
+        return "a --params override, or not set in any parameters file"
+    try:
+        return str(found.relative_to(Path(conf_source).parent))
+    except ValueError:
+        return str(found)
+
+
+def _has_path(data: Any, loc: tuple) -> bool:
+    for part in loc:
+        if not isinstance(data, dict) or part not in data:
+            return False
+        data = data[part]
+    return True
