@@ -45,11 +45,12 @@ def tiny_world():
     )
 
 
-def run_kedro(project: Path, pipeline: str | None = None, env: str = "test", **run_kwargs):
-    """Run a pipeline of the project in-process; return the session's run outputs."""
+def run_kedro(project: Path, pipeline: str | None = None, env: str = "test", params: dict | None = None, **run_kwargs):
+    """Run a pipeline of the project in-process (``params``: as ``--params``); return the
+    session's run outputs."""
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
     bootstrap_project(project)
-    with KedroSession.create(project_path=project, env=env) as session:
+    with KedroSession.create(project_path=project, env=env, runtime_params=params) as session:
         return session.run(pipeline_names=[pipeline] if pipeline else None, **run_kwargs)
