@@ -22,9 +22,11 @@ class ActiveConfigHook:
 
 
 class MissingInputHook:
-    """A pipeline input that does not exist yet stops the run with the pipeline that writes
-    it (``probe_results does not exist yet ...: run `kedro run --pipeline=probe` first``),
-    checked when the input is about to be loaded."""
+    """A pipeline input that does not exist yet stops the run, once, with every pipeline that
+    has to run first, in order (``one_hop_scores does not exist yet ...: run `kedro run`
+    (data_prep -> train -> quantize -> evaluate), or `kedro run
+    --pipelines=data_prep,train,quantize,evaluate` first``), checked when the input is about
+    to be loaded. A single pipeline is named as before (`kedro run --pipeline=probe`)."""
 
     def __init__(self):
         self._catalog = None
@@ -39,15 +41,16 @@ class MissingInputHook:
     def before_dataset_loaded(self, dataset_name: str, node) -> None:
         if self._catalog is None or dataset_name not in self._free_inputs or self._catalog.exists(dataset_name):
             return
-        producer = _producing_pipeline(dataset_name)
-        if producer is None:
+        # Every missing input of the run, so that one message names everything to run first.
+        missing = sorted(name for name in self._free_inputs if not self._catalog.exists(name))
+        chain = missing_chain(missing, self._catalog.exists)
+        if not chain:
             return  # a raw input: the dataset's own error says what is missing
         from kedro.io import DatasetError
 
         where = _dataset_filepath(self._catalog.get(dataset_name))
         raise DatasetError(
-            f"{dataset_name} does not exist yet{f' ({where})' if where else ''}: the {producer!r} pipeline "
-            f"writes it; run `kedro run --pipeline={producer}` first"
+            f"{dataset_name} does not exist yet{f' ({where})' if where else ''}: {run_chain_advice(chain)}"
         )
 
     @hook_impl
@@ -59,25 +62,68 @@ class MissingInputHook:
         self._catalog = None
 
 
-def _producing_pipeline(dataset_name: str) -> str | None:
-    """The first pipeline under ``pipelines/`` that outputs the dataset. Built here because
-    ``kedro run --pipeline=NAME`` registers only the pipeline it runs."""
+def run_chain_advice(chain: list[str]) -> str:
+    """What to run for the pipelines of ``chain`` (in order): the default ``kedro run`` when
+    it holds them all, and the explicit list."""
+    from .pipeline_registry import NOT_IN_DEFAULT
+
+    if len(chain) == 1:
+        return f"the {chain[0]!r} pipeline writes it; run `kedro run --pipeline={chain[0]}` first"
+    explicit = f"`kedro run --pipelines={','.join(chain)}`"  # --pipeline (singular) takes one name
+    if any(name in NOT_IN_DEFAULT for name in chain):
+        return f"run {explicit} first ({' -> '.join(chain)})"
+    return f"run `kedro run` ({' -> '.join(chain)}), or {explicit} first"
+
+
+def missing_chain(missing: list[str], exists) -> list[str]:
+    """The pipelines that must run, in order, to write the datasets ``missing``: their
+    producers and, before them, the producers of those pipelines' own missing inputs
+    (``exists(name)`` says whether a dataset is there)."""
+    producers = _pipelines_by_name()
+    order: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(dataset: str) -> None:
+        name = _producer(dataset, producers)
+        if name is None or name in order or name in visiting:
+            return
+        visiting.add(name)
+        for needed in sorted(producers[name].inputs()):
+            if not needed.startswith("params:") and not exists(needed):
+                visit(needed)
+        visiting.discard(name)
+        order.append(name)
+
+    for dataset in missing:
+        visit(dataset)
+    return order
+
+
+def _producer(dataset_name: str, pipelines: dict) -> str | None:
+    """The first pipeline that outputs the dataset (in any transcoding: ``base_model@hf``
+    writes what ``base_model@dir`` reads)."""
+    base = dataset_name.split("@")[0]
+    for name, pipeline in pipelines.items():
+        if base in {output.split("@")[0] for output in pipeline.all_outputs()}:
+            return name
+    return None
+
+
+def _pipelines_by_name() -> dict:
+    """Every pipeline under ``pipelines/``, by name. Built here because ``kedro run
+    --pipelines=NAME`` registers only the pipelines it runs."""
     import importlib
     import pkgutil
 
-    from kedro.pipeline.transcoding import _strip_transcoding
-
     from . import pipelines as package
 
-    base = _strip_transcoding(dataset_name)
+    found = {}
     for module in sorted(m.name for m in pkgutil.iter_modules(package.__path__) if m.ispkg):
         try:
-            pipeline = importlib.import_module(f"{package.__name__}.{module}").create_pipeline()
+            found[module] = importlib.import_module(f"{package.__name__}.{module}").create_pipeline()
         except Exception:  # a pipeline that cannot be built here (its own error shows when it runs)
             continue
-        if base in {_strip_transcoding(o) for o in pipeline.all_outputs()}:
-            return module
-    return None
+    return found
 
 
 class MlflowVariantHook:

@@ -82,7 +82,7 @@ class VariantModelDataset(AbstractDataset[QuantizationJob, CausalLM]):
         recorded = None if job.overwrite else recorded_fingerprint(self._path)
         if recorded is not None:
             wanted = variant_fingerprint(job.source_dir, job.spec, texts)
-            problem = weights_problem(self._path)
+            problem = weights_problem(self._path) if recorded == wanted else None
             if recorded == wanted and problem is None:
                 log.info(
                     "Variant %s is already on disk at %s; kept (set quantize.overwrite: true to redo it)",
@@ -91,6 +91,11 @@ class VariantModelDataset(AbstractDataset[QuantizationJob, CausalLM]):
                 return
             if problem is not None:
                 log.warning("Variant %s at %s: %s; quantizing it again", job.spec.name, self._path, problem)
+            elif "source_weights_sha256" not in recorded:
+                log.info(
+                    "Variant %s at %s was written before fingerprints held content hashes and the "
+                    "environment; quantizing it again", job.spec.name, self._path,
+                )
             else:
                 log.info(
                     "Variant %s at %s was written with other settings (%s); quantizing it again",
