@@ -324,3 +324,67 @@ def test_random_bytes_in_an_rtn_variant_are_found_and_the_rebuild_equals_the_ori
     VariantModelDataset(str(variant)).save(job)
     assert {p.name: p.read_bytes() for p in variant.glob("*.safetensors")} == original
     assert VariantModelDataset(str(variant), load_args={"device": "cpu"}).load().model is not None
+
+
+# --- outputs left older than their inputs --------------------------------------------------
+
+
+def _score(x):
+    return x
+
+
+def _summarize(a, b):
+    return {"a": a, "b": b}
+
+
+def test_a_partial_run_warns_about_outputs_left_older_than_their_inputs(tmp_path, monkeypatch):
+    """`--only-missing-outputs` after one variant's scores were deleted recomputes them, but
+    not the cross-variant summary and report read from them: the run says so, with the
+    command that recomputes exactly those."""
+    from kedro.io import DataCatalog
+    from kedro.pipeline import Pipeline, node
+    from kedro_datasets.json import JSONDataset
+
+    from fkr_kedro import hooks
+
+    pipelines = {
+        "evaluate": Pipeline([
+            node(_score, "params:a", "a.scores", name="a.score"),
+            node(_score, "params:b", "b.scores", name="b.score"),
+        ]),
+        "report": Pipeline([
+            node(_summarize, ["a.scores", "b.scores"], "summary", name="summarize"),
+            node(_score, "summary", "report", name="render"),
+        ]),
+    }
+    monkeypatch.setattr(hooks, "_pipelines_by_name", lambda: pipelines)
+    names = ("a.scores", "b.scores", "summary", "report")
+    catalog = DataCatalog({name: JSONDataset(filepath=str(tmp_path / f"{name}.json")) for name in names})
+    for name in names:
+        catalog.save(name, 1)
+    old = time.time() - 600
+    for name in names:
+        os.utime(tmp_path / f"{name}.json", (old, old))
+
+    def run(saved: list[str], ran: list[str]) -> str | None:
+        hook = hooks.StaleOutputsHook()
+        hook.before_pipeline_run({"env": "test"}, Pipeline([]), catalog)
+        for name in ran:
+            hook.after_node_run(next(n for p in pipelines.values() for n in p.nodes if n.name == name))
+        for name in saved:
+            catalog.save(name, 2)
+            hook.after_dataset_saved(name)
+        return hook.stale_advice()
+
+    advice = run(saved=["a.scores"], ran=["a.score"])
+    assert advice is not None and "2 output(s)" in advice and "report, summary" in advice
+    assert "`kedro run --env=test --from-nodes=summarize`" in advice
+    # The whole chain ran: nothing is stale.
+    assert run(saved=["a.scores", "summary", "report"], ran=["a.score", "summarize", "render"]) is None
+    # Saved but not rewritten (a variant kept on disk): nothing is stale.
+    for name in names:
+        os.utime(tmp_path / f"{name}.json", (old, old))
+    hook = hooks.StaleOutputsHook()
+    hook.before_pipeline_run({}, Pipeline([]), catalog)
+    hook.after_dataset_saved("a.scores")
+    assert hook.stale_advice() is None
