@@ -97,6 +97,9 @@ def test_every_model_directory_records_its_files(project):
         assert manifest[weights.name]["size"] == weights.stat().st_size
         assert {"config.json", weights.name} <= set(manifest) and MANIFEST_FILE not in manifest
         assert verify_weights(model_dir)["files"] == manifest
+        umask = os.umask(0)
+        os.umask(umask)
+        assert model_dir.stat().st_mode & 0o777 == 0o777 & ~umask  # not tempfile's 0700
     assert "fp" in json.loads((_variant(project) / "variant.json").read_text())["name"]
     # An intact variant loads.
     assert VariantModelDataset(str(_variant(project)), load_args={"device": "cpu"}).load().model is not None

@@ -54,6 +54,15 @@ def is_model_directory(path: str | Path) -> bool:
 # --- atomic writes --------------------------------------------------------------------------
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once at import: os.umask is process-wide, not thread-safe
+
+
 @contextmanager
 def staged_directory(target: str | Path) -> Iterator[Path]:
     """A fresh folder beside ``target`` to write into; on success it replaces ``target``, on
@@ -68,20 +77,12 @@ def staged_directory(target: str | Path) -> Iterator[Path]:
         yield staging
         if any(staging.glob(WEIGHT_GLOB)):
             write_manifest(staging)
+        os.chmod(staging, 0o777 & ~_UMASK)  # mkdtemp makes 0700
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()  # read once at import: os.umask is process-wide, not thread-safe
 
 
 @contextmanager
