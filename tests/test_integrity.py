@@ -248,14 +248,17 @@ def test_staging_of_a_dead_process_is_removed_and_of_a_live_one_kept(tmp_path):
         dead_file.write_text("{")
         # From before process ids were recorded: removed only once untouched for an hour.
         old, recent = variants / ".rtn_w4_g32.abcd1234", variants / ".rtn_w2_g32.efgh5678"
+        old_file = variants / ".recall.csv.ijkl9012.tmp"
         for folder in (old, recent):
             folder.mkdir()
-        os.utime(old, (time.time() - LEGACY_STAGING_AGE_S - 60,) * 2)
+        old_file.write_text("a,")
+        for stale in (old, old_file):
+            os.utime(stale, (time.time() - LEGACY_STAGING_AGE_S - 60,) * 2)
         kept = variants / "gptq_w4_g32"
         kept.mkdir()
 
         removed = remove_dead_staging(variants)
-        assert set(removed) == {dead_dir, dead_file, old}
+        assert set(removed) == {dead_dir, dead_file, old, old_file}
         assert live_dir.is_dir() and recent.is_dir() and kept.is_dir() and not dead_dir.exists()
     finally:
         live.kill()
@@ -360,7 +363,7 @@ def test_a_partial_run_warns_about_outputs_left_older_than_their_inputs(tmp_path
             node(_score, "summary", "report", name="render"),
         ]),
     }
-    monkeypatch.setattr(hooks, "_pipelines_by_name", lambda: pipelines)
+    monkeypatch.setattr(hooks, "project_pipelines", lambda: pipelines)
     names = ("a.scores", "b.scores", "summary", "report")
     catalog = DataCatalog({name: JSONDataset(filepath=str(tmp_path / f"{name}.json")) for name in names})
     for name in names:

@@ -111,7 +111,7 @@ class StaleOutputsHook:
         changed = {name for name in self._saved if self._rewritten(name)}
         if self._catalog is None or not changed:
             return None
-        pipelines = _pipelines_by_name()
+        pipelines = project_pipelines()
         stale, roots = stale_nodes(pipelines, changed, self._ran)
         on_disk = sorted(
             {o for n in stale for o in n.outputs if _dataset_filepath(self._catalog.get(o)) and self._catalog.exists(o)}
@@ -188,7 +188,7 @@ def missing_chain(missing: list[str], exists) -> list[str]:
     """The pipelines that must run, in order, to write the datasets ``missing``: their
     producers and, before them, the producers of those pipelines' own missing inputs
     (``exists(name)`` says whether a dataset is there)."""
-    producers = _pipelines_by_name()
+    producers = project_pipelines()
     order: list[str] = []
     visiting: set[str] = set()
 
@@ -218,7 +218,7 @@ def _producer(dataset_name: str, pipelines: dict) -> str | None:
     return None
 
 
-def _pipelines_by_name() -> dict:
+def project_pipelines() -> dict:
     """Every pipeline under ``pipelines/``, by name. Built here because ``kedro run
     --pipelines=NAME`` registers only the pipelines it runs."""
     import importlib

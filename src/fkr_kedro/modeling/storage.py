@@ -136,9 +136,9 @@ def _process_start_time(pid: int) -> float | None:
 
 def remove_dead_staging(folder: str | Path) -> list[Path]:
     """Remove the staging folders and files in ``folder`` whose writing process is dead
-    (a run killed while writing). Those of live processes stay; so do staging folders
-    without a process id (written before ids were recorded) until they are
-    :data:`LEGACY_STAGING_AGE_S` old. Returns what was removed."""
+    (a run killed while writing). Those of live processes stay; so does staging without a
+    process id (written before ids were recorded) until it is :data:`LEGACY_STAGING_AGE_S`
+    old. Returns what was removed."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
@@ -163,9 +163,14 @@ def remove_dead_staging(folder: str | Path) -> list[Path]:
 
 
 def _legacy_staging(entry: Path) -> bool:
-    """``.<target>.<8 random characters>`` (tempfile's folder names): a staging folder from
-    before process ids were recorded."""
-    return entry.is_dir() and not entry.is_symlink() and re.fullmatch(r"\.[^.].*\.[a-z0-9_]{8}", entry.name) is not None
+    """``.<target>.<8 random characters>`` (tempfile's folder names) or
+    ``.<target>.<8 random characters>.tmp`` (its file names): staging from before process
+    ids were recorded."""
+    if entry.is_symlink():
+        return False
+    if entry.is_dir():
+        return re.fullmatch(r"\.[^.].*\.[a-z0-9_]{8}", entry.name) is not None
+    return re.fullmatch(r"\.[^.].*\.[a-z0-9_]{8}\.tmp", entry.name) is not None
 
 
 # --- manifests ------------------------------------------------------------------------------
