@@ -116,6 +116,12 @@ def test_a_damaged_variant_is_refused_naming_it_and_the_rebuild_command(project,
         assert "`kedro run --namespaces=fp`" in message and "kedro run --pipeline=quantize" in message
 
 
+def test_a_weight_file_added_afterwards_is_refused(project):
+    shutil.copy(_weights(_variant(project)), _variant(project) / "model-extra.safetensors")
+    with pytest.raises(DatasetError, match=r"model-extra.safetensors were added after it was written"):
+        VariantModelDataset(str(_variant(project))).load()
+
+
 def test_a_damaged_base_model_is_refused_naming_the_train_pipeline(project):
     base = project / "data/06_models/base"
     _corrupt(_weights(base))

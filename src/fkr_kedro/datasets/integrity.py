@@ -26,6 +26,7 @@ from ..quantization.api import VARIANT_FILE
 log = logging.getLogger(__name__)
 
 SOURCE_FILE = "model_source.json"  # written by ModelSourceDataset for a dequantized GGUF
+_WARNED: set[Path] = set()
 
 
 def describe(path: Path) -> tuple[str, str, bool]:
@@ -68,7 +69,9 @@ def check_model_directory(path: Path) -> None:
     except ManifestMissingError as error:
         if variant:
             raise DatasetError(f"{what} at {path}: {error}; rebuild it with {rebuild}") from None
-        log.warning("%s at %s is loaded unverified: %s; rebuild it with %s to record one", what, path, error, rebuild)
+        if path.resolve() not in _WARNED:  # once per directory and process (stages load it again)
+            _WARNED.add(path.resolve())
+            log.warning("%s at %s is loaded unverified: %s; rebuild it with %s to record one", what, path, error, rebuild)
     except WeightsError as error:
         raise DatasetError(f"{what} at {path}: {error}; rebuild it with {rebuild}") from None
 

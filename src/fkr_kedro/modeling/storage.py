@@ -235,6 +235,9 @@ def verify_weights(model_dir: str | Path) -> dict:
             f"tool), so its files cannot be checked"
         )
     files = manifest["files"]
+    unlisted = sorted(p.name for p in model_dir.glob(WEIGHT_GLOB) if p.name not in files)
+    if unlisted:
+        raise WeightsError(f"weight file(s) {', '.join(unlisted)} were added after it was written (not in {MANIFEST_FILE})")
     for name, entry in files.items():
         path = model_dir / name
         if not path.is_file():
