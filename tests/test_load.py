@@ -4,6 +4,7 @@ GGUF file inside an installed package, and its errors."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -148,3 +149,49 @@ def test_a_gpu_source_stops_before_loading_on_a_cpu_machine():
     with pytest.raises(ModelSourceError, match="no CUDA GPU is visible.*docs/real_models.md"):
         check_device({"kind": "hub", "id": "Qwen/Qwen2.5-7B", "device": "cuda"})
     assert check_device({"kind": "hub", "id": "Qwen/Qwen2.5-7B", "device": "auto"}).device == "auto"
+
+
+def _hub_layout(cache: Path, lm: CausalLM) -> Path:
+    """``fkr-test/tiny-llama`` laid out as huggingface_hub writes it: snapshot files are
+    links to ``blobs/<sha256 of the content>``. Returns the snapshot folder."""
+    import hashlib
+    import shutil
+
+    repo = cache / "models--fkr-test--tiny-llama"
+    snapshot, blobs = repo / "snapshots" / COMMIT, repo / "blobs"
+    lm.save(snapshot)
+    blobs.mkdir()
+    for file in list(snapshot.iterdir()):
+        sha = hashlib.sha256(file.read_bytes()).hexdigest()
+        shutil.move(file, blobs / sha)
+        file.symlink_to(Path("../../blobs") / sha)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(COMMIT)
+    return snapshot
+
+
+def test_a_linked_hub_model_is_checked_against_its_blob_names(tmp_path, monkeypatch):
+    """A hub model's files are not ours to record, but the cache names each weight blob by
+    its sha256: a linked base model is verified against those names, and its content hash
+    (what its variants' fingerprints hold) is the same as that of a plain copy."""
+    from kedro.io import DatasetError
+
+    from fkr_kedro.modeling.storage import weights_digest
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    snapshot = _hub_layout(tmp_path / "cache", _tiny_lm())
+    base = tmp_path / "06_models" / "base"
+    dataset = ModelSourceDataset(str(base))
+    dataset.save({"kind": "hub", "id": "fkr-test/tiny-llama", "cache_dir": str(tmp_path / "cache"), "device": "cpu"})
+    assert base.is_symlink() and dataset.load().model is not None
+
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for file in snapshot.iterdir():
+        (copy / file.name).write_bytes(file.read_bytes())
+    assert weights_digest(base) == weights_digest(copy)
+
+    blob = (base / "model.safetensors").resolve()
+    blob.write_bytes(bytes(blob.stat().st_size))  # same size, zeros
+    with pytest.raises(DatasetError, match=r"base model \(a link to .*other bytes.*hf download"):
+        dataset.load()

@@ -30,9 +30,11 @@ class ActiveConfigHook:
 
 
 class MissingInputHook:
-    """A pipeline input that does not exist yet stops the run with the pipeline that writes
-    it (``probe_results does not exist yet ...: run `kedro run --pipeline=probe` first``),
-    checked when the input is about to be loaded."""
+    """A pipeline input that does not exist yet stops the run, once, with every pipeline that
+    has to run first, in order (``one_hop_scores does not exist yet ...: run `kedro run`
+    (data_prep -> train -> quantize -> evaluate), or `kedro run
+    --pipelines=data_prep,train,quantize,evaluate` first``), checked when the input is about
+    to be loaded. A single pipeline is named as before (`kedro run --pipeline=probe`)."""
 
     def __init__(self):
         self._catalog = None
@@ -47,15 +49,16 @@ class MissingInputHook:
     def before_dataset_loaded(self, dataset_name: str, node) -> None:
         if self._catalog is None or dataset_name not in self._free_inputs or self._catalog.exists(dataset_name):
             return
-        producer = _producing_pipeline(dataset_name)
-        if producer is None:
+        # Every missing input of the run, so that one message names everything to run first.
+        missing = sorted(name for name in self._free_inputs if not self._catalog.exists(name))
+        chain = missing_chain(missing, self._catalog.exists)
+        if not chain:
             return  # a raw input: the dataset's own error says what is missing
         from kedro.io import DatasetError
 
         where = _dataset_filepath(self._catalog.get(dataset_name))
         raise DatasetError(
-            f"{dataset_name} does not exist yet{f' ({where})' if where else ''}: the {producer!r} pipeline "
-            f"writes it; run `kedro run --pipeline={producer}` first"
+            f"{dataset_name} does not exist yet{f' ({where})' if where else ''}: {run_chain_advice(chain)}"
         )
 
     @hook_impl
@@ -67,25 +70,177 @@ class MissingInputHook:
         self._catalog = None
 
 
-def _producing_pipeline(dataset_name: str) -> str | None:
-    """The first pipeline under ``pipelines/`` that outputs the dataset. Built here because
-    ``kedro run --pipeline=NAME`` registers only the pipeline it runs."""
+class StaleOutputsHook:
+    """After a run that rewrote datasets without recomputing everything computed from them
+    (``--only-missing-outputs`` after one variant was removed, ``--namespaces=gptq_w4_g32``,
+    ``--pipeline=evaluate``): one warning naming the outputs on disk that are now older than
+    their inputs (the cross-variant summary tables, report.html) and the command that
+    recomputes them. Kedro itself reruns a node only when its own outputs are missing."""
+
+    def __init__(self):
+        self._catalog = None
+        self._run_params: dict[str, Any] = {}
+        self._ran: set[str] = set()
+        self._saved: set[str] = set()
+        self._start = 0.0
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        import time
+
+        self._catalog, self._run_params = catalog, dict(run_params or {})
+        self._ran, self._saved, self._start = set(), set(), time.time()
+
+    @hook_impl
+    def after_node_run(self, node) -> None:
+        self._ran.add(node.name)
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str) -> None:
+        self._saved.add(dataset_name)
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict[str, Any], run_result, pipeline, catalog) -> None:
+        try:
+            advice = self.stale_advice()
+        except Exception as error:  # never fail a finished run over a warning
+            log.debug("stale-output check skipped: %s", error)
+            advice = None
+        if advice:
+            log.warning(advice)
+        self._catalog = None
+
+    @hook_impl
+    def on_pipeline_error(self, error: Exception, run_params: dict[str, Any], pipeline, catalog) -> None:
+        self._catalog = None
+
+    def stale_advice(self) -> str | None:
+        """The warning for this run, or None when nothing on disk is older than its inputs."""
+        changed = {name for name in self._saved if self._rewritten(name)}
+        if self._catalog is None or not changed:
+            return None
+        pipelines = project_pipelines()
+        stale, roots = stale_nodes(pipelines, changed, self._ran)
+        on_disk = sorted(
+            {o for n in stale for o in n.outputs if _dataset_filepath(self._catalog.get(o)) and self._catalog.exists(o)}
+        )
+        if not on_disk:
+            return None
+        from .pipeline_registry import NOT_IN_DEFAULT
+
+        command = ["kedro run"]
+        env = self._run_params.get("env")
+        if env and env != "local":
+            command.append(f"--env={env}")
+        outside = sorted({name for name, p in pipelines.items() if name in NOT_IN_DEFAULT and set(p.nodes) & set(roots)})
+        if outside:
+            inside = sorted({name for name, p in pipelines.items() if set(p.nodes) & set(roots)})
+            command.append(f"--pipelines={','.join(inside)}")
+        command.append(f"--from-nodes={','.join(n.name for n in roots)}")
+        shown = ", ".join(on_disk[:8]) + (f" and {len(on_disk) - 8} more" if len(on_disk) > 8 else "")
+        return (
+            f"{len(on_disk)} output(s) on disk are now older than inputs this run rewrote, and were not "
+            f"recomputed: {shown}. Recompute them with `{' '.join(command)}` (without --only-missing-outputs)"
+        )
+
+    def _rewritten(self, dataset_name: str) -> bool:
+        """Whether the run changed the dataset's file or folder (a kept variant is saved
+        without being rewritten)."""
+        filepath = _dataset_filepath(self._catalog.get(dataset_name)) if self._catalog is not None else None
+        if filepath is None:
+            return False  # in memory: only nodes of this run read it
+        path = Path(filepath)
+        if not path.exists():
+            return False
+        times = [path.stat().st_mtime] + ([p.stat().st_mtime for p in path.iterdir()] if path.is_dir() else [])
+        return max(times) >= self._start - 1
+
+
+def stale_nodes(pipelines: dict, changed: set[str], ran: set[str]) -> tuple[list, list]:
+    """The nodes of ``pipelines`` that did not run (``ran``: node names) but read, directly
+    or through other such nodes, a dataset in ``changed``; and the first of them (those
+    that read no output of another). Transcoded names count as one dataset."""
+    from kedro.pipeline import Pipeline
+
+    def base(name: str) -> str:
+        return name.split("@")[0]
+
+    full = sum(pipelines.values(), Pipeline([]))
+    tainted = {base(name) for name in changed}
+    first_tainted = set(tainted)
+    stale, roots = [], []
+    for node in full.nodes:  # topologically sorted
+        if node.name in ran or not any(base(i) in tainted for i in node.inputs):
+            continue
+        stale.append(node)
+        if not any(base(i) in tainted - first_tainted for i in node.inputs):
+            roots.append(node)
+        tainted |= {base(o) for o in node.outputs}
+    return stale, roots
+
+
+def run_chain_advice(chain: list[str]) -> str:
+    """What to run for the pipelines of ``chain`` (in order): the default ``kedro run`` when
+    it holds them all, and the explicit list."""
+    from .pipeline_registry import NOT_IN_DEFAULT
+
+    if len(chain) == 1:
+        return f"the {chain[0]!r} pipeline writes it; run `kedro run --pipeline={chain[0]}` first"
+    explicit = f"`kedro run --pipelines={','.join(chain)}`"  # --pipeline (singular) takes one name
+    if any(name in NOT_IN_DEFAULT for name in chain):
+        return f"run {explicit} first ({' -> '.join(chain)})"
+    return f"run `kedro run` ({' -> '.join(chain)}), or {explicit} first"
+
+
+def missing_chain(missing: list[str], exists) -> list[str]:
+    """The pipelines that must run, in order, to write the datasets ``missing``: their
+    producers and, before them, the producers of those pipelines' own missing inputs
+    (``exists(name)`` says whether a dataset is there)."""
+    producers = project_pipelines()
+    order: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(dataset: str) -> None:
+        name = _producer(dataset, producers)
+        if name is None or name in order or name in visiting:
+            return
+        visiting.add(name)
+        for needed in sorted(producers[name].inputs()):
+            if not needed.startswith("params:") and not exists(needed):
+                visit(needed)
+        visiting.discard(name)
+        order.append(name)
+
+    for dataset in missing:
+        visit(dataset)
+    return order
+
+
+def _producer(dataset_name: str, pipelines: dict) -> str | None:
+    """The first pipeline that outputs the dataset (in any transcoding: ``base_model@hf``
+    writes what ``base_model@dir`` reads)."""
+    base = dataset_name.split("@")[0]
+    for name, pipeline in pipelines.items():
+        if base in {output.split("@")[0] for output in pipeline.all_outputs()}:
+            return name
+    return None
+
+
+def project_pipelines() -> dict:
+    """Every pipeline under ``pipelines/``, by name. Built here because ``kedro run
+    --pipelines=NAME`` registers only the pipelines it runs."""
     import importlib
     import pkgutil
 
-    from kedro.pipeline.transcoding import _strip_transcoding
-
     from . import pipelines as package
 
-    base = _strip_transcoding(dataset_name)
+    found = {}
     for module in sorted(m.name for m in pkgutil.iter_modules(package.__path__) if m.ispkg):
         try:
-            pipeline = importlib.import_module(f"{package.__name__}.{module}").create_pipeline()
+            found[module] = importlib.import_module(f"{package.__name__}.{module}").create_pipeline()
         except Exception:  # a pipeline that cannot be built here (its own error shows when it runs)
             continue
-        if base in {_strip_transcoding(o) for o in pipeline.all_outputs()}:
-            return module
-    return None
+    return found
 
 
 class MlflowVariantHook:

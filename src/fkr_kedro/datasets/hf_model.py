@@ -21,10 +21,9 @@ from kedro.io import AbstractDataset, DatasetError
 
 from ..modeling.load import CausalLM, ModelSource, as_source, load_causal_lm, load_model, model_directory
 from ..modeling.storage import is_model_directory, staged_directory
+from .integrity import SOURCE_FILE, check_model_directory, weights_problem
 
 log = logging.getLogger(__name__)
-
-SOURCE_FILE = "model_source.json"
 
 
 class HFModelDataset(AbstractDataset[CausalLM, CausalLM]):
@@ -40,6 +39,7 @@ class HFModelDataset(AbstractDataset[CausalLM, CausalLM]):
     def load(self) -> CausalLM:
         if not is_model_directory(self._path):
             raise DatasetError(f"no model directory at {self._path}: run the pipeline that produces it first")
+        check_model_directory(self._path)
         return load_causal_lm(self._path, **self._load_args)
 
     def save(self, data: CausalLM) -> None:
@@ -68,8 +68,11 @@ class ModelSourceDataset(AbstractDataset[ModelSource, CausalLM]):
         record = {**source.model_dump(), "source": source.label()}
         if source.kind == "gguf":
             if not self._path.is_symlink() and _recorded(self._path) == record:
-                log.info("Base model %s already dequantized at %s; kept", source.label(), self._path)
-                return
+                problem = weights_problem(self._path)
+                if problem is None:
+                    log.info("Base model %s already dequantized at %s; kept", source.label(), self._path)
+                    return
+                log.warning("Base model at %s: %s; dequantizing %s again", self._path, problem, source.label())
             lm = load_model(source.model_copy(update={"device": "cpu"}))
             _unlink_if_link(self._path)
             with staged_directory(self._path) as staging:
@@ -96,6 +99,7 @@ class ModelSourceDataset(AbstractDataset[ModelSource, CausalLM]):
     def load(self) -> CausalLM:
         if not is_model_directory(self._path):
             raise DatasetError(f"no base model at {self._path}: run `kedro run --pipeline=train` first")
+        check_model_directory(self._path)
         source = _recorded(self._path)
         device = source.get("device", "auto") if source else "auto"
         return load_causal_lm(self._path, device=device, dtype=source.get("dtype", "auto") if source else "auto")
