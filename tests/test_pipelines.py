@@ -27,10 +27,9 @@ def test_registry_lists_every_pipeline(monkeypatch):
 
 
 @pytest.mark.slow
-def test_data_prep_and_train_run_end_to_end(kedro_project):
-    run_kedro(kedro_project, pipeline="data_prep")
-    run_kedro(kedro_project, pipeline="train")
-
+def test_the_test_study_trains_quantizes_and_evaluates(tracked_study):
+    """On the outputs of the one `kedro run --env=test` of the suite (tests/tracked_study.py)."""
+    kedro_project = tracked_study.project
     model_dir = kedro_project / "data/06_models/base"
     assert (model_dir / "model.safetensors").exists() and (model_dir / "config.json").exists()
     assert not list(model_dir.glob("*.bin")) and not list(model_dir.glob("*.pkl"))
@@ -50,9 +49,7 @@ def test_data_prep_and_train_run_end_to_end(kedro_project):
     # on the one-hop facts it was trained on (20 cities, 10 companies: chance <= 1/6).
     assert metrics["one_hop.accuracy"] > 0.3
 
-    # Quantize and evaluate every variant of the test configuration.
-    run_kedro(kedro_project, pipeline="quantize")
-    run_kedro(kedro_project, pipeline="evaluate")
+    # Every variant of the test configuration was quantized and evaluated.
     table = pd.read_csv(kedro_project / "data/08_reporting/recall_by_variant.csv")
     headline = table[table["relation"].isna()].pivot(index="variant", columns="metric", values="value")
     assert set(headline.index) == {"fp", "bnb_int8", "bnb_nf4", "gptq_w4_g32", "rtn_w2_g32"}
@@ -79,10 +76,9 @@ def metrics_relations(metrics: dict) -> list[str]:
 def test_a_bad_variant_stops_the_run_before_anything_loads(kedro_project):
     from fkr_kedro.quantization.variants import VariantError
 
-    params = kedro_project / "conf/test/parameters.yml"
-    params.write_text(params.read_text() + "  bnb_w3: {method: bnb_nf4, bits: 3}\n")
     with pytest.raises(VariantError, match=r"variant 'bnb_w3'.*does not support 3-bit.*use bits in \[4\]"):
-        run_kedro(kedro_project)  # the default pipeline, data_prep first
+        # the default pipeline, data_prep first; --params adds a variant to the configured ones
+        run_kedro(kedro_project, params={"variants": {"bnb_w3": {"method": "bnb_nf4", "bits": 3}}})
     assert not (kedro_project / "data/05_model_input/one_hop_prompts.parquet").exists()
 
 
