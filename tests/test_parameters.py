@@ -111,8 +111,9 @@ def test_kedro_run_stops_before_anything_is_written(kedro_project):
     data["world"]["n_peple"] = 10
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ParameterError) as error:
-        run_kedro(kedro_project, params={"training": {"steps": 0}})
+        run_kedro(kedro_project, params={"training": {"steps": 0}, "evaluation_sample": {"max_per_relation": 0}})
     message = str(error.value)
+    assert "evaluation_sample.max_per_relation (--params): Input should be greater than 0" in message
     assert "world.n_peple (conf/test/parameters.yml): unknown key" in message
     assert "training.steps (--params): Input should be greater than 0" in message
     assert not any(p.is_file() for p in (kedro_project / "data").rglob("*"))
