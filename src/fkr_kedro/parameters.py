@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from .analysis.capture import CaptureConfig
 from .analysis.probes import ProbeConfig
@@ -42,24 +42,72 @@ class EvaluationSample(_Settings):
     seed: int = 0
 
 
+OneHopSource = Literal["synthetic", "world_facts", "lre", "none"]
+TwoHopSource = Literal["synthetic", "world_facts", "twohopfact", "none"]
+# What each ``source`` stands for: (one-hop source, two-hop source).
+SOURCE_PAIRS: dict[str, tuple[str, str]] = {
+    "synthetic": ("synthetic", "synthetic"),
+    "world_facts": ("world_facts", "world_facts"),
+    "lre_twohopfact": ("lre", "twohopfact"),
+}
+
+
 class KnowledgeSettings(_Settings):
-    source: KnowledgeSource = "synthetic"
+    """Where the evaluation prompts come from: ``source`` names a pair, or ``one_hop`` and
+    ``two_hop`` choose each side (``none`` leaves that side empty), e.g. LRE alone:
+    ``{one_hop: lre, two_hop: none}``. The synthetic world is both sides or neither: the
+    train pipeline trains on it."""
+
+    source: KnowledgeSource | None = "synthetic"
+    one_hop: OneHopSource = "synthetic"
+    two_hop: TwoHopSource = "synthetic"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sides(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if data.get("one_hop") or data.get("two_hop"):
+            if data.get("source") is not None:
+                raise ValueError(
+                    "set either source or one_hop/two_hop, not both (on the command line: "
+                    "--params=knowledge.source=null,knowledge.one_hop=lre)"
+                )
+            return {"source": None, "one_hop": data.get("one_hop") or "none", "two_hop": data.get("two_hop") or "none", **{
+                k: v for k, v in data.items() if k not in ("source", "one_hop", "two_hop")
+            }}
+        source = data.get("source") or "synthetic"
+        if source in SOURCE_PAIRS:
+            data["one_hop"], data["two_hop"] = SOURCE_PAIRS[source]
+        return data
+
+    @model_validator(mode="after")
+    def _compatible(self) -> KnowledgeSettings:
+        if (self.one_hop == "synthetic") != (self.two_hop == "synthetic"):
+            raise ValueError(
+                f"one_hop {self.one_hop!r} with two_hop {self.two_hop!r}: the synthetic world is both sides or "
+                f"neither (the train pipeline trains on it); use source: synthetic"
+            )
+        if self.one_hop == self.two_hop == "none":
+            raise ValueError("one_hop and two_hop are both 'none': choose at least one source")
+        return self
 
 
 class LreSettings(_Settings):
     """LRE's relations: a local folder, downloaded from ``url`` when missing."""
 
     path: str = "../shared/data/lre"
-    url: str | None = None
-    archive_folder: str = "data"
-    relation_types: list[str] | None = None  # None: every type
+    url: str | None = "https://github.com/evandez/relations/archive/refs/heads/main.zip"
+    archive_folder: str = "relations-main/data"  # the folder of the archive that holds the relations
+    relation_types: list[str] | None = ["factual", "commonsense", "linguistic", "bias"]  # None: every type
     template_index: Annotated[int, Field(ge=0)] = 0
     place_on_tokens: bool = True  # subjects must start and end on the model's token boundaries
 
 
 class TwoHopFactSettings(_Settings):
     path: str = "data/01_raw/TwoHopFact.csv"
-    url: str | None = None
+    url: str | None = "https://huggingface.co/datasets/soheeyang/TwoHopFact/resolve/main/TwoHopFact.csv"
 
 
 class DataPrepParameters(_Settings):

@@ -117,6 +117,9 @@ def score_prompts(
     aliases = aliases if aliases is not None else [[a] for a in answers]
     frame = pd.DataFrame({"prompt": list(prompts), "answer": list(answers), "aliases": [list(a) for a in aliases]})
     unique = frame.drop_duplicates(["prompt", "answer"]).reset_index(drop=True)
+    if unique.empty:  # a study without prompts of this kind (e.g. LRE alone, no two-hop chains)
+        return frame[["prompt", "answer"]].assign(generated=pd.Series(dtype=object), correct=pd.Series(dtype=bool),
+                                                  answer_logprob=pd.Series(dtype=float))
     if max_new_tokens is None:
         # Longest answer in tokens, plus one to see where the name ends.
         longest = max(len(tokenizer(" " + a, add_special_tokens=False)["input_ids"]) for a in unique["answer"])

@@ -112,3 +112,17 @@ def prompt_summary(one_hop: pd.DataFrame, two_hop: pd.DataFrame) -> dict:
         "two_hop_chance": chance_rates(two_hop).to_dict(),
         "evaluation_prompts": {"one_hop": len(one_hop), "two_hop": len(two_hop)},
     }
+
+
+def empty_one_hop() -> pd.DataFrame:
+    """A one-hop table with no rows (a study without one-hop prompts)."""
+    return pd.DataFrame({column: pd.Series(dtype=_dtype(column)) for column in ONE_HOP_COLUMNS})
+
+
+def empty_two_hop() -> pd.DataFrame:
+    """A two-hop table with no rows (a study without two-hop prompts)."""
+    return pd.DataFrame({column: pd.Series(dtype=_dtype(column)) for column in TWO_HOP_COLUMNS})
+
+
+def _dtype(column: str) -> str:
+    return "int64" if column.endswith(("_start", "_end")) else "object"

@@ -1,5 +1,5 @@
 """Nodes of the data_prep pipeline: the evaluation prompts and calibration texts from the
-chosen knowledge source (``knowledge.source``): the synthetic world, the project's world
+chosen knowledge sources (``knowledge``): the synthetic world, the project's world
 facts, or the papers' datasets (LRE and TwoHopFact)."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import pandas as pd
 
 from fkr_kedro.knowledge.download import fetch_file, fetch_zip_folder
 from fkr_kedro.knowledge.lre import read_lre
-from fkr_kedro.knowledge.schema import prompt_summary, sample_per_group
+from fkr_kedro.knowledge.schema import empty_one_hop, empty_two_hop, prompt_summary, sample_per_group
 from fkr_kedro.knowledge.twohopfact import read_twohopfact
 from fkr_kedro.knowledge.world import WorldConfig, generate_world
 from fkr_kedro.knowledge.world_facts import FACTS_VERSION, load_world_facts
 from fkr_kedro.modeling.load import ModelSource, load_tokenizer
-from fkr_kedro.parameters import EvaluationSample, LreSettings, TwoHopFactSettings
+from fkr_kedro.parameters import EvaluationSample, KnowledgeSettings, LreSettings, TwoHopFactSettings
 
 log = logging.getLogger(__name__)
 
@@ -81,34 +81,67 @@ def prepare_world_facts(evaluation_sample: EvaluationSample) -> tuple[pd.DataFra
     return one_hop, two_hop, "\n".join(corpus) + "\n", summary
 
 
-def prepare_paper_datasets(
-    lre: LreSettings, twohopfact: TwoHopFactSettings, base_model: ModelSource, evaluation_sample: EvaluationSample
+def prepare_knowledge_sources(
+    knowledge: KnowledgeSettings,
+    lre: LreSettings,
+    twohopfact: TwoHopFactSettings,
+    base_model: ModelSource,
+    evaluation_sample: EvaluationSample,
 ) -> tuple[pd.DataFrame, pd.DataFrame, str, dict, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """LRE (one-hop) and TwoHopFact (two-hop) from local copies, downloaded into data/01_raw
-    when missing and the network allows. Subjects are placed on the base model's tokens;
-    what cannot be placed or mapped is returned in report tables, never dropped silently."""
-    folder = fetch_zip_folder(lre.path, lre.url, lre.archive_folder, "LRE relations")
-    tokenizer = load_tokenizer(base_model) if lre.place_on_tokens else None
-    report = read_lre(folder, lre.relation_types, lre.template_index, tokenizer)
-    csv_path = fetch_file(twohopfact.path, twohopfact.url, "TwoHopFact CSV")
-    chains = read_twohopfact(csv_path)
-    one_hop, two_hop = _sample(report.one_hop, chains.chains, evaluation_sample)
-    corpus = [f"{p} {o}." for p, o in zip(one_hop["prompt"], one_hop["object"])]
+    """One-hop prompts from ``knowledge.one_hop`` (LRE, the world facts or none) and two-hop
+    chains from ``knowledge.two_hop`` (TwoHopFact, the world facts or none), each read from a
+    local copy (downloaded into data/01_raw when missing and the network allows). LRE subjects
+    are placed on the base model's tokens; what cannot be placed or mapped is returned in
+    report tables, never dropped silently. Calibration texts are one statement per evaluated
+    one-hop fact (or, without one-hop prompts, per chain)."""
+    sources, summary = [], {}
+    lre_counts = lre_unplaced = twohopfact_rejected = pd.DataFrame()
+    facts = load_world_facts() if "world_facts" in (knowledge.one_hop, knowledge.two_hop) else None
+    if knowledge.one_hop == "lre":
+        folder = fetch_zip_folder(lre.path, lre.url, lre.archive_folder, "LRE relations")
+        tokenizer = load_tokenizer(base_model) if lre.place_on_tokens else None
+        report = read_lre(folder, lre.relation_types, lre.template_index, tokenizer)
+        one_hop, lre_counts, lre_unplaced = report.one_hop, report.counts, report.unplaced
+        sources.append(f"LRE ({folder})")
+        summary["lre"] = report.summary()
+        log.info(
+            "LRE: %d facts in %d relations, %d placed, %d not placed (see lre_unplaced)",
+            summary["lre"]["facts"], summary["lre"]["relations"], summary["lre"]["placed"], summary["lre"]["unplaced"],
+        )
+    elif knowledge.one_hop == "world_facts":
+        one_hop = facts.one_hop_table()
+        sources.append(f"world facts v{FACTS_VERSION}")
+    else:
+        one_hop = empty_one_hop()
+    if knowledge.two_hop == "twohopfact":
+        csv_path = fetch_file(twohopfact.path, twohopfact.url, "TwoHopFact CSV")
+        chains = read_twohopfact(csv_path)
+        two_hop, twohopfact_rejected = chains.chains, chains.rejected
+        sources.append(f"TwoHopFact ({Path(csv_path).name})")
+        summary["twohopfact"] = chains.summary()
+        log.info("TwoHopFact: %d chains, %d rejected", summary["twohopfact"]["chains"], summary["twohopfact"]["rejected"])
+    elif knowledge.two_hop == "world_facts":
+        two_hop = facts.two_hop_table()
+        sources.append(f"world facts v{FACTS_VERSION} (chains)")
+    else:
+        two_hop = empty_two_hop()
+    one_hop, two_hop = _sample(one_hop, two_hop, evaluation_sample)
+    if len(one_hop):
+        corpus = [f"{p} {o}." for p, o in zip(one_hop["prompt"], one_hop["object"])]
+        calibration = "one statement per evaluated one-hop fact"
+    else:
+        corpus = [f"{p} {o}." for p, o in zip(two_hop["prompt_two_hop"], two_hop["e3"])]
+        calibration = "one statement per evaluated two-hop chain"
     prompts = prompt_summary(one_hop, two_hop)
     summary = {
-        "source": f"LRE ({folder}) and TwoHopFact ({Path(csv_path).name})",
-        "lre": report.summary(),
-        "twohopfact": chains.summary(),
+        "source": " and ".join(sources) + (" (one-hop only)" if knowledge.two_hop == "none" else "")
+        + (" (two-hop only)" if knowledge.one_hop == "none" else ""),
+        **summary,
         "facts": one_hop.groupby("relation").size().to_dict(),
         "two_hop_chains": prompts["two_hop_chains"],
         "two_hop_chance": prompts["two_hop_chance"],
         "evaluation_prompts": prompts["evaluation_prompts"],
         "corpus_statements": len(corpus),
-        "calibration_texts": "one statement per evaluated LRE fact",
+        "calibration_texts": calibration,
     }
-    log.info(
-        "LRE: %d facts in %d relations, %d placed, %d not placed (see lre_unplaced); TwoHopFact: %d chains, %d rejected",
-        summary["lre"]["facts"], summary["lre"]["relations"], summary["lre"]["placed"], summary["lre"]["unplaced"],
-        summary["twohopfact"]["chains"], summary["twohopfact"]["rejected"],
-    )
-    return one_hop, two_hop, "\n".join(corpus) + "\n", summary, report.counts, report.unplaced, chains.rejected
+    return one_hop, two_hop, "\n".join(corpus) + "\n", summary, lre_counts, lre_unplaced, twohopfact_rejected

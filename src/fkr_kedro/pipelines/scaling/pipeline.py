@@ -20,7 +20,7 @@ SHARED = {"train_corpus", "one_hop_prompts", "two_hop_prompts", "scaling_in_cont
 
 def create_pipeline(**kwargs) -> Pipeline:
     params = study_parameters()
-    if params.scaling is None or params.knowledge.source != "synthetic":
+    if params.scaling is None or params.knowledge.one_hop != "synthetic":
         return Pipeline([])  # the sweep trains models on the synthetic world only
     settings = params.scaling.validate_all()
     task = Pipeline(
