@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fkr_kedro.analysis.scaling import (
+from fkr_kedro.knowledge.chance import chance_rate
+from fkr_kedro.knowledge.utilization import InContextConfig, fictional_people, in_context_task
+from fkr_kedro.scaling.fit import (
     FACTORS,
     ScalingFitError,
     adjusted_accuracy,
@@ -20,7 +22,6 @@ from fkr_kedro.analysis.scaling import (
     fit_study,
     fit_task,
 )
-from fkr_kedro.knowledge.utilization import InContextConfig, chance_rate, fictional_people, in_context_task
 
 TRUE = {"alpha": -0.6, "beta": -2.5, "gamma": -0.4, "delta": 0.3}
 LOG_A = 4.0
@@ -160,12 +161,12 @@ def test_in_context_task_holds_bridges_out(tiny_world):
         r2 = row.composition.split(">")[1]
         assert tiny_world.facts[r2][row.bridge] == row.answer
         assert row.prompt.startswith(f"{row.subject} ") and f" {row.bridge} ; {row.subject} " in row.prompt
-    assert 0 < chance_rate(held) < 1
+    assert 0 < chance_rate(held, "composition", "answer") < 1
 
 
 def test_chance_rate_is_the_best_constant_guess():
     prompts = pd.DataFrame({"composition": ["a"] * 4 + ["b"] * 2, "answer": ["x", "x", "x", "y", "u", "v"]})
-    assert chance_rate(prompts) == pytest.approx((4 * 0.75 + 2 * 0.5) / 6)
+    assert chance_rate(prompts, "composition", "answer") == pytest.approx((4 * 0.75 + 2 * 0.5) / 6)
 
 
 # --- the resumable sweep ----------------------------------------------------------------------

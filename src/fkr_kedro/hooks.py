@@ -65,17 +65,20 @@ def _producing_pipeline(dataset_name: str) -> str | None:
     import importlib
     import pkgutil
 
-    from kedro.pipeline.transcoding import _strip_transcoding
+    from kedro.pipeline.transcoding import TRANSCODING_SEPARATOR
 
     from . import pipelines as package
 
-    base = _strip_transcoding(dataset_name)
+    def base_name(name: str) -> str:  # "x@pandas" -> "x" (Kedro's transcoding)
+        return name.split(TRANSCODING_SEPARATOR, 1)[0]
+
+    base = base_name(dataset_name)
     for module in sorted(m.name for m in pkgutil.iter_modules(package.__path__) if m.ispkg):
         try:
             pipeline = importlib.import_module(f"{package.__name__}.{module}").create_pipeline()
         except Exception:  # a pipeline that cannot be built here (its own error shows when it runs)
             continue
-        if base in {_strip_transcoding(o) for o in pipeline.all_outputs()}:
+        if base in {base_name(o) for o in pipeline.all_outputs()}:
             return module
     return None
 

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from fkr_kedro.knowledge.chance import chance_rates
 from fkr_kedro.knowledge.download import fetch_file, fetch_zip_folder
 from fkr_kedro.knowledge.lre import read_lre
 from fkr_kedro.knowledge.twohopfact import read_twohopfact
-from fkr_kedro.knowledge.world import WorldConfig, chance_rates, generate_world
+from fkr_kedro.knowledge.world import WorldConfig, generate_world
 from fkr_kedro.knowledge.world_facts import FACTS_VERSION, load_world_facts
-from fkr_kedro.modeling.load import load_tokenizer
+from fkr_kedro.modeling.load import load_source_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def prepare_paper_datasets(
     when missing and the network allows. Subjects are placed on the base model's tokens;
     what cannot be placed or mapped is returned in report tables, never dropped silently."""
     folder = fetch_zip_folder(lre["path"], lre.get("url"), lre.get("archive_folder", "data"), "LRE relations")
-    tokenizer = load_tokenizer(base_model) if lre.get("place_on_tokens", True) else None
+    tokenizer = load_source_tokenizer(base_model) if lre.get("place_on_tokens", True) else None
     report = read_lre(folder, lre.get("relation_types"), int(lre.get("template_index", 0)), tokenizer)
     csv_path = fetch_file(twohopfact["path"], twohopfact.get("url"), "TwoHopFact CSV")
     chains = read_twohopfact(csv_path)
