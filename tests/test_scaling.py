@@ -13,6 +13,7 @@ import pytest
 
 from fkr_kedro.knowledge.chance import chance_rate
 from fkr_kedro.knowledge.utilization import InContextConfig, fictional_people, in_context_task
+from fkr_kedro.reporting.figures import scaling_predicted_vs_observed
 from fkr_kedro.scaling.fit import (
     FACTORS,
     ScalingFitError,
@@ -138,6 +139,13 @@ def test_a_task_at_chance_everywhere_is_reported_not_fitted():
     assert study.metrics["ku.fitted"] == 0.0 and study.metrics["ku.points_in_fit"] == 0
     assert study.conclusion["comparisons"]["ku"]["status"] == "not_fitted"
     assert set(study.exponents["task"]) == {"km"}
+    # The figure: one panel per task; the unfitted task says so and counts its points at chance.
+    fig = scaling_predicted_vs_observed(study.points)
+    km_ax, ku_ax = fig.axes
+    assert km_ax.get_title() == f"km (0 of {len(law_points())} points at or below chance)"
+    assert km_ax.get_xscale() == "log" and len(km_ax.collections) == 4  # one marker set per model size
+    assert ku_ax.get_title() == f"ku ({len(at_chance)} of {len(at_chance)} points at or below chance)"
+    assert [t.get_text() for t in ku_ax.texts] == ["not fitted"]
 
 
 # --- the in-context utilization task --------------------------------------------------------

@@ -17,7 +17,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator, PercentFormatter
 
-from .tables import headline, layer_metric, neuron_retention, variant_order
+from .tables import StudyTables, headline, layer_metric, neuron_retention, variant_order
 
 METHOD_COLORS = {
     "fp": "black",
@@ -218,19 +218,11 @@ def cnst_scores(cnst: pd.DataFrame, recall: pd.DataFrame, reference: str = "fp")
     return fig
 
 
-def variant_layers(
-    variant: str,
-    recall: pd.DataFrame,
-    probes: pd.DataFrame,
-    entrec: pd.DataFrame,
-    attribution: pd.DataFrame,
-    drift: pd.DataFrame,
-    cnst: pd.DataFrame,
-    reference: str = "fp",
-) -> Figure:
+def variant_layers(variant: str, tables: StudyTables, reference: str = "fp") -> Figure:
     """One variant against full precision, layer by layer: probe accuracy, EntRec, neuron
     retention and drift; its recall and CnstScore in the title."""
-    info = headline(recall)
+    probes, entrec, attribution, drift = tables.probes, tables.entrec, tables.attribution, tables.drift
+    info = headline(tables.recall)
     fig, axes = _subplots(2, 2, figsize=(12, 7.4), layout="constrained")
     (ax_probe, ax_entrec), (ax_neurons, ax_drift) = axes
     colors = dict(zip(PROBE_TITLES, ["tab:purple", "tab:blue", "tab:green", "tab:orange"]))
@@ -279,7 +271,7 @@ def variant_layers(
     for ax in (ax_probe, ax_entrec, ax_drift):
         _layer_axis(ax, layer_metric(drift, "cosine").index if ax is ax_drift else curves.index)
 
-    fig.suptitle(_variant_title(variant, info, cnst, reference), fontsize=12)
+    fig.suptitle(_variant_title(variant, info, tables.cnst, reference), fontsize=12)
     return fig
 
 

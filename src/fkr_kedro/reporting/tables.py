@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
+
+
+@dataclass(frozen=True)
+class StudyTables:
+    """The tidy tables of one study that the summary table, the findings and the per-variant
+    figure read together: ``recall_by_variant`` and the probe, EntRec, attribution, drift and
+    CnstScore results (``variant``, ``layer``, ``metric``, ``value`` ...)."""
+
+    recall: pd.DataFrame
+    probes: pd.DataFrame
+    entrec: pd.DataFrame
+    attribution: pd.DataFrame
+    drift: pd.DataFrame
+    cnst: pd.DataFrame
 
 
 def headline(recall: pd.DataFrame) -> pd.DataFrame:

@@ -14,7 +14,7 @@ from fkr_kedro.reporting import figures
 from fkr_kedro.reporting.describe import describe_dataset, describe_model
 from fkr_kedro.reporting.findings import ReportSettings, findings, summary_table
 from fkr_kedro.reporting.html import ReportFigure, Section, format_table, render
-from fkr_kedro.reporting.tables import headline
+from fkr_kedro.reporting.tables import StudyTables, headline
 
 # The cross-variant figures: catalog name (``{name}_plot``), title and caption in the report.
 FIGURES = {
@@ -97,7 +97,9 @@ def plot_variant_layers(
             f"every configured variant is measured"
         )
     return _with_png(
-        figures.variant_layers(variant, recall, probes, entrec, attribution, drift, cnst, _settings(report).reference)
+        figures.variant_layers(
+            variant, StudyTables(recall, probes, entrec, attribution, drift, cnst), _settings(report).reference
+        )
     )
 
 
@@ -131,9 +133,10 @@ def build_report(
     if len(images) != len(figure_names) + len(variants):
         raise ValueError(f"{len(images)} images for {len(figure_names)} figures and {len(variants)} variants")
     settings = _settings(report)
-    summary = summary_table(recall, probes, entrec, attribution, drift, cnst, settings)
+    tables = StudyTables(recall, probes, entrec, attribution, drift, cnst)
+    summary = summary_table(tables, settings)
     chains = two_hop_prompts["split"].value_counts().to_dict() if "split" in two_hop_prompts else {}
-    sentences = findings(recall, probes, entrec, attribution, drift, cnst, chains, settings)
+    sentences = findings(tables, chains, settings)
     percent = [c for c in summary.columns if c.startswith(("one-hop recall", "two-hop", "answer probe")) or "retained" in c]
     cross = [ReportFigure(FIGURES[name][0], image, FIGURES[name][1]) for name, image in zip(figure_names, images)]
     info = headline(recall)
