@@ -32,7 +32,8 @@ import yaml
 from fkr_kedro.analysis.capture import char_span_to_last_token
 from fkr_kedro.analysis.probes import majority_rate, make_probe
 from fkr_kedro.analysis.recall import evaluate_one_hop, evaluate_two_hop, summarize_recall
-from fkr_kedro.knowledge.world import TWO_HOP_GRAMMARS, World, WorldConfig, chance_rates, generate_world
+from fkr_kedro.knowledge.chance import chance_rates
+from fkr_kedro.knowledge.world import TWO_HOP_GRAMMARS, World, WorldConfig, generate_world
 from fkr_kedro.modeling.tokenizer import build_word_tokenizer
 from fkr_kedro.modeling.train import ModelShape, TrainConfig, train_causal_lm
 

@@ -1,5 +1,6 @@
-"""The rules of docs/architecture.md, read from the source: which package may import which,
-no Kedro in the library, no private names across modules, no import cycles."""
+"""The layer rules of docs/architecture.md, read from the source: which library package may
+import which, and no Kedro in the library (tests/test_imports.py checks private names and
+import cycles)."""
 
 from __future__ import annotations
 
@@ -71,39 +72,3 @@ def test_library_packages_import_only_the_layers_below_and_never_kedro(package):
                 if layer and layer != package and layer not in LIBRARY[package]:
                     problems.append(f"{module} imports {imported} ({layer} is not below {package})")
     assert not problems, "\n".join(problems)
-
-
-def test_no_module_imports_a_private_name_of_another():
-    problems = []
-    for module, path in MODULES.items():
-        for target, names in _imports(path):
-            if target.startswith("fkr_kedro") or target.split(".")[0] in ("kedro", "kedro_mlflow", "mlflow"):
-                private = [n for n in names if n.startswith("_") and not n.startswith("__")]
-                private += [part for part in target.split(".") if part.startswith("_") and not part.startswith("__")]
-                if private and target != module:
-                    problems.append(f"{module}: from {target} import {', '.join(private)}")
-    assert not problems, "\n".join(problems)
-
-
-def test_no_import_cycles():
-    graph = {
-        module: {t for target, names in _imports(path) for t in _project_target(target, names) if t in MODULES and t != module}
-        for module, path in MODULES.items()
-    }
-    # Importing a package runs its __init__, which is not a cycle through the package itself.
-    cycles = []
-    state: dict[str, int] = {}
-
-    def visit(node: str, stack: list[str]) -> None:
-        state[node] = 1
-        for nxt in sorted(graph[node]):
-            if state.get(nxt) == 1 and not node.startswith(nxt + "."):
-                cycles.append(" -> ".join(stack[stack.index(nxt):] + [node, nxt]) if nxt in stack else f"{node} -> {nxt}")
-            elif nxt not in state:
-                visit(nxt, stack + [node])
-        state[node] = 2
-
-    for module in sorted(graph):
-        if module not in state:
-            visit(module, [])
-    assert not cycles, "\n".join(cycles)

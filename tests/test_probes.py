@@ -13,12 +13,17 @@ from fkr_kedro.analysis.probes import (
     DEFAULT_PROBES,
     ProbeConfig,
     ProbeSpec,
-    chance_rates,
     entity_split,
     run_probe,
     run_probes,
     shuffle_labels,
 )
+
+
+def chance_rates(results: pd.DataFrame) -> pd.Series:
+    """The chance rate (majority class of the test split) of each probe in a results table."""
+    return results[results["metric"] == "chance"].groupby("probe")["value"].first()
+
 
 SPEC = ProbeSpec("subject", "one_hop.resid_post.subject", "one_hop", "object", "subject", "relation")
 

@@ -19,10 +19,22 @@ from fkr_kedro.analysis.neurons import (
     attribution_table,
     neuron_contributions,
     tau_threshold,
-    top_neurons,
 )
 from fkr_kedro.analysis.readouts import cnst_components, cnst_score, cross_entropy, entrec, unembed_logprobs
 from fkr_kedro.modeling.tokenizer import build_word_tokenizer
+
+
+def top_neurons(scores: AttributionScores, k: int = 10) -> pd.DataFrame:
+    """The ``k`` highest-scoring FFN neurons of each prompt: row, rank, layer, neuron, score."""
+    flat = scores.ffn.flatten(1)
+    vals, idx = torch.topk(flat, min(k, flat.shape[1]), dim=1)
+    d_mlp = scores.ffn.shape[2]
+    out = []
+    for p in range(len(flat)):
+        for r in range(vals.shape[1]):
+            out.append((int(scores.rows[p]), r, int(idx[p, r]) // d_mlp, int(idx[p, r]) % d_mlp, float(vals[p, r])))
+    return pd.DataFrame(out, columns=["row", "rank", "layer", "neuron", "score"])
+
 
 FAST = CaptureConfig(batch_size=16, max_act_prompts=None, progress=False)
 

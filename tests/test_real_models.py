@@ -9,7 +9,7 @@ import torch
 
 from fkr_kedro.analysis.recall import is_whole_name_match, normalize, strip_article
 from fkr_kedro.knowledge.schema import SchemaError
-from fkr_kedro.knowledge.world_facts import RELATIONS, check_facts, load_world_facts
+from fkr_kedro.knowledge.world_facts import FACT_RELATIONS, check_facts, load_world_facts
 from fkr_kedro.modeling.load import ModelSourceError, as_source
 from fkr_kedro.quantization.variants import VariantSpec, validate_variants
 
@@ -26,7 +26,7 @@ def world_facts():
 
 def test_world_facts_are_a_few_hundred_valid_rows(world_facts):
     one_hop = world_facts.one_hop_table()  # validates the schema and every subject span
-    assert len(world_facts.facts) >= 400 and set(one_hop["relation"]) == set(RELATIONS)
+    assert len(world_facts.facts) >= 400 and set(one_hop["relation"]) == set(FACT_RELATIONS)
     assert not one_hop.duplicated(["relation", "subject"]).any()
     assert all(o == a[0] for o, a in zip(one_hop["object"], one_hop["object_aliases"]))
     # Prompts stop before the object (some subjects name it: "the Great Wall of China").

@@ -14,7 +14,7 @@ from PIL import Image
 
 from fkr_kedro.reporting import figures
 from fkr_kedro.reporting.findings import ReportSettings, findings, summary_table
-from fkr_kedro.reporting.tables import neuron_retention
+from fkr_kedro.reporting.tables import StudyTables, neuron_retention
 from tracked_study import kedro
 
 VARIANTS = ("fp", "bnb_int8", "bnb_nf4", "gptq_w4_g32", "rtn_w2_g32")
@@ -71,9 +71,7 @@ def tables() -> dict[str, pd.DataFrame]:
 
 
 def _findings(tables, **settings):
-    t = tables
-    return findings(t["recall"], t["probes"], t["entrec"], t["attribution"], t["drift"], t["cnst"],
-                    {"seen": 100, "held_out": 100}, ReportSettings(**settings))
+    return findings(StudyTables(**tables), {"seen": 100, "held_out": 100}, ReportSettings(**settings))
 
 
 def test_sentences_state_what_known_numbers_show(tables):
@@ -106,9 +104,7 @@ def test_thresholds_change_the_words(tables):
 
 
 def test_summary_table_numbers(tables):
-    t = tables
-    summary = summary_table(t["recall"], t["probes"], t["entrec"], t["attribution"], t["drift"], t["cnst"],
-                            ReportSettings())
+    summary = summary_table(StudyTables(**tables), ReportSettings())
     assert list(summary.index) == ["fp", "a", "b"]
     assert summary.loc["a", "one-hop vs fp (points)"] == pytest.approx(-5.0)
     assert summary.loc["a", "fp's top neurons retained"] == pytest.approx(0.35)

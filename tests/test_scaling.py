@@ -11,7 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fkr_kedro.analysis.scaling import (
+from fkr_kedro.knowledge.chance import chance_rate
+from fkr_kedro.knowledge.utilization import InContextConfig, fictional_people, in_context_task
+from fkr_kedro.reporting.figures import scaling_predicted_vs_observed
+from fkr_kedro.scaling.fit import (
     FACTORS,
     ScalingFitError,
     adjusted_accuracy,
@@ -20,7 +23,6 @@ from fkr_kedro.analysis.scaling import (
     fit_study,
     fit_task,
 )
-from fkr_kedro.knowledge.utilization import InContextConfig, chance_rate, fictional_people, in_context_task
 
 TRUE = {"alpha": -0.6, "beta": -2.5, "gamma": -0.4, "delta": 0.3}
 LOG_A = 4.0
@@ -137,6 +139,13 @@ def test_a_task_at_chance_everywhere_is_reported_not_fitted():
     assert study.metrics["ku.fitted"] == 0.0 and study.metrics["ku.points_in_fit"] == 0
     assert study.conclusion["comparisons"]["ku"]["status"] == "not_fitted"
     assert set(study.exponents["task"]) == {"km"}
+    # The figure: one panel per task; the unfitted task says so and counts its points at chance.
+    fig = scaling_predicted_vs_observed(study.points)
+    km_ax, ku_ax = fig.axes
+    assert km_ax.get_title() == f"km (0 of {len(law_points())} points at or below chance)"
+    assert km_ax.get_xscale() == "log" and len(km_ax.collections) == 4  # one marker set per model size
+    assert ku_ax.get_title() == f"ku ({len(at_chance)} of {len(at_chance)} points at or below chance)"
+    assert [t.get_text() for t in ku_ax.texts] == ["not fitted"]
 
 
 # --- the in-context utilization task --------------------------------------------------------
@@ -160,12 +169,12 @@ def test_in_context_task_holds_bridges_out(tiny_world):
         r2 = row.composition.split(">")[1]
         assert tiny_world.facts[r2][row.bridge] == row.answer
         assert row.prompt.startswith(f"{row.subject} ") and f" {row.bridge} ; {row.subject} " in row.prompt
-    assert 0 < chance_rate(held) < 1
+    assert 0 < chance_rate(held, "composition", "answer") < 1
 
 
 def test_chance_rate_is_the_best_constant_guess():
     prompts = pd.DataFrame({"composition": ["a"] * 4 + ["b"] * 2, "answer": ["x", "x", "x", "y", "u", "v"]})
-    assert chance_rate(prompts) == pytest.approx((4 * 0.75 + 2 * 0.5) / 6)
+    assert chance_rate(prompts, "composition", "answer") == pytest.approx((4 * 0.75 + 2 * 0.5) / 6)
 
 
 # --- the resumable sweep ----------------------------------------------------------------------

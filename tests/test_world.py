@@ -3,7 +3,8 @@ import dataclasses
 import pytest
 
 from fkr_kedro.knowledge.schema import SchemaError, validate_one_hop
-from fkr_kedro.knowledge.world import RELATIONS, WorldConfig, chance_rates, generate_world
+from fkr_kedro.knowledge.chance import chance_rates
+from fkr_kedro.knowledge.world import RELATIONS, WorldConfig, generate_world
 
 SMALL = WorldConfig(
     n_people=300, n_cities=20, n_countries=6, n_continents=3, n_companies=10, n_landmarks=20,

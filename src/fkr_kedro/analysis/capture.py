@@ -78,6 +78,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from ..modeling.structure import block_modules, decoder_layers, input_device, unwrap_model
 from .readouts import cnst_components
 
 FP16_MAX = 65504.0
@@ -186,16 +187,6 @@ class ActivationCache:
             metadata = dict(f.metadata() or {})
         return cls(tensors=load_file(str(path), device=device), metadata=metadata)
 
-    def summary(self) -> pd.DataFrame:
-        """One row per tensor: key, shape, dtype, megabytes."""
-        return pd.DataFrame(
-            [
-                (k, tuple(v.shape), str(v.dtype).replace("torch.", ""), v.numel() * v.element_size() / 2**20)
-                for k, v in sorted(self.tensors.items())
-            ],
-            columns=["key", "shape", "dtype", "mb"],
-        )
-
 
 @pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class CaptureConfig:
@@ -224,41 +215,8 @@ class CaptureConfig:
 
 
 # ----------------------------------------------------------------------------------------
-# Model structure (modules only, never weights)
+# Recording with forward hooks
 # ----------------------------------------------------------------------------------------
-
-
-def unwrap_model(model):
-    """The transformers model inside a wrapper (e.g. a GPTQModel object keeps it in ``.model``)."""
-    if not hasattr(model, "get_output_embeddings") and hasattr(model, "model"):
-        return model.model
-    return model
-
-
-def decoder_layers(model) -> Sequence[torch.nn.Module]:
-    model = unwrap_model(model)
-    for owner in (getattr(model, "base_model", None), getattr(model, "model", None), model):
-        layers = getattr(owner, "layers", None)
-        if layers is not None:
-            return layers
-    raise AttributeError(f"cannot find the decoder layers of {type(model).__name__} (expected .model.layers)")
-
-
-def block_modules(layer: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module]:
-    """(attention, mlp, mlp.down_proj) of one Llama/Qwen/Mistral-style decoder layer."""
-    attn = getattr(layer, "self_attn", None)
-    mlp = getattr(layer, "mlp", None)
-    down = getattr(mlp, "down_proj", None) if mlp is not None else None
-    if attn is None or mlp is None or down is None:
-        raise AttributeError(
-            f"{type(layer).__name__} has no self_attn / mlp / mlp.down_proj: only Llama-style blocks "
-            "(Llama, Qwen2, Mistral, ...) are supported; fused quantized MLPs hide down_proj"
-        )
-    return attn, mlp, down
-
-
-def input_device(model) -> torch.device:
-    return unwrap_model(model).get_input_embeddings().weight.device
 
 
 def _first(out):

@@ -45,8 +45,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .capture import ActivationCache, block_modules, decoder_layers, unwrap_model
-from .readouts import _compute_dtype, final_norm
+from ..modeling.structure import block_modules, compute_dtype, decoder_layers, final_norm, module_device, unwrap_model
+from .capture import ActivationCache
 
 
 @dataclass
@@ -86,7 +86,7 @@ class _Readout:
             raise ValueError(f"norm must be 'final_scale' or 'renorm', got {norm_mode!r}")
         self.norm = final_norm(model)
         self.head = model.get_output_embeddings()
-        self.dtype = _compute_dtype(self.norm, getattr(model, "dtype", torch.float32))
+        self.dtype = compute_dtype(self.norm, getattr(model, "dtype", torch.float32))
         self.device = next(self.head.parameters()).device
         self.mode = norm_mode
         self.eps = float(getattr(self.norm, "variance_epsilon", getattr(self.norm, "eps", 1e-6)))
@@ -171,7 +171,7 @@ def attribute(
             mlp[p, layer] = (readout.logp(h_mid + mlp_out[p, layer].float()[None], w, ref) - base_mid).item()
 
             _, _, down = block_modules(layers[layer])
-            dev = _module_device(down, readout.device)
+            dev = module_device(down, readout.device)
             act = act_all[p, layer].to(dev, down_dtype)  # mlp_act slot p holds table row rows_all[p]
             contrib = torch.cat([neuron_contributions(down, act, s, min(s + 4096, d_mlp)).float() for s in range(0, d_mlp, 4096)])
             h_mid_dev = h_mid.to(contrib.device)
@@ -199,12 +199,6 @@ def attribute(
     return AttributionScores(rows=rows.clone(), answer_token=answer.clone(), ffn=ffn, attn=attn, mlp=mlp, metadata=metadata)
 
 
-def _module_device(module: torch.nn.Module, fallback: torch.device) -> torch.device:
-    for t in list(module.parameters()) + list(module.buffers()):
-        return t.device
-    return fallback
-
-
 def _first_order(readout: _Readout, h: torch.Tensor, w: int, ref, contrib: torch.Tensor) -> torch.Tensor:
     """grad_h log p(w | h) . v for every neuron's v (rows of ``contrib``)."""
     with torch.enable_grad():
@@ -219,18 +213,6 @@ def tau_threshold(reference: AttributionScores, top_k: int = 300) -> torch.Tenso
     flat = reference.ffn.flatten(1)
     k = min(top_k, flat.shape[1])
     return torch.topk(flat, k, dim=1).values[:, -1]
-
-
-def top_neurons(scores: AttributionScores, k: int = 10) -> pd.DataFrame:
-    """The ``k`` highest-scoring FFN neurons of each prompt: row, rank, layer, neuron, score."""
-    flat = scores.ffn.flatten(1)
-    vals, idx = torch.topk(flat, min(k, flat.shape[1]), dim=1)
-    d_mlp = scores.ffn.shape[2]
-    out = []
-    for p in range(len(flat)):
-        for r in range(vals.shape[1]):
-            out.append((int(scores.rows[p]), r, int(idx[p, r]) // d_mlp, int(idx[p, r]) % d_mlp, float(vals[p, r])))
-    return pd.DataFrame(out, columns=["row", "rank", "layer", "neuron", "score"])
 
 
 def attribution_table(
@@ -266,18 +248,10 @@ def attribution_table(
     return pd.DataFrame(rows, columns=["variant", "layer", "metric", "value"])
 
 
-def summarize_attribution(table: pd.DataFrame) -> pd.DataFrame:
-    """Per variant: neurons above tau in total, and total attention vs FFN contribution drop."""
-    wide = table.pivot_table(index="variant", columns="metric", values="value", aggfunc="sum")
-    return wide[["neurons_above_tau", "top_neurons_retained", "attn_drop", "ffn_drop"]].reset_index()
-
-
 __all__ = [
     "AttributionScores",
     "attribute",
     "attribution_table",
     "neuron_contributions",
-    "summarize_attribution",
     "tau_threshold",
-    "top_neurons",
 ]

@@ -249,8 +249,3 @@ def run_probes(
     if not frames:
         raise ValueError("no probe could run: the caches or the tables lack every probe's site")
     return pd.concat(frames, ignore_index=True)
-
-
-def chance_rates(results: pd.DataFrame) -> pd.Series:
-    """The chance rate (majority class of the test split) of each probe."""
-    return results[results["metric"] == "chance"].groupby("probe")["value"].first()

@@ -22,7 +22,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-if TYPE_CHECKING:  # capture imports this module
+from ..modeling.structure import compute_dtype, final_norm, unwrap_model
+
+if TYPE_CHECKING:  # for annotations only: capture imports this module
     from .capture import ActivationCache
 
 
@@ -76,34 +78,12 @@ def cnst_table(cache: ActivationCache, two_hop: pd.DataFrame | None = None) -> p
 # ----------------------------------------------------------------------------------------
 
 
-def final_norm(model) -> torch.nn.Module:
-    """The final norm module (``model.model.norm`` for Llama/Qwen/Mistral)."""
-    from .capture import unwrap_model
-
-    model = unwrap_model(model)
-    for owner in (getattr(model, "base_model", None), getattr(model, "model", None), model):
-        for name in ("norm", "final_layernorm", "ln_f"):
-            module = getattr(owner, name, None) if owner is not None else None
-            if isinstance(module, torch.nn.Module):
-                return module
-    raise AttributeError(f"cannot find the final norm of {type(model).__name__} (expected .model.norm)")
-
-
-def _compute_dtype(module: torch.nn.Module, fallback: torch.dtype) -> torch.dtype:
-    for p in module.parameters():
-        if p.is_floating_point():
-            return p.dtype
-    return fallback
-
-
 def unembed_logprobs(model, hidden: torch.Tensor, normed: bool = False) -> torch.Tensor:
     """float32 log softmax(lm_head(FinalNorm(hidden))) over the vocabulary, for ``[..., d]``.
     With ``normed=True`` the final norm is skipped (``hidden`` is already normed)."""
-    from .capture import unwrap_model
-
     model = unwrap_model(model)
     norm, head = final_norm(model), model.get_output_embeddings()
-    dtype = _compute_dtype(norm, getattr(model, "dtype", torch.float32))
+    dtype = compute_dtype(norm, getattr(model, "dtype", torch.float32))
     device = next(iter(head.parameters()), hidden).device
     x = hidden.to(device=device, dtype=dtype)
     if not normed:

@@ -22,7 +22,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..knowledge.world import chance_rates
+from ..knowledge.chance import chance_rates
+from ..modeling.structure import module_device
 
 
 ARTICLES = ("the", "a", "an")
@@ -52,16 +53,12 @@ def is_whole_name_match(generated: str, aliases: Sequence[str]) -> bool:
     return False
 
 
-def model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 @torch.inference_mode()
 def greedy_continuations(
     model, tokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 256, progress: bool = False
 ) -> list[str]:
     """Greedy continuation of each prompt (special tokens dropped)."""
-    device = model_device(model)
+    device = module_device(model)
     out: list[str] = []
     for i in tqdm(range(0, len(prompts), batch_size), desc="generate", disable=not progress):
         enc = tokenizer(
@@ -83,7 +80,7 @@ def answer_logprobs(
     model, tokenizer, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 256
 ) -> np.ndarray:
     """Sum of log p(answer tokens | prompt), teacher-forced, for ``prompt + " " + answer``."""
-    device = model_device(model)
+    device = module_device(model)
     scores = np.zeros(len(prompts))
     for i in range(0, len(prompts), batch_size):
         ps, ans = prompts[i : i + batch_size], answers[i : i + batch_size]

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .chance import chance_rates
+
 ONE_HOP_COLUMNS = [
     "relation",
     "subject",
@@ -105,8 +107,6 @@ def sample_per_group(table: pd.DataFrame, by: list[str], max_rows: int, seed: in
 def prompt_summary(one_hop: pd.DataFrame, two_hop: pd.DataFrame) -> dict:
     """What the evaluation prompts hold: chains per composition and split, their chance
     rates, and the number of prompts of each table."""
-    from .world import chance_rates
-
     return {
         "two_hop_chains": two_hop.groupby(["composition", "split"]).size().unstack(fill_value=0).to_dict("index"),
         "two_hop_chance": chance_rates(two_hop).to_dict(),

@@ -101,7 +101,7 @@ def read_twohopfact(csv_path: str | Path, split: str = "held_out") -> TwoHopFact
                     "reason": str(exc),
                 }
             )
-    out = pd.DataFrame(chains, columns=TWO_HOP_COLUMNS + ["source_row"])
+    out = pd.DataFrame(chains, columns=TWO_HOP_COLUMNS)
     out = out.astype({"mention_start": int, "mention_end": int})
     out = validate_two_hop(out, source=f"TwoHopFact {csv_path}")
     return TwoHopFactTable(

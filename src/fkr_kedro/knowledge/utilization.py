@@ -109,13 +109,6 @@ def in_context_task(world: World, config: InContextConfig) -> InContextTask:
     return InContextTask(statements, prompts)
 
 
-def chance_rate(prompts: pd.DataFrame) -> float:
-    """Accuracy of the best constant guess per composition (its most frequent answer),
-    averaged over the prompts."""
-    best = prompts.groupby("composition")["answer"].agg(lambda s: s.value_counts(normalize=True).iloc[0])
-    return float(prompts["composition"].map(best).mean())
-
-
 def _prompt(r1: str, r2: str, subject: str, bridge: str) -> str:
     context = RELATIONS[r1].templates[CONTEXT_TEMPLATE].format(s=subject, o=bridge)
     return f"{context}{SEPARATOR}{QUESTIONS[(r1, r2)].format(s=subject)}"

@@ -275,11 +275,6 @@ def generate_world(config: WorldConfig) -> World:
     return World(config=config, entities=entities, facts=facts, held_out=held_out)
 
 
-def chance_rates(two_hop: pd.DataFrame) -> pd.Series:
-    """Per composition, the accuracy of the best constant guess (the most frequent e3)."""
-    return two_hop.groupby("composition")["e3"].agg(lambda s: s.value_counts(normalize=True).iloc[0])
-
-
 def _balanced_assignment(rng: random.Random, domain: list[str], range_: list[str]) -> dict[str, str]:
     """Map each domain entity to a range entity, every range entity used equally often (+-1)."""
     objects = [range_[i % len(range_)] for i in range(len(domain))]

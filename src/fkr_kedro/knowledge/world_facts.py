@@ -45,7 +45,7 @@ class FactRelation:
     statement: str = "{prompt} {o}."
 
 
-RELATIONS: dict[str, FactRelation] = {
+FACT_RELATIONS: dict[str, FactRelation] = {
     "country_capital": FactRelation("The capital of {s} is", "the capital of {s}"),
     "country_continent": FactRelation("{s} is located on the continent of", "the continent of {s}"),
     "landmark_country": FactRelation("{s} is located in the country of", "the country where {s} is located"),
@@ -65,7 +65,7 @@ class WorldFacts:
     def one_hop_table(self) -> pd.DataFrame:
         rows = []
         for rec in self.facts.itertuples(index=False):
-            prompt, start = fill(RELATIONS[rec.relation].template, rec.subject, rec.article)
+            prompt, start = fill(FACT_RELATIONS[rec.relation].template, rec.subject, rec.article)
             rows.append((rec.relation, rec.subject, rec.object, prompt, start, start + len(rec.subject), list(rec.object_aliases)))
         table = pd.DataFrame(
             rows, columns=["relation", "subject", "object", "prompt", "subject_start", "subject_end", "object_aliases"]
@@ -80,8 +80,8 @@ class WorldFacts:
             e2 = first["object"]
             second = _lookup(index, r2, e2, f"chain's second hop (bridge of {e1!r})")
             e2_article = _article_of(index, e2)
-            mention = RELATIONS[r1].mention.format(s=_with_article(e1, first["article"]))
-            prompt_two_hop, start = fill(RELATIONS[r2].template, mention, "")
+            mention = FACT_RELATIONS[r1].mention.format(s=_with_article(e1, first["article"]))
+            prompt_two_hop, start = fill(FACT_RELATIONS[r2].template, mention, "")
             # A sentence-initial mention is capitalised ("The country where ...").
             mention_text = prompt_two_hop[start : start + len(mention)]
             rows.append(
@@ -91,8 +91,8 @@ class WorldFacts:
                     "prompt_two_hop": prompt_two_hop,
                     "mention_start": start,
                     "mention_end": start + len(mention_text),
-                    "prompt_one_hop": fill(RELATIONS[r2].template, e2, e2_article)[0],
-                    "prompt_first_hop": fill(RELATIONS[r1].template, e1, first["article"])[0],
+                    "prompt_one_hop": fill(FACT_RELATIONS[r2].template, e2, e2_article)[0],
+                    "prompt_first_hop": fill(FACT_RELATIONS[r1].template, e1, first["article"])[0],
                     "e2_aliases": list(first["object_aliases"]),
                     "e3_aliases": list(second["object_aliases"]),
                     # No model saw these chains stated as such: all held out.
@@ -129,9 +129,9 @@ def load_world_facts() -> WorldFacts:
 
 
 def check_facts(facts: pd.DataFrame) -> None:
-    unknown = sorted(set(facts["relation"]) - set(RELATIONS))
+    unknown = sorted(set(facts["relation"]) - set(FACT_RELATIONS))
     if unknown:
-        raise SchemaError(f"world facts: unknown relations {unknown}; known: {sorted(RELATIONS)}")
+        raise SchemaError(f"world facts: unknown relations {unknown}; known: {sorted(FACT_RELATIONS)}")
     empty = facts[(facts[["relation", "subject", "object"]] == "").any(axis=1)]
     if len(empty):
         raise SchemaError(f"world facts: empty fields in rows {empty.index.tolist()[:5]}")
@@ -163,7 +163,7 @@ def _with_article(name: str, article: str) -> str:
 
 
 def _lookup(index: pd.DataFrame, relation: str, subject: str, what: str) -> pd.Series:
-    if relation not in RELATIONS:
+    if relation not in FACT_RELATIONS:
         raise SchemaError(f"two-hop chains: unknown relation {relation!r} in the {what}")
     try:
         return index.loc[(relation, subject)]

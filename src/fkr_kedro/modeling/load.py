@@ -174,7 +174,7 @@ def load_model(source: ModelSource | dict[str, Any], **model_kwargs: Any) -> Cau
     return load_causal_lm(model_directory(source), **common, **model_kwargs)
 
 
-def load_tokenizer(source: ModelSource | dict[str, Any]) -> PreTrainedTokenizerBase:
+def load_source_tokenizer(source: ModelSource | dict[str, Any]) -> PreTrainedTokenizerBase:
     """The source's tokenizer alone (cheap: no weights), e.g. to place subjects on tokens."""
     source = as_source(source)
     if source.kind == "gguf":

@@ -13,10 +13,11 @@ import itertools
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator, PercentFormatter
 
-from .tables import headline, layer_metric, neuron_retention, variant_order
+from .tables import StudyTables, headline, layer_metric, neuron_retention, variant_order
 
 METHOD_COLORS = {
     "fp": "black",
@@ -217,19 +218,11 @@ def cnst_scores(cnst: pd.DataFrame, recall: pd.DataFrame, reference: str = "fp")
     return fig
 
 
-def variant_layers(
-    variant: str,
-    recall: pd.DataFrame,
-    probes: pd.DataFrame,
-    entrec: pd.DataFrame,
-    attribution: pd.DataFrame,
-    drift: pd.DataFrame,
-    cnst: pd.DataFrame,
-    reference: str = "fp",
-) -> Figure:
+def variant_layers(variant: str, tables: StudyTables, reference: str = "fp") -> Figure:
     """One variant against full precision, layer by layer: probe accuracy, EntRec, neuron
     retention and drift; its recall and CnstScore in the title."""
-    info = headline(recall)
+    probes, entrec, attribution, drift = tables.probes, tables.entrec, tables.attribution, tables.drift
+    info = headline(tables.recall)
     fig, axes = _subplots(2, 2, figsize=(12, 7.4), layout="constrained")
     (ax_probe, ax_entrec), (ax_neurons, ax_drift) = axes
     colors = dict(zip(PROBE_TITLES, ["tab:purple", "tab:blue", "tab:green", "tab:orange"]))
@@ -278,7 +271,7 @@ def variant_layers(
     for ax in (ax_probe, ax_entrec, ax_drift):
         _layer_axis(ax, layer_metric(drift, "cosine").index if ax is ax_drift else curves.index)
 
-    fig.suptitle(_variant_title(variant, info, cnst, reference), fontsize=12)
+    fig.suptitle(_variant_title(variant, info, tables.cnst, reference), fontsize=12)
     return fig
 
 
@@ -298,6 +291,51 @@ def _variant_title(variant: str, info: pd.DataFrame, cnst: pd.DataFrame, referen
         if reference in score.index and variant != reference:
             title += f" ({reference} {score[reference]:.2f})"
     return title
+
+
+def scaling_predicted_vs_observed(points: pd.DataFrame) -> Figure:
+    """One panel per task: observed vs predicted -ln(Acc_adj) on log axes, one colour per
+    model size, filled markers for fitted points, open ones for points left out of the fit
+    (e.g. 2-bit); points at or below chance have no observed value and are counted in the
+    panel title. ``points`` is the scaling study's points table
+    (:func:`fkr_kedro.scaling.fit.fit_study`)."""
+    quantized = points[points["method"] != "fp"]
+    tasks = list(dict.fromkeys(quantized["task"]))
+    fig, axes = _subplots(1, max(1, len(tasks)), figsize=(4.6 * max(1, len(tasks)), 4.4), squeeze=False, layout=None)
+    models = sorted(quantized["model"].unique(), key=lambda m: quantized.loc[quantized["model"] == m, "n_params"].iloc[0])
+    colours = dict(zip(models, colormaps["viridis"](np.linspace(0.05, 0.9, len(models)))))
+    for ax, task in zip(axes[0], tasks):
+        rows = quantized[quantized["task"] == task]
+        shown = rows.dropna(subset=["observed_neg_log_acc_adj", "predicted_neg_log_acc_adj"])
+        for model in models:
+            for in_fit, marker_face in ((True, None), (False, "none")):
+                part = shown[(shown["model"] == model) & (shown["in_fit"] == in_fit)]
+                if part.empty:
+                    continue
+                n = int(part["n_params"].iloc[0])
+                ax.scatter(
+                    part["observed_neg_log_acc_adj"], part["predicted_neg_log_acc_adj"],
+                    color=colours[model], facecolors=marker_face if marker_face else colours[model],
+                    marker="o" if in_fit else "s", s=30,
+                    label=f"{model} (N={n:,})" + ("" if in_fit else ", not in fit"),
+                )
+        if not shown.empty:
+            values = pd.concat([shown["observed_neg_log_acc_adj"], shown["predicted_neg_log_acc_adj"]])
+            lo, hi = values.min() / 1.5, values.max() * 1.5
+            ax.plot([lo, hi], [lo, hi], color="grey", lw=1, ls="--")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        else:
+            ax.text(0.5, 0.5, "not fitted", ha="center", va="center", transform=ax.transAxes)
+        below = int((rows["excluded_reason"] == "at_or_below_chance").sum())
+        ax.set_title(f"{task} ({below} of {len(rows)} points at or below chance)", fontsize=9)
+        ax.set_xlabel("observed -ln(Acc_adj)")
+        ax.set_ylabel("predicted -ln(Acc_adj)")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6, loc="upper left")
+    fig.suptitle("Scaling law: predicted vs observed (open squares: left out of the fit)", fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 def _subplots(nrows: int = 1, ncols: int = 1, figsize=None, squeeze: bool = True, layout="constrained", **kwargs):

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from .tables import headline, layer_metric, neuron_retention, variant_order
+from .tables import StudyTables, headline, layer_metric, neuron_retention, variant_order
 
 
 class ReportSettings(BaseModel):
@@ -28,19 +28,11 @@ class ReportSettings(BaseModel):
     drift_site: str = "two_hop.resid_post.mention"
 
 
-def summary_table(
-    recall: pd.DataFrame,
-    probes: pd.DataFrame,
-    entrec: pd.DataFrame,
-    attribution: pd.DataFrame,
-    drift: pd.DataFrame,
-    cnst: pd.DataFrame,
-    settings: ReportSettings,
-) -> pd.DataFrame:
+def summary_table(tables: StudyTables, settings: ReportSettings) -> pd.DataFrame:
     """One row per variant (reference first, then by effective bits)."""
     ref = settings.reference
-    info = headline(recall)
-    order = variant_order(recall, ref)
+    info = headline(tables.recall)
+    order = variant_order(tables.recall, ref)
     table = pd.DataFrame(index=pd.Index(order, name="variant"))
     table["method"] = info["method"]
     table["bits"] = info["bits"]
@@ -58,47 +50,38 @@ def summary_table(
     ):
         if metric in info:
             table[column] = info[metric]
-    answer = layer_metric(probes, "transfer_accuracy", probe="answer")
+    answer = layer_metric(tables.probes, "transfer_accuracy", probe="answer")
     if not answer.empty:
         table[f"answer probe, layer {answer.index.max()}"] = answer.iloc[-1]
-    entrec_all = layer_metric(entrec, "entrec_mean", split="all")
+    entrec_all = layer_metric(tables.entrec, "entrec_mean", split="all")
     if not entrec_all.empty:
         table[f"EntRec, layer {entrec_all.index.max()}"] = entrec_all.iloc[-1]
-    retained = layer_metric(attribution, "top_neurons_retained")
+    retained = layer_metric(tables.attribution, "top_neurons_retained")
     if ref in retained:
         table[f"{ref}'s top neurons retained"] = retained.sum() / retained[ref].sum()
-    cka = layer_metric(drift, "cka", site=settings.drift_site)
+    cka = layer_metric(tables.drift, "cka", site=settings.drift_site)
     if not cka.empty:
         table[f"CKA, layer {cka.index.max()}"] = cka.iloc[-1]
-    scores = cnst[(cnst["metric"] == "cnst_score") & (cnst["split"] == "all")].set_index("variant")["value"]
-    table["CnstScore"] = scores
+    cnst = tables.cnst
+    table["CnstScore"] = cnst[(cnst["metric"] == "cnst_score") & (cnst["split"] == "all")].set_index("variant")["value"]
     return table
 
 
-def findings(
-    recall: pd.DataFrame,
-    probes: pd.DataFrame,
-    entrec: pd.DataFrame,
-    attribution: pd.DataFrame,
-    drift: pd.DataFrame,
-    cnst: pd.DataFrame,
-    chains_per_split: Mapping[str, int],
-    settings: ReportSettings,
-) -> list[str]:
+def findings(tables: StudyTables, chains_per_split: Mapping[str, int], settings: ReportSettings) -> list[str]:
     """Sentences on recall, composition, probes, EntRec, neurons, drift and CnstScore."""
     ref = settings.reference
-    info = headline(recall)
+    info = headline(tables.recall)
     if ref not in info.index:
         raise ValueError(f"the recall table has no {ref!r} rows: the findings compare every variant against it")
-    order = [v for v in variant_order(recall, ref) if v != ref]
+    order = [v for v in variant_order(tables.recall, ref) if v != ref]
     out = [_recall_loss(info, order, settings), *_best_per_bits(info, order)]
     out += _composition(info, chains_per_split, ref)
     for probe in ("answer", "bridge"):
-        sentence = _probe_drop(probes, probe, order, settings)
+        sentence = _probe_drop(tables.probes, probe, order, settings)
         if sentence:
             out.append(sentence)
-    out += [s for s in (_entrec(entrec, order, settings), _neurons(attribution, order, ref),
-                        _drift(drift, order, settings), _cnst(cnst, order, ref)) if s]
+    out += [s for s in (_entrec(tables.entrec, order, settings), _neurons(tables.attribution, order, ref),
+                        _drift(tables.drift, order, settings), _cnst(tables.cnst, order, ref)) if s]
     return out
 
 

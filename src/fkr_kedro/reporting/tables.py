@@ -7,6 +7,20 @@ from dataclasses import dataclass
 import pandas as pd
 
 
+@dataclass(frozen=True)
+class StudyTables:
+    """The tidy tables of one study that the summary table, the findings and the per-variant
+    figure read together: ``recall_by_variant`` and the probe, EntRec, attribution, drift and
+    CnstScore results (``variant``, ``layer``, ``metric``, ``value`` ...)."""
+
+    recall: pd.DataFrame
+    probes: pd.DataFrame
+    entrec: pd.DataFrame
+    attribution: pd.DataFrame
+    drift: pd.DataFrame
+    cnst: pd.DataFrame
+
+
 def headline(recall: pd.DataFrame) -> pd.DataFrame:
     """One row per variant (in the table's order): method, bits, group size, calibration size
     and every variant-level metric of the ``recall_by_variant`` table as columns."""
@@ -43,19 +57,3 @@ def neuron_retention(attribution: pd.DataFrame, reference: str = "fp") -> pd.Dat
         raise ValueError(f"the attribution table has no {reference!r} rows to compare against")
     base = retained[reference].where(retained[reference] > 0)
     return retained.div(base, axis=0)
-
-
-@dataclass(frozen=True)
-class StudyResults:
-    """The study's six tidy result tables, as the evaluate and probe pipelines write them."""
-
-    recall: pd.DataFrame  # recall_by_variant
-    probes: pd.DataFrame  # probe_results
-    entrec: pd.DataFrame  # entrec_results
-    attribution: pd.DataFrame  # attribution_results
-    drift: pd.DataFrame  # drift_results
-    cnst: pd.DataFrame  # cnst_results
-
-    def tables(self) -> tuple[pd.DataFrame, ...]:
-        """The tables in field order."""
-        return (self.recall, self.probes, self.entrec, self.attribution, self.drift, self.cnst)

@@ -32,8 +32,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..analysis.recall import score_prompts
-from ..knowledge.utilization import chance_rate as in_context_chance
-from ..knowledge.world import chance_rates
+from ..knowledge.chance import chance_rate
 from ..modeling.load import CausalLM
 from ..modeling.storage import is_model_directory, staged_directory, staged_file
 from ..modeling.tokenizer import build_word_tokenizer
@@ -45,6 +44,23 @@ from ..quantization.variants import VariantSpec, variant_name
 log = logging.getLogger(__name__)
 
 TRAINING_FILE = "training.json"
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """What one model size is trained on: the corpus, the shape and the training settings."""
+
+    corpus: tuple[str, ...]
+    shape: ModelShape
+    training: TrainConfig
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A trained model size: its directory and its training record."""
+
+    path: Path
+    record: dict  # training.json: fingerprint, n_params, final_loss, seconds
 
 
 # --- tasks ---------------------------------------------------------------------------------
@@ -79,27 +95,20 @@ def task_from_table(name: str, tier: str, table: pd.DataFrame, prompt: str, answ
     )
 
 
-def one_hop_chance(one_hop: pd.DataFrame) -> float:
-    """Accuracy of the best constant guess per relation (its most frequent object),
-    averaged over the facts."""
-    best = one_hop.groupby("relation")["object"].agg(lambda s: s.value_counts(normalize=True).iloc[0])
-    return float(one_hop["relation"].map(best).mean())
-
-
 def scaling_tasks(one_hop: pd.DataFrame, two_hop: pd.DataFrame, in_context: pd.DataFrame) -> list[Task]:
     """KM: one-hop recall. KU: latent composition of held-out two-hop chains, and in-context
     inference over held-out bridges. Each with its chance rate (best constant guess)."""
     held_out = two_hop[two_hop["split"] == "held_out"]
     new_bridges = in_context[in_context["split"] == "held_out_bridge"]
     return [
-        task_from_table("km", "KM", one_hop, "prompt", "object", "object_aliases", one_hop_chance(one_hop)),
+        task_from_table("km", "KM", one_hop, "prompt", "object", "object_aliases", chance_rate(one_hop, "relation", "object")),
         task_from_table(
             "ku_two_hop", "KU", held_out, "prompt_two_hop", "e3", "e3_aliases",
-            float(held_out["composition"].map(chance_rates(two_hop)).mean()) if len(held_out) else 0.0,
+            chance_rate(two_hop, "composition", "e3", rows=held_out) if len(held_out) else 0.0,
         ),
         task_from_table(
             "ku_in_context", "KU", new_bridges, "prompt", "answer", "answer_aliases",
-            in_context_chance(new_bridges) if len(new_bridges) else 0.0,
+            chance_rate(new_bridges, "composition", "answer") if len(new_bridges) else 0.0,
         ),
     ]
 

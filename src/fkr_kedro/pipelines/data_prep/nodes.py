@@ -15,7 +15,7 @@ from fkr_kedro.knowledge.schema import empty_one_hop, empty_two_hop, prompt_summ
 from fkr_kedro.knowledge.twohopfact import read_twohopfact
 from fkr_kedro.knowledge.world import WorldConfig, generate_world
 from fkr_kedro.knowledge.world_facts import FACTS_VERSION, load_world_facts
-from fkr_kedro.modeling.load import ModelSource, load_tokenizer
+from fkr_kedro.modeling.load import ModelSource, load_source_tokenizer
 from fkr_kedro.parameters import EvaluationSample, KnowledgeSettings, LreSettings, TwoHopFactSettings
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def prepare_knowledge_sources(
     facts = load_world_facts() if "world_facts" in (knowledge.one_hop, knowledge.two_hop) else None
     if knowledge.one_hop == "lre":
         folder = fetch_zip_folder(lre.path, lre.url, lre.archive_folder, "LRE relations")
-        tokenizer = load_tokenizer(base_model) if lre.place_on_tokens else None
+        tokenizer = load_source_tokenizer(base_model) if lre.place_on_tokens else None
         report = read_lre(folder, lre.relation_types, lre.template_index, tokenizer)
         one_hop, lre_counts, lre_unplaced = report.one_hop, report.counts, report.unplaced
         sources.append(f"LRE ({folder})")

@@ -16,7 +16,7 @@ from fkr_kedro.reporting import figures
 from fkr_kedro.reporting.describe import describe_dataset, describe_model
 from fkr_kedro.reporting.findings import ReportSettings, findings, summary_table
 from fkr_kedro.reporting.html import ReportFigure, Section, format_table, render
-from fkr_kedro.reporting.tables import StudyResults, headline
+from fkr_kedro.reporting.tables import StudyTables, headline
 
 # The cross-variant figures: catalog name (``{name}_plot``), title and caption in the report.
 FIGURES = {
@@ -89,13 +89,13 @@ def plot_variant_layers(
     report: ReportSettings,
     variant: str = "",
 ) -> tuple[Figure, bytes]:
-    results = StudyResults(recall_by_variant, probe_results, entrec_results, attribution_results, drift_results, cnst_results)
+    results = StudyTables(recall_by_variant, probe_results, entrec_results, attribution_results, drift_results, cnst_results)
     if variant not in set(results.recall["variant"]):
         raise ValueError(
             f"variant {variant!r} is not in recall_by_variant: run `kedro run --pipeline=evaluate` so that "
             f"every configured variant is measured"
         )
-    return _with_png(figures.variant_layers(variant, *results.tables(), report.reference))
+    return _with_png(figures.variant_layers(variant, results, report.reference))
 
 
 def _with_png(figure: Figure) -> tuple[Figure, bytes]:
@@ -123,10 +123,10 @@ def build_report(
 ) -> tuple[pd.DataFrame, str]:
     """The summary table and the HTML report. ``images`` are the PNGs the figure nodes drew:
     ``<figure>_png`` for each of :data:`FIGURES` and ``<variant>.layers_png`` per variant."""
-    results = StudyResults(recall_by_variant, probe_results, entrec_results, attribution_results, drift_results, cnst_results)
-    summary = summary_table(*results.tables(), report)
+    results = StudyTables(recall_by_variant, probe_results, entrec_results, attribution_results, drift_results, cnst_results)
+    summary = summary_table(results, report)
     chains = two_hop_prompts["split"].value_counts().to_dict() if "split" in two_hop_prompts else {}
-    sentences = findings(*results.tables(), chains, report)
+    sentences = findings(results, chains, report)
     percent = [c for c in summary.columns if c.startswith(("one-hop recall", "two-hop", "answer probe")) or "retained" in c]
     cross = {name: ReportFigure(title, images[f"{name}_png"], caption) for name, (title, caption) in FIGURES.items()}
     info = headline(results.recall)

@@ -8,13 +8,13 @@ import random
 
 import pandas as pd
 
-from fkr_kedro.analysis.scaling import fit_study, plot_predicted_vs_observed
-from fkr_kedro.datasets.scaling import TrainedModel, TrainingJob
 from fkr_kedro.knowledge.utilization import in_context_task
 from fkr_kedro.knowledge.world import WorldConfig, generate_world
 from fkr_kedro.pipelines.wiring import by_namespace
+from fkr_kedro.reporting.figures import scaling_predicted_vs_observed
 from fkr_kedro.scaling.config import ScalingSettings
-from fkr_kedro.scaling.sweep import PointCache, run_sweep, scaling_tasks
+from fkr_kedro.scaling.fit import fit_study
+from fkr_kedro.scaling.sweep import PointCache, TrainedModel, TrainingJob, run_sweep, scaling_tasks
 
 log = logging.getLogger(__name__)
 
@@ -76,4 +76,4 @@ def fit_scaling_laws(scaling: ScalingSettings, **size_points: pd.DataFrame) -> t
 
 
 def plot_scaling_fit(scaling_points: pd.DataFrame):
-    return plot_predicted_vs_observed(scaling_points)
+    return scaling_predicted_vs_observed(scaling_points)

@@ -1,8 +1,9 @@
-"""Kedro datasets of the scaling study: a trained model size, and the per-point result cache.
+"""Kedro datasets of the scaling sweep (the library is :mod:`fkr_kedro.scaling`).
 
-* :class:`ScalingModelDataset` saves a :class:`TrainingJob` by training it into its folder,
-  unless a model trained with the same shape, settings and corpus is already there, and
-  loads the folder's path with its training record.
+* :class:`ScalingModelDataset` saves a :class:`~fkr_kedro.scaling.sweep.TrainingJob` by
+  training it into its folder, unless a model trained with the same shape, settings and
+  corpus is already there, and loads the folder as a
+  :class:`~fkr_kedro.scaling.sweep.TrainedModel` (its path and training record).
 * :class:`PointCacheDataset` loads the :class:`~fkr_kedro.scaling.sweep.PointCache` of one
   model size (a folder of one JSON file per point).
 """
@@ -10,28 +11,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
 from ..modeling.storage import is_model_directory
-from ..modeling.train import ModelShape, TrainConfig
-from ..scaling.sweep import TRAINING_FILE, PointCache, train_or_reuse
-
-
-@dataclass(frozen=True)
-class TrainingJob:
-    corpus: tuple[str, ...]
-    shape: ModelShape
-    training: TrainConfig
-
-
-@dataclass(frozen=True)
-class TrainedModel:
-    path: Path
-    record: dict  # training.json: fingerprint, n_params, final_loss, seconds
+from ..scaling.sweep import TRAINING_FILE, PointCache, TrainedModel, TrainingJob, train_or_reuse
 
 
 class ScalingModelDataset(AbstractDataset[TrainingJob, TrainedModel]):
