@@ -7,6 +7,8 @@ from __future__ import annotations
 import itertools
 import json
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -249,8 +251,16 @@ def _settings(**sweep):
     return ScalingSettings(sizes={"a": size, "b": {**size, "num_layers": 2}}, sweep=sweep)
 
 
-def test_default_design_has_ten_gptq_points_and_a_reference():
-    names = [p.name for p in _settings().validate_all().points()]
+def test_the_configured_design_has_ten_gptq_points_and_a_reference():
+    """The design conf/base configures, read and validated as `kedro run` does."""
+    from kedro.config import OmegaConfigLoader
+
+    from fkr_kedro.parameters import validate_parameters
+
+    root = Path(__file__).resolve().parents[1]
+    params = validate_parameters(OmegaConfigLoader(str(root / "conf"), base_env="base", default_run_env="local")["parameters"])
+    assert set(params.scaling.sizes) == {"l1", "l2", "l4"} and params.scaling.training.steps == 3500
+    names = [p.name for p in params.scaling.validate_all().points()]
     assert names[0] == "fp" and len(names) == 11 and len(set(names)) == 11
     assert "gptq_w3_g16_c128" in names and "gptq_w4_g32_c512" in names
 

@@ -20,6 +20,8 @@ import random
 from dataclasses import dataclass, field
 
 import pandas as pd
+from pydantic import ConfigDict, PositiveInt
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from .world import RELATIONS, World
 
@@ -38,13 +40,13 @@ SEPARATOR = " ; "
 SPLITS = ("held_out_bridge", "seen_bridge")
 
 
-@dataclass(frozen=True)
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class InContextConfig:
     compositions: tuple[tuple[str, str], ...] = field(
         default=(("birth_city", "city_country"), ("employer", "company_hq"))
     )
-    train_statements_per_composition: int = 3000
-    eval_prompts_per_composition: int = 200  # per split
+    train_statements_per_composition: PositiveInt = 3000
+    eval_prompts_per_composition: PositiveInt = 200  # per split
     held_out_bridge_fraction: float = 0.2
     seed: int = 0
 

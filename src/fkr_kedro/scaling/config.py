@@ -74,15 +74,15 @@ class FitSettings(_Strict):
     bootstrap: int = Field(1000, ge=50)
     confidence: float = Field(0.95, gt=0, lt=1)
     seed: int = 0
-    reference_task: str = "km_one_hop"
+    reference_task: str = "km"  # memorization, compared with every utilization task
 
 
 class ScalingSettings(_Strict):
     sizes: dict[str, SizeSettings]
-    training: dict = {}
+    training: TrainConfig = TrainConfig()  # the same for every size
     sweep: SweepSettings = SweepSettings()
     fit: FitSettings = FitSettings()
-    in_context: dict = {}
+    in_context: InContextConfig = InContextConfig()
 
     @field_validator("sizes")
     @classmethod
@@ -94,15 +94,6 @@ class ScalingSettings(_Strict):
                 raise ValueError(f"size name {name!r}: use letters, digits and underscores (it becomes a namespace)")
         return sizes
 
-    def train_config(self) -> TrainConfig:
-        return TrainConfig(**self.training)
-
-    def in_context_config(self) -> InContextConfig:
-        settings = dict(self.in_context)
-        if "compositions" in settings:
-            settings["compositions"] = tuple(tuple(c) for c in settings["compositions"])
-        return InContextConfig(**settings)
-
     def points(self) -> list[VariantSpec]:
         s = self.sweep
         return design_points(
@@ -112,8 +103,6 @@ class ScalingSettings(_Strict):
 
     def validate_all(self) -> "ScalingSettings":
         """Every point against every model size (bits, group sizes against layer widths)."""
-        self.train_config()
-        self.in_context_config()
         points = self.points()
         for name, size in self.sizes.items():
             size.shape()

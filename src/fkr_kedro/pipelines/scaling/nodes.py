@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 def build_in_context_task(world: WorldConfig, scaling: ScalingSettings) -> tuple[str, pd.DataFrame]:
     """Training statements (one a line) and evaluation prompts of the in-context task."""
-    task = in_context_task(generate_world(world), scaling.in_context_config())
+    task = in_context_task(generate_world(world), scaling.in_context)
     log.info(
         "In-context task: %d training statements, %d evaluation prompts (%d with held-out bridges)",
         len(task.train_statements), len(task.prompts), int((task.prompts["split"] == "held_out_bridge").sum()),
@@ -32,7 +32,7 @@ def build_in_context_task(world: WorldConfig, scaling: ScalingSettings) -> tuple
 def plan_training(train_corpus: str, in_context_corpus: str, scaling: ScalingSettings, size: str) -> TrainingJob:
     """Every model size trains on the world's corpus plus the in-context statements."""
     corpus = tuple(train_corpus.splitlines() + in_context_corpus.splitlines())
-    return TrainingJob(corpus=corpus, shape=scaling.sizes[size].shape(), training=scaling.train_config())
+    return TrainingJob(corpus=corpus, shape=scaling.sizes[size].shape(), training=scaling.training)
 
 
 def sweep_model(
