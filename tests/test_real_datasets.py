@@ -288,3 +288,32 @@ def test_datasets_are_fetched_by_url_only_when_missing(tmp_path):
     assert not (tmp_path / "other" / "lre").exists()
     with pytest.raises(DatasetUnavailableError, match="no URL is configured"):
         fetch_file(tmp_path / "absent.csv", None, "TwoHopFact CSV")
+
+
+@needs_lre
+@pytest.mark.slow
+def test_lre_alone_runs_offline_on_the_test_model(kedro_project):
+    """knowledge.one_hop: lre with no two-hop source: the prompts come from the local LRE
+    copy only (no URL to fall back on), and the test model trains and is measured on them."""
+    from conftest import run_kedro
+
+    params = {
+        "knowledge": {"source": None, "one_hop": "lre", "two_hop": "none"},
+        "lre": {"path": str(LRE_DIR), "url": None, "place_on_tokens": False},
+        "evaluation_sample": {"max_per_relation": 3},
+    }
+    run_kedro(kedro_project, pipeline="data_prep", params=params)
+    run_kedro(kedro_project, pipeline="train", params=params)
+
+    one_hop = pd.read_parquet(kedro_project / "data/05_model_input/one_hop_prompts.parquet")
+    two_hop = pd.read_parquet(kedro_project / "data/05_model_input/two_hop_prompts.parquet")
+    lre = read_lre(LRE_DIR, ["factual", "commonsense", "linguistic", "bias"])
+    assert set(one_hop["relation"]) == set(lre.one_hop["relation"])
+    assert one_hop.groupby("relation").size().max() == 3
+    assert two_hop.empty and list(two_hop.columns)[: len(TWO_HOP_COLUMNS)] == TWO_HOP_COLUMNS
+    summary = json.loads((kedro_project / "data/02_intermediate/world_summary.json").read_text())
+    assert summary["source"].startswith("LRE") and summary["source"].endswith("(one-hop only)")
+    metrics = json.loads((kedro_project / "data/08_reporting/training_metrics.json").read_text())
+    # Measured on every LRE relation sampled, and on no two-hop chain.
+    per_relation = {k.removeprefix("one_hop.accuracy.") for k in metrics if k.startswith("one_hop.accuracy.")}
+    assert per_relation == set(one_hop["relation"]) and not any(k.startswith("two_hop") for k in metrics)
