@@ -35,6 +35,7 @@ import functools
 import importlib.util
 import math
 import os
+import re
 import sys
 import types
 from collections.abc import Callable, Iterable, Iterator
@@ -132,7 +133,8 @@ def calibration_dtype(source_dir: Path) -> torch.dtype:
 
 
 # What GPTQModel 7.0.0's processors write as a module's loss: a number when the method ran
-# ("0.0000605"), "<strategy> fallback" when GPTQ/AWQ fell back ("rtn fallback"), and
+# ("0.0000605"), "<strategy> fallback" when the Hessian stayed non positive-definite and
+# "fallback(<strategy>): <error>" when too few calibration tokens reached the module, and
 # "rtn: <error>" for weight-only RTN.
 _PROCESS_METHOD = {"gptq": "gptq", "gptq v2": "gptq", "awq": "awq", "weight_only_rtn": "rtn"}
 
@@ -161,7 +163,9 @@ def module_methods(quant_log: dict[str, list[dict]] | list[dict], linears: Itera
 def _entry_method(method: str, loss: str) -> str:
     loss = loss.strip().lower()
     if "fallback" in loss:
-        return loss.replace("fallback", "").strip(" :()") + "_fallback"
+        # "rtn fallback" (Hessian not positive-definite) or "fallback(rtn): 0.0012" (too few samples)
+        found = re.search(r"fallback\s*\((\w+)\)|(\w+)\s+fallback", loss)
+        return f"{found.group(1) or found.group(2)}_fallback" if found else "fallback"
     if method == "rtn":
         return "rtn"
     try:
