@@ -269,3 +269,21 @@ def test_non_embedding_parameters_count_a_tied_embedding_once(tied):
     model = LlamaForCausalLM(config)
     assert sum(p.numel() for p in model.parameters()) == (212 if tied else 252)
     assert non_embedding_parameters(model) == 172
+
+
+def test_calibrated_four_bit_is_no_worse_than_round_to_nearest(dtype_variants):
+    """GPTQ and AWQ at 4 bits stay within twice RTN's logit error on calibration texts (AWQ
+    calibrated in float32 by GPTQModel 7.0.0 was 20x worse: see gptq.calibration_dtype)."""
+    texts = _texts()[:CALIBRATION]
+
+    def logits(name):
+        lm = load_quantized(dtype_variants[name], device="cpu")
+        with torch.no_grad():
+            return lm.model(**lm.tokenizer(texts, return_tensors="pt", padding=True)).logits.float()
+
+    ref = logits("fp")
+    error = {n: ((logits(n) - ref).abs().mean() / ref.abs().mean()).item() for n in ("gptq_w4_g32", "awq_w4_g32", "rtn_w4_g32")}
+    assert error["gptq_w4_g32"] < 2 * error["rtn_w4_g32"], error
+    assert error["awq_w4_g32"] < 2 * error["rtn_w4_g32"], error
+    record = json.loads((dtype_variants["awq_w4_g32"] / "variant.json").read_text())
+    assert record["calibration_dtype"] == "bfloat16" and record["compute_dtype"] == "float32"

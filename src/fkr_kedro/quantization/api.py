@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 VARIANT_FILE = "variant.json"
 # What variant.json records about the result rather than the inputs: not part of the fingerprint.
-RESULT_KEYS = ("seconds", "compute_dtype", "modules")
+RESULT_KEYS = ("seconds", "compute_dtype", "calibration_dtype", "modules")
 
 
 def quantize(source_dir: Path, spec: VariantSpec, calibration_texts: list[str], out_dir: Path) -> None:
@@ -49,8 +49,7 @@ def quantize(source_dir: Path, spec: VariantSpec, calibration_texts: list[str], 
         record = {
             **variant_fingerprint(source_dir, spec, calibration_texts),
             "seconds": round(seconds, 3),
-            "compute_dtype": facts["compute_dtype"],
-            "modules": facts["modules"],
+            **{key: facts[key] for key in RESULT_KEYS if key in facts},
         }
         (staging / VARIANT_FILE).write_text(json.dumps(record, indent=2) + "\n")
     log.info("variant %s: %s in %.1f s -> %s", spec.name, method.description, seconds, out_dir)

@@ -5,9 +5,10 @@ A quantized directory holds, per quantized linear layer, the packed integer weig
 GPTQ format ``g_idx`` (the group of each input column); config.json carries the
 ``quantization_config`` and quantize_config.json GPTQModel's full settings.
 
-Calibration runs in the source's dtype (float32 for a trained or GGUF-dequantized model):
-GPTQModel 7.0.0 quantizes and packs float32 models on the CPU, and calibrating a float32
-model in float16 lets its residual stream overflow (a Gemma 3 270M reached inf by layer 8,
+Calibration runs in the source's dtype (float32 for a trained or GGUF-dequantized model;
+AWQ in bfloat16 then, see :func:`calibration_dtype`): GPTQModel 7.0.0 quantizes and packs
+float32 models on the CPU, and calibrating a float32 model in float16 lets its residual
+stream overflow (a Gemma 3 270M reached inf by layer 8,
 and GPTQModel then quantized 70 of 126 modules by its RTN fallback without failing). A
 forward hook on every decoder layer stops the variant at the first non-finite output
 (:class:`CalibrationError`), and the method each module actually got is read from
@@ -102,7 +103,7 @@ def run_gptqmodel(
     check every module got ``spec.method`` (within ``spec.max_fallback_fraction``), save
     model and tokenizer. Returns ``{"compute_dtype": ..., "modules": {name: method}}``."""
     gm = gptqmodel()
-    dtype = calibration_dtype(source_dir)
+    dtype = calibration_dtype(source_dir, config.method)
     model = gm.GPTQModel.load(str(source_dir), config, device=resolve_device(spec.device), dtype=dtype)
     # 7.0.0's quantize() takes calibration_data_min_length but never passes it on, and the
     # default drops every text of 10 tokens or fewer: short factual statements would all go.
@@ -121,15 +122,30 @@ def run_gptqmodel(
     check_fallbacks(spec, modules)
     model.save(str(out_dir))
     load_tokenizer(source_dir).save_pretrained(out_dir)
-    return {"compute_dtype": str(dtype).removeprefix("torch."), "modules": modules}
+    return {
+        "compute_dtype": str(source_dtype(source_dir)).removeprefix("torch."),
+        "calibration_dtype": str(dtype).removeprefix("torch."),
+        "modules": modules,
+    }
 
 
-def calibration_dtype(source_dir: Path) -> torch.dtype:
+def calibration_dtype(source_dir: Path, method: str = "gptq") -> torch.dtype:
     """The source's own dtype: GPTQModel 7.0.0 calibrates, quantizes and packs float32,
     bfloat16 and float16 models alike. Never a narrower range than the source's (float16
-    for a float32 model overflows the residual stream of real models)."""
+    for a float32 model overflows the residual stream of real models).
+
+    AWQ is the exception: for a float32 source it calibrates in bfloat16 (float32's range).
+    7.0.0's AWQ scale search keeps a "master copy" of each weight as
+    ``weight.to(torch.float32).cpu()``, which for a float32 weight on the CPU is the weight
+    itself, so every candidate scale is applied on top of the previous ones: calibrated in
+    float32, the tiny test Llama's AWQ w4 logits were 19% (of the mean logit) off the
+    source's, against 0.6% calibrated in bfloat16."""
     dtype = source_dtype(source_dir)
-    return dtype if dtype in (torch.float32, torch.bfloat16, torch.float16) else torch.float32
+    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        dtype = torch.float32
+    if str(method).lower().endswith("awq") and dtype == torch.float32:
+        return torch.bfloat16
+    return dtype
 
 
 # What GPTQModel 7.0.0's processors write as a module's loss: a number when the method ran
