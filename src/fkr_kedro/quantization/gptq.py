@@ -171,7 +171,9 @@ def module_methods(quant_log: dict[str, list[dict]] | list[dict], linears: Itera
         suffix = f".{entry.get('layer')}.{entry.get('module')}"
         matches = [n for n in names if n.endswith(suffix)]
         if len(matches) != 1:
-            raise ValueError(f"GPTQModel's log names module {suffix[1:]!r}, which matches {matches or 'no'} linear layer")
+            raise ValueError(
+                f"GPTQModel's log names module {suffix[1:]!r}, which matches {matches or 'no'} linear layer"
+            )
         methods[matches[0]] = _entry_method(method, str(entry.get("loss", "")))
     return methods
 
@@ -279,7 +281,8 @@ def load(model_dir: Path, device: str = "auto", dtype: torch.dtype | None = None
     with torch.no_grad():
         for name, module in packed.named_modules():
             if isinstance(module, AWQuantLinear):
-                w = dequantize_gemm(module.qweight, module.qzeros, module.scales.float(), module.bits, module.group_size)
+                scales = module.scales.float()
+                w = dequantize_gemm(module.qweight, module.qzeros, scales, module.bits, module.group_size)
             elif isinstance(module, PackableQuantLinear):
                 module.scales = module.scales.float()
                 w = module.dequantize_weight()
