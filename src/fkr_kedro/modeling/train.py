@@ -66,9 +66,12 @@ def llama_config(shape: ModelShape, tokenizer: PreTrainedTokenizerBase) -> Llama
 
 
 def non_embedding_parameters(model: torch.nn.Module) -> int:
-    """Parameters outside the input embedding and the unembedding (lm_head)."""
-    emb = model.get_input_embeddings().weight.numel() + model.get_output_embeddings().weight.numel()
-    return sum(p.numel() for p in model.parameters()) - emb
+    """Parameters outside the input embedding and the unembedding (lm_head), each tensor
+    counted once: with tied embeddings (Gemma, SmolLM2) the two are one tensor, which
+    ``parameters()`` yields once and which is subtracted once."""
+    heads = [model.get_input_embeddings(), model.get_output_embeddings()]
+    embeddings = {id(m.weight): m.weight.numel() for m in heads if m is not None}
+    return sum(p.numel() for p in model.parameters()) - sum(embeddings.values())
 
 
 def tokenize_corpus(corpus: list[str], tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:

@@ -22,14 +22,18 @@ from .variants import VariantSpec, validate_variants
 log = logging.getLogger(__name__)
 
 VARIANT_FILE = "variant.json"
+# What variant.json records about the result rather than the inputs: not part of the fingerprint.
+RESULT_KEYS = ("seconds", "compute_dtype", "calibration_dtype", "modules")
 
 
 def quantize(source_dir: Path, spec: VariantSpec, calibration_texts: list[str], out_dir: Path) -> None:
     """Write variant ``spec`` of the model in ``source_dir`` to ``out_dir``: a standard
     model directory (safetensors weights, config.json with its quantization_config,
-    tokenizer) plus ``variant.json`` (its fingerprint and the seconds taken) and the weight
-    manifest. Calibrated methods use the first ``spec.calibration_size`` texts. The directory
-    is built beside ``out_dir`` and moved into place, so a failed run leaves no half variant."""
+    tokenizer) plus the weight manifest and ``variant.json``: its fingerprint, the seconds
+    taken, the dtype its activations are computed in when loaded (``compute_dtype``) and the
+    method each quantizable linear actually got (``modules``, from the quantizer's own log).
+    Calibrated methods use the first ``spec.calibration_size`` texts. The directory is
+    built beside ``out_dir`` and moved into place, so a failed run leaves no half variant."""
     source_dir, out_dir = Path(source_dir).resolve(), Path(out_dir).resolve()
     validate_variants([spec], AutoConfig.from_pretrained(source_dir))
     method = METHODS[spec.method]
@@ -44,9 +48,13 @@ def quantize(source_dir: Path, spec: VariantSpec, calibration_texts: list[str], 
     backend = importlib.import_module(f".{method.backend}", __package__)
     with staged_directory(out_dir) as staging:
         start = time.perf_counter()
-        backend.quantize(source_dir, spec, calibration, staging)
+        facts = backend.quantize(source_dir, spec, calibration, staging)
         seconds = time.perf_counter() - start
-        record = {**fingerprint, "seconds": round(seconds, 3)}
+        record = {
+            **fingerprint,
+            "seconds": round(seconds, 3),
+            **{key: facts[key] for key in RESULT_KEYS if key in facts},
+        }
         (staging / VARIANT_FILE).write_text(json.dumps(record, indent=2) + "\n")
     log.info("variant %s: %s in %.1f s -> %s", spec.name, method.description, seconds, out_dir)
 
@@ -105,8 +113,15 @@ def recorded_fingerprint(model_dir: Path) -> dict | None:
         return None
     if not isinstance(record, dict):
         return None
-    record.pop("seconds", None)
+    for key in RESULT_KEYS:
+        record.pop(key, None)
     return record
+
+
+def variant_record(model_dir: Path) -> dict:
+    """Everything ``variant.json`` records (empty when the directory has none)."""
+    path = Path(model_dir) / VARIANT_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def _calibration(spec: VariantSpec, texts: list[str]) -> list[str]:
@@ -115,10 +130,15 @@ def _calibration(spec: VariantSpec, texts: list[str]) -> list[str]:
 
 def load_quantized(model_dir: Path, device: str = "auto") -> CausalLM:
     """Load any variant directory on ``device`` ('auto' picks CUDA when present): GPTQ,
-    AWQ and RTN through GPTQModel, bitsandbytes and full precision through transformers."""
+    AWQ and RTN dequantized into the variant's compute dtype (``variant.json``; the dtype
+    it was quantized in for older directories), bitsandbytes and full precision through
+    transformers in their stored dtype."""
     config = json.loads((Path(model_dir) / "config.json").read_text())
     if config.get("quantization_config", {}).get("quant_method") in ("gptq", "awq"):
+        import torch
+
         from . import gptq
 
-        return gptq.load(Path(model_dir), device)
+        dtype = variant_record(model_dir).get("compute_dtype")
+        return gptq.load(Path(model_dir), device, getattr(torch, dtype) if dtype else None)
     return load_causal_lm(model_dir, device=device)

@@ -16,6 +16,7 @@ from transformers import BitsAndBytesConfig
 
 from ..modeling.load import load_causal_lm
 from .common import source_dtype
+from .methods import quantizable_linears
 from .variants import VariantSpec
 
 
@@ -29,9 +30,14 @@ def bnb_config(method: str, compute_dtype: torch.dtype) -> BitsAndBytesConfig:
     )
 
 
-def quantize(source_dir: Path, spec: VariantSpec, calibration_texts: list[str], out_dir: Path) -> None:
-    config = bnb_config(spec.method, source_dtype(source_dir))
+def quantize(source_dir: Path, spec: VariantSpec, calibration_texts: list[str], out_dir: Path) -> dict:
+    dtype = source_dtype(source_dir)
+    config = bnb_config(spec.method, dtype)
     # Saved before any forward pass on purpose: on CPUs with AVX512-BF16, bitsandbytes 0.50.2
     # repacks 4-bit weights into a CPU layout on the first forward, and a model saved after
     # that (transformers 5.23) reloads with different logits.
-    load_causal_lm(source_dir, device=spec.device, quantization_config=config).save(out_dir)
+    lm = load_causal_lm(source_dir, device=spec.device, quantization_config=config)
+    lm.save(out_dir)
+    # bitsandbytes replaces every linear but the lm_head (the footprint checks the stored format).
+    modules = {name: "bnb" for name in quantizable_linears(lm.model.config)}
+    return {"compute_dtype": str(lm.model.dtype).removeprefix("torch."), "modules": modules}

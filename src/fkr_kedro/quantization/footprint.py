@@ -6,6 +6,13 @@ of every tensor stored under the layer's name except its bias (packed weights, s
 zero points, ``g_idx``, bitsandbytes' absmax, code book and serialized quant state), read
 from the safetensors headers, times 8, over the layer's ``in_features * out_features``.
 A full-precision variant reads 32 (or 16) bits.
+
+Besides storage, the footprint carries two facts ``variant.json`` records at quantization
+(NaN when a directory has no record): the share of quantizable linears per method they
+actually got (``modules.<method>_fraction``, from the quantizer's own log: a GPTQ variant
+whose modules partly fell back to RTN shows it here) and the dtype its activations are
+computed in (``compute_dtype_bits``: 32, 16; ``compute_dtype_mantissa_bits``: 23 float32,
+10 float16, 7 bfloat16).
 """
 
 from __future__ import annotations
@@ -15,8 +22,10 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from transformers import AutoConfig
 
+from .api import variant_record
 from .methods import quantizable_linears
 
 
@@ -27,10 +36,18 @@ class LayerFootprint:
     bits: int  # bits stored for it
 
 
+# The methods a module can be recorded with (variant.json ``modules``); anything else a
+# quantizer reports (skipped, a non-finite loss, an unknown log entry) counts as ``other``.
+MODULE_METHODS = ("full_precision", "bnb", "gptq", "awq", "rtn", "rtn_fallback", "other")
+_MANTISSA_BITS = {torch.float32: 23, torch.float16: 10, torch.bfloat16: 7, torch.float64: 52}
+
+
 @dataclass(frozen=True)
 class Footprint:
     storage_bytes: int  # all weight files (*.safetensors) of the directory
     layers: tuple[LayerFootprint, ...]
+    modules: tuple[tuple[str, str], ...] = ()  # (linear, method it got), from variant.json
+    compute_dtype: str | None = None  # from variant.json
 
     @property
     def quantized_weights(self) -> int:
@@ -40,11 +57,22 @@ class Footprint:
     def effective_bits(self) -> float:
         return sum(layer.bits for layer in self.layers) / self.quantized_weights
 
+    def module_fractions(self) -> dict[str, float]:
+        """Share of the quantizable linears per method (NaN for all when not recorded)."""
+        if not self.modules:
+            return dict.fromkeys(MODULE_METHODS, float("nan"))
+        methods = [m if m in MODULE_METHODS else "other" for _, m in self.modules]
+        return {m: methods.count(m) / len(methods) for m in MODULE_METHODS}
+
     def as_dict(self) -> dict[str, float]:
+        dtype = getattr(torch, self.compute_dtype) if self.compute_dtype else None
         return {
             "storage_bytes": self.storage_bytes,
             "quantized_weights": self.quantized_weights,
             "effective_bits": self.effective_bits,
+            **{f"modules.{m}_fraction": f for m, f in self.module_fractions().items()},
+            "compute_dtype_bits": dtype.itemsize * 8 if dtype else float("nan"),
+            "compute_dtype_mantissa_bits": _MANTISSA_BITS.get(dtype, float("nan")) if dtype else float("nan"),
         }
 
 
@@ -64,7 +92,13 @@ def footprint(model_dir: str | Path, trust_remote_code: bool = False) -> Footpri
         if nbytes == 0:
             raise ValueError(f"{model_dir}: no stored tensors for linear layer {name!r}")
         layers.append(LayerFootprint(name, linear.in_features * linear.out_features, 8 * nbytes))
-    return Footprint(sum(f.stat().st_size for f in files), tuple(layers))
+    record = variant_record(model_dir)
+    return Footprint(
+        sum(f.stat().st_size for f in files),
+        tuple(layers),
+        tuple(sorted(record.get("modules", {}).items())),
+        record.get("compute_dtype"),
+    )
 
 
 def safetensors_tensor_bytes(path: str | Path) -> dict[str, int]:

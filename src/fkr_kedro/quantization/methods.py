@@ -36,7 +36,10 @@ class Method:
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("fp", "fp", (), description="full precision reference, weights as trained"),
+        Method(
+            "fp", "fp", (), options=frozenset({"dtype"}),
+            description="full precision reference, weights as trained (in the source dtype, or `dtype`)",
+        ),
         Method(
             "bnb_int8", "bnb", (8,),
             description="bitsandbytes LLM.int8: int8 weights with a scale per row, outlier activations in fp16",
@@ -45,12 +48,12 @@ METHODS: dict[str, Method] = {
         Method("bnb_fp4", "bnb", (4,), description="bitsandbytes 4-bit float, absmax per block of 64"),
         Method(
             "gptq", "gptq", (4, 8, 3, 2), GPTQ_GROUP_SIZES, 128,
-            frozenset({"calibration_size", "sym", "desc_act"}),
+            frozenset({"calibration_size", "sym", "desc_act", "max_fallback_fraction"}),
             "GPTQ (second-order error compensation) through GPTQModel",
         ),
         Method(
             "awq", "gptq", (4,), AWQ_GROUP_SIZES, 128,
-            frozenset({"calibration_size", "sym"}),
+            frozenset({"calibration_size", "sym", "max_fallback_fraction"}),
             "AWQ (activation-aware scaling) through GPTQModel, GEMM format",
         ),
         Method(

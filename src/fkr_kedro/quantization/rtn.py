@@ -13,8 +13,8 @@ from .gptq import gptqmodel, run_gptqmodel
 from .variants import VariantSpec
 
 
-def quantize(source_dir: Path, spec: VariantSpec, calibration_texts: list[str], out_dir: Path) -> None:
+def quantize(source_dir: Path, spec: VariantSpec, calibration_texts: list[str], out_dir: Path) -> dict:
     config = gptqmodel().RTNConfig(
         bits=spec.bits, group_size=spec.group_size, sym=spec.sym, offload_to_disk=False
     )
-    run_gptqmodel(source_dir, config, None, out_dir, spec.device)
+    return run_gptqmodel(source_dir, config, None, out_dir, spec)

@@ -31,8 +31,12 @@ class VariantSpec(BaseModel):
     """One variant. ``bits`` and ``group_size`` default to the method's defaults; ``sym``
     (a grid symmetric around zero instead of a min-max grid with a zero point) and
     ``desc_act`` (GPTQ's activation order) default to off; ``calibration_size`` is how many
-    calibration texts GPTQ and AWQ use (the first ones); ``device`` is where quantization
-    runs ('auto' picks CUDA when present)."""
+    calibration texts GPTQ and AWQ use (the first ones); ``max_fallback_fraction`` is the
+    share of modules GPTQ/AWQ may leave to GPTQModel's fallback (RTN) before the variant
+    fails (default 0: every module gets the method its name says); ``dtype`` (``fp`` only)
+    saves the reference in another dtype (``fp`` with ``dtype: bfloat16`` is ``fp_bf16``)
+    to separate a dtype's loss from quantization's; ``device`` is where quantization runs
+    ('auto' picks CUDA when present)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -43,6 +47,8 @@ class VariantSpec(BaseModel):
     calibration_size: int = Field(128, ge=1)
     sym: bool = False
     desc_act: bool = False
+    max_fallback_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    dtype: str | None = None
     device: str = "auto"
 
     @model_validator(mode="before")
@@ -65,17 +71,26 @@ class VariantSpec(BaseModel):
                 data["group_size"],
                 sym=data.get("sym", False),
                 desc_act=data.get("desc_act", False),
+                dtype=data.get("dtype"),
             )
         return data
 
 
+DTYPE_SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
 def variant_name(
-    method: str, bits: int | None = None, group_size: int | None = None, sym: bool = False, desc_act: bool = False
+    method: str,
+    bits: int | None = None,
+    group_size: int | None = None,
+    sym: bool = False,
+    desc_act: bool = False,
+    dtype: str | None = None,
 ) -> str:
-    """The default name: ``fp``, ``bnb_nf4``, ``gptq_w4_g32``, ``rtn_w3_perchannel``,
-    with ``_sym`` / ``_descact`` appended when those are on."""
+    """The default name: ``fp``, ``fp_bf16``, ``bnb_nf4``, ``gptq_w4_g32``,
+    ``rtn_w3_perchannel``, with ``_sym`` / ``_descact`` appended when those are on."""
     if method not in METHODS or not METHODS[method].group_sizes:
-        return method
+        return f"{method}_{DTYPE_SHORT.get(dtype, dtype)}" if dtype else method
     group = "perchannel" if group_size == -1 else f"g{group_size}"
     return f"{method}_w{bits}_{group}" + ("_sym" if sym else "") + ("_descact" if desc_act else "")
 
@@ -116,9 +131,11 @@ def _check(spec: VariantSpec, widths: set[int], cuda_available: bool) -> None:
         fail(f"unknown method {spec.method!r}", f"use one of {', '.join(METHODS)}")
     _check_bits(spec, method, fail)
     _check_group_size(spec, method, widths, fail)
-    for option in ("calibration_size", "sym", "desc_act"):
+    for option in ("calibration_size", "sym", "desc_act", "max_fallback_fraction", "dtype"):
         if option in spec.model_fields_set and option not in method.options:
             fail(f"method {method.name} takes no {option} option", f"remove {option} from this variant")
+    if spec.dtype is not None and spec.dtype not in DTYPE_SHORT:
+        fail(f"unknown dtype {spec.dtype!r}", f"use one of {', '.join(DTYPE_SHORT)}")
     if not _DEVICE.fullmatch(spec.device):
         fail(f"unknown device {spec.device!r}", "use 'auto', 'cpu', 'cuda' or 'cuda:N'")
     if spec.device.startswith("cuda") and not cuda_available:
