@@ -184,6 +184,16 @@ def test_report_of_the_test_run(tracked_study):
     named = set(re.findall(r"(\w+) \([+-]\d", sentence.split("Within")[0]))
     assert named == losers
 
+    # Every variant of the test study computes in float32 and got the method it is named
+    # after on every module; the report says so in its table and in a sentence.
+    assert set(summary["compute dtype"]) == {"float32"}
+    assert (summary["modules by RTN fallback"].fillna(0) == 0).all()
+    assert "Every variant computes its activations in float32" in html
+    methods = recall[recall["metric"].str.startswith("modules.") & recall["variant"].isin(["gptq_w4_g32", "rtn_w2_g32"])]
+    fractions = methods.pivot(index="variant", columns="metric", values="value")
+    assert fractions.loc["gptq_w4_g32", "modules.gptq_fraction"] == 1.0
+    assert fractions.loc["rtn_w2_g32", "modules.rtn_fraction"] == 1.0
+
 
 @pytest.mark.slow
 def test_report_without_probe_tables_names_the_pipeline_to_run(tracked_study, tmp_path):

@@ -38,6 +38,10 @@ def summary_table(tables: StudyTables, settings: ReportSettings) -> pd.DataFrame
     table["bits"] = info["bits"]
     table["group size"] = info["group_size"]
     table["effective bits"] = info["effective_bits"]
+    if "compute_dtype_bits" in info:
+        table["compute dtype"] = [_dtype_name(row) for _, row in info.iterrows()]
+    if "modules.rtn_fallback_fraction" in info:
+        table["modules by RTN fallback"] = info["modules.rtn_fallback_fraction"]
     if "storage_bytes" in info:
         table["storage MB"] = info["storage_bytes"] / 1e6
     table["one-hop recall"] = info["one_hop.accuracy"]
@@ -74,7 +78,7 @@ def findings(tables: StudyTables, chains_per_split: Mapping[str, int], settings:
     if ref not in info.index:
         raise ValueError(f"the recall table has no {ref!r} rows: the findings compare every variant against it")
     order = [v for v in variant_order(tables.recall, ref) if v != ref]
-    out = [_recall_loss(info, order, settings), *_best_per_bits(info, order)]
+    out = [_recall_loss(info, order, settings), *_best_per_bits(info, order), *_dtypes_and_fallbacks(info)]
     out += _composition(info, chains_per_split, ref)
     for probe in ("answer", "bridge"):
         sentence = _probe_drop(tables.probes, probe, order, settings)
@@ -243,3 +247,36 @@ def _cnst(cnst: pd.DataFrame, order: list[str], ref: str) -> str | None:
     return (f"CnstScore (0 = the two-hop answer distribution equals the one-hop one) is {scores[ref]:.2f} for {ref}; "
             f"among the variants it ranges from {scores[low]:.2f} ({low}, least consistent) to {scores[high]:.2f} "
             f"({high}).")
+
+
+# (total bits, mantissa bits) of the compute dtypes the footprint records.
+_DTYPES = {(32, 23): "float32", (16, 10): "float16", (16, 7): "bfloat16"}
+
+
+def _dtype_name(row: pd.Series) -> str:
+    bits, mantissa = row.get("compute_dtype_bits"), row.get("compute_dtype_mantissa_bits")
+    if pd.isna(bits) or pd.isna(mantissa):
+        return "not recorded"
+    return _DTYPES.get((int(bits), int(mantissa)), f"{int(bits)}-bit")
+
+
+def _dtypes_and_fallbacks(info: pd.DataFrame) -> list[str]:
+    """Whether every variant computes in one dtype, and which variants' modules the quantizer
+    left to its RTN fallback."""
+    out = []
+    if "compute_dtype_bits" in info:
+        dtypes = {variant: _dtype_name(row) for variant, row in info.iterrows()}
+        if len(set(dtypes.values())) == 1:
+            out.append(f"Every variant computes its activations in {next(iter(dtypes.values()))}, so the losses are "
+                       "quantization's alone.")
+        else:
+            groups = {d: [v for v, x in dtypes.items() if x == d] for d in dict.fromkeys(dtypes.values())}
+            out.append("Variants compute in different dtypes (" + "; ".join(f"{d}: {_names(v)}" for d, v in groups.items())
+                       + "): part of each difference is the dtype's, not quantization's.")
+    if "modules.rtn_fallback_fraction" in info:
+        fallback = info["modules.rtn_fallback_fraction"].dropna()
+        fallback = fallback[fallback > 0]
+        if len(fallback):
+            out.append("The quantizer fell back to RTN on " + ", ".join(
+                f"{_pct(value)} of {variant}'s modules" for variant, value in fallback.items()) + ".")
+    return out

@@ -127,7 +127,10 @@ def build_report(
     summary = summary_table(results, report)
     chains = two_hop_prompts["split"].value_counts().to_dict() if "split" in two_hop_prompts else {}
     sentences = findings(results, chains, report)
-    percent = [c for c in summary.columns if c.startswith(("one-hop recall", "two-hop", "answer probe")) or "retained" in c]
+    percent = [
+        c for c in summary.columns
+        if c.startswith(("one-hop recall", "two-hop", "answer probe", "modules by")) or "retained" in c
+    ]
     cross = {name: ReportFigure(title, images[f"{name}_png"], caption) for name, (title, caption) in FIGURES.items()}
     info = headline(results.recall)
     per_variant = [
