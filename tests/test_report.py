@@ -132,21 +132,30 @@ def test_accuracy_vs_bits_plots_the_numbers(tables):
 def test_report_gets_a_scaling_section_only_when_scaling_ran(tables):
     from fkr_kedro.pipelines.report.nodes import FIGURES, build_report
 
+    from fkr_kedro.modeling.load import ModelSource
+    from fkr_kedro.parameters import KnowledgeSettings
+
     t = tables
-    two_hop = pd.DataFrame({"split": ["seen"] * 100 + ["held_out"] * 100})
+    inputs = {
+        "recall_by_variant": t["recall"], "probe_results": t["probes"], "entrec_results": t["entrec"],
+        "attribution_results": t["attribution"], "drift_results": t["drift"], "cnst_results": t["cnst"],
+        "two_hop_prompts": pd.DataFrame({"split": ["seen"] * 100 + ["held_out"] * 100}),
+        "report": ReportSettings(),
+        "base_model": ModelSource(kind="gguf", path="x.gguf", description="X dequantized from Q4_1 (the fp reference is this model)"),
+        "knowledge": KnowledgeSettings(),
+    }
     png = _png()
-    gguf = {"kind": "gguf", "description": "X dequantized from Q4_1 (the fp reference is this model)"}
-    args = [t["recall"], t["probes"], t["entrec"], t["attribution"], t["drift"], t["cnst"], two_hop, {}, gguf, None]
-    images = [png] * (len(FIGURES) + 3)
-    kwargs = {"figure_names": tuple(FIGURES), "variants": ("fp", "a", "b")}
-    _, without = build_report(*args, None, None, None, None, *images, **kwargs)
+    images = {f"{name}_png": png for name in FIGURES} | {f"{v}.layers_png": png for v in ("fp", "a", "b")}
+    no_scaling = {"scaling_exponents": None, "scaling_fit_metrics": None, "scaling_conclusion": None, "scaling_figure": None}
+    _, without = build_report(**inputs, **no_scaling, **images)
     assert "Scaling" not in without
     assert "Model: X dequantized from Q4_1 (the fp reference is this model). Knowledge: synthetic world" in without
     assert without.count('src="data:image/png;base64,') == len(FIGURES) + 3
     exponents = pd.DataFrame({"task": ["km"], "factor": ["N"], "estimate": [0.5], "ci_low": [0.4], "ci_high": [0.6]})
     conclusion = {"rule": "sensitivity = |exponent|", "statements": ["N: km more sensitive than ku (...)"]}
     _, with_scaling = build_report(
-        *args, exponents, {"km.adj_r2": 0.93}, conclusion, Image.new("RGB", (4, 4)), *images, **kwargs
+        **inputs, scaling_exponents=exponents, scaling_fit_metrics={"km.adj_r2": 0.93}, scaling_conclusion=conclusion,
+        scaling_figure=Image.new("RGB", (4, 4)), **images,
     )
     assert "Scaling: memorization vs utilization" in with_scaling
     assert "<li>N: km more sensitive than ku (...)</li>" in with_scaling  # the scaling pipeline's own words
@@ -207,3 +216,34 @@ def test_report_without_probe_tables_names_the_pipeline_to_run(tracked_study, tm
     output = " ".join((result.stdout + result.stderr).split())
     assert "probe_results does not exist yet" in output and "kedro run --pipeline=probe" in output
     assert not (project / "data/08_reporting/report.html").exists()
+
+
+def test_dtypes_and_fallbacks_are_stated(tables):
+    """Variant b computes in bfloat16 and left a quarter of its modules to RTN: the table and
+    the sentences say so; with one dtype and no fallback there is one reassuring sentence."""
+    base = tables["recall"]
+    extra = {
+        "compute_dtype_bits": {"fp": 32, "a": 32, "b": 16},
+        "compute_dtype_mantissa_bits": {"fp": 23, "a": 23, "b": 7},
+        "modules.rtn_fallback_fraction": {"fp": 0.0, "a": 0.0, "b": 0.25},
+    }
+    rows = [
+        {**base[base["variant"] == v].iloc[0][["variant", "method", "bits", "group_size", "calibration_size"]].to_dict(),
+         "metric": metric, "relation": np.nan, "value": value}
+        for metric, values in extra.items() for v, value in values.items()
+    ]
+    mixed = {**tables, "recall": pd.concat([base, pd.DataFrame(rows)], ignore_index=True)}
+    summary = summary_table(StudyTables(**mixed), ReportSettings())
+    assert summary["compute dtype"].to_dict() == {"fp": "float32", "a": "float32", "b": "bfloat16"}
+    assert summary["modules by RTN fallback"].to_dict() == {"fp": 0.0, "a": 0.0, "b": 0.25}
+    text = " ".join(_findings(mixed))
+    assert "Variants compute in different dtypes (float32: fp and a; bfloat16: b)" in text
+    assert "The quantizer fell back to RTN on 25.0% of b's modules." in text
+
+    uniform = pd.concat(
+        [base, pd.DataFrame(rows).assign(value=lambda f: f["metric"].map(
+            {"compute_dtype_bits": 32, "compute_dtype_mantissa_bits": 23, "modules.rtn_fallback_fraction": 0.0}))],
+        ignore_index=True,
+    )
+    text = " ".join(_findings({**tables, "recall": uniform}))
+    assert "Every variant computes its activations in float32" in text and "fell back" not in text
