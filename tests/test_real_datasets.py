@@ -301,6 +301,7 @@ def test_lre_alone_runs_offline_on_the_test_model(kedro_project):
         "knowledge": {"source": None, "one_hop": "lre", "two_hop": "none"},
         "lre": {"path": str(LRE_DIR), "url": None, "place_on_tokens": False},
         "evaluation_sample": {"max_per_relation": 3},
+        "training": {"steps": 30, "warmup_steps": 5},  # what is tested is the plumbing, not recall
     }
     run_kedro(kedro_project, pipeline="data_prep", params=params)
     run_kedro(kedro_project, pipeline="train", params=params)
