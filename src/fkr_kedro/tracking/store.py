@@ -36,11 +36,10 @@ def check_env(conf_source: Path, env: str) -> None:
 def sqlite_path(uri: str | None, cwd: Path) -> Path | None:
     """The database file of a ``sqlite:`` tracking URI (relative paths from ``cwd``, as
     SQLAlchemy reads them), None for any other store."""
-    if not uri or not uri.startswith("sqlite:"):
-        return None
-    path = unquote(urlparse(uri).path)
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        path = path.removeprefix("/")  # sqlite:///mlflow.db is relative
+    if not uri or not uri.startswith("sqlite:///"):
+        return None  # sqlite:// (in memory) or not SQLite
+    # sqlite:///mlflow.db is relative, sqlite:////abs/mlflow.db absolute; drop any ?query.
+    path = unquote(uri.removeprefix("sqlite:///").split("?", 1)[0])
     if not path or path == ":memory:":
         return None
     path = Path(path)
