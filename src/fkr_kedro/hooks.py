@@ -257,11 +257,11 @@ class MlflowVariantHook:
             return
         client = MlflowClient(mlflow.get_tracking_uri())
         client.set_tag(parent_id, "fkr.ended_by", reason)
-        active = mlflow.active_run()
-        if active is not None and active.info.run_id == parent_id:
-            mlflow.end_run(status)  # off MLflow's stack, or its exit handler would end it FINISHED
-        else:
-            client.set_terminated(parent_id, status)
+        client.set_terminated(parent_id, status)
+        # Off MLflow's run stack, or its exit handler ends the run FINISHED: kedro-mlflow puts
+        # the run on the stack again before every node (nested=True allows repeats).
+        while (active := mlflow.active_run()) is not None and active.info.run_id == parent_id:
+            mlflow.end_run(status)
         log.warning("MLflow: run %s and its variant runs ended %s: %s", parent_id, status, reason)
         self._runs = None
         self._parent_run_id = None
