@@ -152,6 +152,7 @@ class MlflowVariantHook:
             end_stale_runs,
             flatten_params,
             process_tags,
+            runs_table_link,
             set_experiment_kind,
             study_run_name,
         )
@@ -163,6 +164,9 @@ class MlflowVariantHook:
             client.set_tag(parent.info.run_id, key, value)
         end_stale_runs(client, [experiment_id])
         set_experiment_kind(client, experiment_id)
+        uri = mlflow.get_tracking_uri()
+        where = uri if uri.startswith(("http://", "https://")) else f"`mlflow ui --backend-store-uri {uri}`"
+        log.info("MLflow: the study's runs table: %s/%s", where, runs_table_link(experiment_id))
 
         parameters = active_parameters()  # as configured (the catalog's are converted to node types)
         specs = active_variants()

@@ -19,6 +19,7 @@ from .mlflow_runs import (
     flatten_params,
     layer_histories,
     metric_key,
+    runs_table_link,
     set_experiment_kind,
     study_run_name,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "parse_declaration",
     "process_alive",
     "process_tags",
+    "runs_table_link",
     "set_experiment_kind",
     "sqlite_path",
     "study_run_name",

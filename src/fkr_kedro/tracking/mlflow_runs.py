@@ -107,11 +107,29 @@ def study_run_name(env: str, pipelines: Iterable[str], model: str, source: str, 
     return f"{what}{env}: {model} on {source}, {n_variants} {plural}"[:250]
 
 
+def runs_table_link(experiment_id: str) -> str:
+    """The UI's address (after the server's) of the experiment's runs table, variants listed
+    flat. MLflow 3.17's UI picks its GenAI or model-training layout from a per-browser toggle
+    (default GenAI), not from the experiment's kind tag; ``workflowType`` in the address picks
+    model training, and sorting by name lists nested runs beside their parent."""
+    return (
+        f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+        "&orderByKey=attributes.run_name&orderByAsc=true"
+    )
+
+
 def set_experiment_kind(client: MlflowClient, experiment_id: str, kind: str = CUSTOM_MODEL_DEVELOPMENT) -> None:
-    """Tag the experiment with its kind unless it has one (a kind chosen in the UI stays)."""
+    """Tag the experiment with its kind, and describe it with a link to its runs table,
+    unless it has them (a kind or description chosen in the UI stays)."""
     experiment = client.get_experiment(experiment_id)
     if not experiment.tags.get(EXPERIMENT_KIND_TAG):
         client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, kind)
+    if not experiment.tags.get(NOTE_TAG):
+        client.set_experiment_tag(
+            experiment_id, NOTE_TAG,
+            f"Quantization and factual knowledge: one run per `kedro run`, one nested run per variant. "
+            f"[Runs table, variants listed]({runs_table_link(experiment_id)}).",
+        )
 
 
 class VariantRuns:
