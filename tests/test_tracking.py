@@ -324,6 +324,37 @@ def test_a_running_run_of_a_dead_process_is_marked_killed(tmp_path, monkeypatch)
     assert end_stale_runs(client, [experiment]) == [reused]
 
 
+_GUARDED = """
+import sys, time
+from fkr_kedro.tracking import RunGuard
+ended = []
+guard = RunGuard(lambda status, reason: open(sys.argv[1], "a").write(f"{status}: {reason}\\n"))
+guard.install()
+if sys.argv[2] == "raise":
+    raise RuntimeError("boom")
+if sys.argv[2] == "finish":
+    guard.uninstall()
+    sys.exit(0)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("how, expected", [("raise", "FAILED: process"), ("finish", ""), ("sigterm", "KILLED: SIGTERM")])
+def test_run_guard_ends_open_runs_on_exit_or_signal(tmp_path, how, expected):
+    record = tmp_path / "ended.txt"
+    record.touch()
+    process = subprocess.Popen([sys.executable, "-c", _GUARDED, str(record), how], stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "src")})
+    if how == "sigterm":
+        assert process.stdout.readline().strip() == "ready"
+        process.send_signal(signal.SIGTERM)
+    process.wait(timeout=120)
+    assert record.read_text().startswith(expected) and record.read_text().count("\n") == (1 if expected else 0)
+    if how == "sigterm":
+        assert process.returncode == -signal.SIGTERM  # the signal still ends the process
+
+
 def _wait_for_variant_runs(client: MlflowClient, pid: int, process: subprocess.Popen, timeout: float = 600):
     """The pipeline run of process ``pid`` once its nested variant runs exist."""
     deadline = time.monotonic() + timeout
