@@ -106,7 +106,7 @@ def test_mlflow_runs_table_lists_the_study_and_its_variants(tracked_study, tmp_p
     experiment = client.get_experiment_by_name("fkr_kedro")
     (study,) = client.search_runs([experiment.experiment_id], "tags.pipeline = '__default__' and tags.kedro_env = 'test'"
                                   " and attributes.status = 'FINISHED'")
-    url = f"{tracked_study.tracking_uri}/{runs_table_link(experiment.experiment_id)}"
+    url = f"{tracked_study.tracking_uri}/{runs_table_link(experiment.experiment_id, flat=True)}"
     dom = _chromium("--virtual-time-budget=30000", "--dump-dom", url, profile=tmp_path / "profile-dom")
     assert dom.returncode == 0, dom.stderr[-3000:]
     text = html.unescape(dom.stdout)

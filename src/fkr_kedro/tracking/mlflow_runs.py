@@ -107,15 +107,14 @@ def study_run_name(env: str, pipelines: Iterable[str], model: str, source: str, 
     return f"{what}{env}: {model} on {source}, {n_variants} {plural}"[:250]
 
 
-def runs_table_link(experiment_id: str) -> str:
-    """The UI's address (after the server's) of the experiment's runs table, variants listed
-    flat. MLflow 3.17's UI picks its GenAI or model-training layout from a per-browser toggle
-    (default GenAI), not from the experiment's kind tag; ``workflowType`` in the address picks
-    model training, and sorting by name lists nested runs beside their parent."""
-    return (
-        f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-        "&orderByKey=attributes.run_name&orderByAsc=true"
-    )
+def runs_table_link(experiment_id: str, flat: bool = False) -> str:
+    """The UI's address (after the server's) of the experiment's runs table. MLflow 3.17's UI
+    picks its GenAI or model-training layout from a per-browser toggle (default GenAI), not
+    from the experiment's kind tag; ``workflowType`` in the address picks model training.
+    Sorted by date (the default), nested runs fold under their study run; ``flat`` sorts by
+    name, which lists them beside it."""
+    link = f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    return f"{link}&orderByKey=attributes.run_name&orderByAsc=true" if flat else link
 
 
 def set_experiment_kind(client: MlflowClient, experiment_id: str, kind: str = CUSTOM_MODEL_DEVELOPMENT) -> None:
@@ -128,7 +127,8 @@ def set_experiment_kind(client: MlflowClient, experiment_id: str, kind: str = CU
         client.set_experiment_tag(
             experiment_id, NOTE_TAG,
             f"Quantization and factual knowledge: one run per `kedro run`, one nested run per variant. "
-            f"[Runs table, variants listed]({runs_table_link(experiment_id)}).",
+            f"[Runs table]({runs_table_link(experiment_id)}) (a study's variants fold under it), "
+            f"[variant runs listed]({runs_table_link(experiment_id, flat=True)}).",
         )
 
 
