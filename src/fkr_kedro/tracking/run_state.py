@@ -98,12 +98,12 @@ def end_stale_runs(
 
 
 class RunGuard:
-    """While installed, a SIGTERM or SIGINT ends the open runs KILLED (through ``end``) before
-    the signal takes its usual course (SIGINT: KeyboardInterrupt; SIGTERM: the process ends),
+    """While installed, a SIGTERM, SIGINT or SIGHUP ends the open runs KILLED (through ``end``)
+    before the signal takes its usual course (SIGINT: KeyboardInterrupt; the others end the process),
     and an exit with the runs still open ends them FAILED. ``end(status, reason)`` must end
     every open run and be safe to call twice."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # SIGHUP: the terminal closed
 
     def __init__(self, end: Callable[[str, str], None]):
         self._end = end
