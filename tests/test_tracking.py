@@ -22,6 +22,7 @@ from fkr_kedro.tracking import (
     TrackingDeclarationError,
     TrackingStoreError,
     check_artifact_location,
+    check_declarations,
     check_env,
     check_sqlite_store,
     end_stale_runs,
@@ -251,6 +252,11 @@ def test_declaration_forms_and_malformed_ones():
         parse_declaration("d", {"fkr_tracking": "per_layer_curve"})
     with pytest.raises(TrackingDeclarationError, match="true or false"):
         parse_declaration("d", {"fkr_tracking": {"metric": "yes"}})
+    # Before a run: an artifact must be a dataset that writes somewhere.
+    artifact = parse_declaration("in_memory", {"fkr_tracking": "artifact"})
+    check_declarations([artifact], {"in_memory": "data/08_reporting/x.csv"})
+    with pytest.raises(TrackingDeclarationError, match=r"\['in_memory'\] declare `fkr_tracking: artifact` but have no"):
+        check_declarations([artifact], {"in_memory": None})
 
 
 class _RecordingRuns:
