@@ -154,14 +154,14 @@ class MlflowVariantHook:
             process_tags,
             runs_table_link,
             set_experiment_kind,
+            set_tags,
             study_run_name,
         )
 
         client = MlflowClient(mlflow.get_tracking_uri())
-        experiment_id = parent.info.experiment_id
+        run_id, experiment_id = parent.info.run_id, parent.info.experiment_id
         tags = process_tags()
-        for key, value in tags.items():
-            client.set_tag(parent.info.run_id, key, value)
+        set_tags(client, run_id, tags)
         end_stale_runs(client, [experiment_id])
         set_experiment_kind(client, experiment_id)
         uri = mlflow.get_tracking_uri()
@@ -179,23 +179,23 @@ class MlflowVariantHook:
             pipelines = [pipelines]
         env = run_params.get("env") or "local"
         name = study_run_name(env, pipelines, source["model"], source["dataset"], len(studied or specs))
-        client.update_run(parent.info.run_id, name=name)
-        for key, value in {"pipeline": "+".join(pipelines), "kedro_env": env, "model": source["model"],
-                           "knowledge_source": source["dataset"], "n_variants": str(len(studied or specs))}.items():
-            client.set_tag(parent.info.run_id, key, value)
+        client.update_run(run_id, name=name)
+        set_tags(client, run_id, {"pipeline": "+".join(pipelines), "kedro_env": env, "model": source["model"],
+                                  "knowledge_source": source["dataset"], "n_variants": len(studied or specs)})
 
         self._declarations = _declarations(pipeline, catalog)
         check_declarations(self._declarations.values(), {n: _filepath(catalog, n) for n in self._declarations})
         variant_params = {spec.name: {**_variant_params(spec), **source} for spec in specs}
+        # What a user filters variant runs by (`tags.method = 'gptq' and tags.bits = '4'`).
         variant_tags = {
             spec.name: {
-                k: v for k, v in {**_variant_params(spec), "model": source["model"],
-                                  "knowledge_source": source["dataset"]}.items()
-                if k in ("method", "bits", "group_size", "model", "knowledge_source") and v is not None
+                **{k: v for k, v in _variant_params(spec).items() if k in ("method", "bits", "group_size") and v is not None},
+                "model": source["model"],
+                "knowledge_source": source["dataset"],
             }
             for spec in specs
         }
-        self._runs = VariantRuns(client, parent.info.run_id, variant_params, variant_tags, run_tags=tags)
+        self._runs = VariantRuns(client, run_id, variant_params, variant_tags, run_tags=tags)
         # Every parameter as configured, flattened: kedro-mlflow logs a node's parameters after
         # Kedro converted them to the node's types (`training` as "TrainConfig(...)").
         self._runs.log_params(flatten_params(parameters))

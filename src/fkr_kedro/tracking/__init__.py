@@ -21,6 +21,7 @@ from .mlflow_runs import (
     metric_key,
     runs_table_link,
     set_experiment_kind,
+    set_tags,
     study_run_name,
 )
 from .run_state import RunGuard, end_stale_runs, process_alive, process_tags
@@ -54,6 +55,7 @@ __all__ = [
     "process_tags",
     "runs_table_link",
     "set_experiment_kind",
+    "set_tags",
     "sqlite_path",
     "study_run_name",
 ]

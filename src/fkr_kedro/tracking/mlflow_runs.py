@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from mlflow.entities import Metric, Param, RunStatus
+from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
@@ -105,6 +105,13 @@ def study_run_name(env: str, pipelines: Iterable[str], model: str, source: str, 
     what = f"{'+'.join(names)} " if names else ""
     plural = "variant" if n_variants == 1 else "variants"
     return f"{what}{env}: {model} on {source}, {n_variants} {plural}"[:250]
+
+
+def set_tags(client: MlflowClient, run_id: str, tags: Mapping[str, Any]) -> None:
+    """Tags on a run in one request (values as text; None is left out)."""
+    items = [RunTag(str(k), str(v)) for k, v in tags.items() if v is not None]
+    if items:
+        client.log_batch(run_id, tags=items)
 
 
 def runs_table_link(experiment_id: str, flat: bool = False) -> str:
