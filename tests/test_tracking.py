@@ -3,14 +3,38 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from fkr_kedro.tracking import flat_numbers, layer_histories, metric_key
-from tracked_study import kedro
+from fkr_kedro.tracking import (
+    TrackingDeclarationError,
+    TrackingStoreError,
+    check_artifact_location,
+    check_declarations,
+    check_env,
+    check_sqlite_store,
+    end_stale_runs,
+    flat_numbers,
+    layer_histories,
+    log_saved,
+    metric_key,
+    parse_declaration,
+    process_tags,
+    sqlite_path,
+)
+from tracked_study import KEDRO, PROJECT_ROOT, copy_project, kedro
 
 VARIANTS = {"fp", "bnb_int8", "bnb_nf4", "gptq_w4_g32", "rtn_w2_g32"}
 
@@ -22,10 +46,11 @@ def _runs(client: MlflowClient, run_name: str | None = None):
     return [r for r in runs if run_name is None or r.info.run_name == run_name]
 
 
-def _family(client: MlflowClient, parent_name: str):
-    """The most recent parent run of that name and its nested runs, by variant."""
-    parents = [r for r in _runs(client, parent_name) if "mlflow.parentRunId" not in r.data.tags]
-    assert parents, f"no pipeline run named {parent_name!r}"
+def _family(client: MlflowClient, pipeline: str):
+    """The most recent pipeline run of that pipeline and its nested runs, by variant."""
+    parents = [r for r in _runs(client) if "mlflow.parentRunId" not in r.data.tags
+               and r.data.tags.get("pipeline") == pipeline]
+    assert parents, f"no pipeline run of {pipeline!r}"
     parent = max(parents, key=lambda r: r.info.start_time)
     children = {
         r.info.run_name: r for r in _runs(client) if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
@@ -36,12 +61,31 @@ def _family(client: MlflowClient, parent_name: str):
 @pytest.mark.slow
 def test_one_pipeline_run_with_a_nested_run_per_variant(tracked_study):
     client = MlflowClient(tracked_study.tracking_uri)
-    parents = [r for r in _runs(client, "__default__") if "mlflow.parentRunId" not in r.data.tags]
+    parents = [r for r in _runs(client) if "mlflow.parentRunId" not in r.data.tags
+               and r.data.tags.get("pipeline") == "__default__"]
     assert len(parents) == 1, "one `kedro run` makes one pipeline run"
     parent, children = _family(client, "__default__")
     assert parent.info.status == "FINISHED"
     assert set(children) == VARIANTS
     assert {r.info.status for r in children.values()} == {"FINISHED"}
+    # Named by the study, not by the pipeline; the process that ran it is on every run.
+    model, source = "llama trained from scratch (2 layers, width 64)", "synthetic world (seed 0, 200 people)"
+    assert parent.info.run_name == f"test: {model} on {source}, 5 variants"
+    assert {parent.data.tags[k] for k in ("fkr.pid", "fkr.host")} and parent.data.tags["kedro_env"] == "test"
+    # The experiment opens on its runs table in MLflow 3's UI, not on the GenAI overview.
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    # Tags to filter variant runs by, and descriptions that point at the report.
+    assert {k: children["gptq_w4_g32"].data.tags[k] for k in ("method", "bits", "group_size", "model",
+                                                              "knowledge_source")} == {
+        "method": "gptq", "bits": "4", "group_size": "32", "model": model, "knowledge_source": source,
+    }
+    found = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' "
+                               "and tags.method = 'gptq' and tags.bits = '4'")
+    assert [r.info.run_name for r in found] == ["gptq_w4_g32"]
+    report_link = f"runs/{parent.info.run_id}/artifactPath/reporting/report.html"
+    assert report_link in parent.data.tags["mlflow.note.content"]
+    assert all(report_link in r.data.tags["mlflow.note.content"] for r in children.values())
 
     # The params that Compare lines up, with the values of conf/test/parameters.yml.
     gptq = children["gptq_w4_g32"].data.params
@@ -156,3 +200,285 @@ def test_layer_histories_from_a_tidy_table():
     assert curves["q"]["probe.bridge.accuracy"][0] == (0, 0.125)
     with pytest.raises(ValueError, match="needs the columns"):
         layer_histories(table.drop(columns="layer"), "probe")
+
+
+# --- Declared tracking: catalog entries say what is logged -------------------------------------
+
+
+def _project_catalog(env: str = "test"):
+    from kedro.config import OmegaConfigLoader
+    from kedro.io import DataCatalog
+
+    loader = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), base_env="base", default_run_env="local", env=env)
+    return DataCatalog.from_config(loader["catalog"])
+
+
+def test_catalog_declares_what_is_tracked_and_factories_keep_it():
+    catalog = _project_catalog()
+    # A namespaced factory entry keeps its metadata, on the dataset and in the resolved entry.
+    assert catalog.get("gptq_w4_g32.recall_metrics").metadata == {"fkr_tracking": "metric"}
+    assert catalog.config_resolver.resolve_pattern("fp.footprint")["metadata"] == {"fkr_tracking": "metric"}
+    assert parse_declaration("fp.layers_plot", catalog.get("fp.layers_plot").metadata).artifact_path == (
+        "reporting/figures"
+    )
+    probe = parse_declaration("probe_results", catalog.get("probe_results").metadata)
+    assert (probe.curve_prefix, probe.artifact_path, probe.metric) == ("probe", "reporting", False)
+    report = parse_declaration("report_html", catalog.get("report_html").metadata)
+    assert report.report and report.artifact_path == "reporting"
+    # Every entry that writes a report file is declared an artifact: a new one is not forgotten.
+    undeclared = [
+        name for name, entry in catalog.config_resolver.config.items()
+        if "08_reporting" in str(entry.get("filepath", "")) and "dataset" not in entry
+        and parse_declaration(name, entry.get("metadata")) is None
+    ]
+    undeclared += [
+        pattern for pattern in catalog.config_resolver.list_patterns()
+        if "08_reporting" in str(catalog.config_resolver.resolve_pattern(pattern.replace("{", "x").replace("}", "x"))
+                                 .get("filepath", ""))
+        and parse_declaration(pattern, catalog.config_resolver.resolve_pattern(
+            pattern.replace("{", "x").replace("}", "x")).get("metadata")) is None
+    ]
+    assert undeclared == []
+
+
+def test_declaration_forms_and_malformed_ones():
+    assert parse_declaration("d", None) is None
+    assert parse_declaration("d", {"kedro-viz": {"preview": False}}) is None
+    both = parse_declaration("d", {"fkr_tracking": ["metric", "artifact"]})
+    assert both.metric and both.artifact_path == "" and both.kinds == ("metric", "artifact")
+    with pytest.raises(TrackingDeclarationError, match=r"'d'.*unknown kind.*'metrics'"):
+        parse_declaration("d", {"fkr_tracking": "metrics"})
+    with pytest.raises(TrackingDeclarationError, match="needs the histories' name prefix"):
+        parse_declaration("d", {"fkr_tracking": "per_layer_curve"})
+    with pytest.raises(TrackingDeclarationError, match="true or false"):
+        parse_declaration("d", {"fkr_tracking": {"metric": "yes"}})
+    # Before a run: an artifact must be a dataset that writes somewhere.
+    artifact = parse_declaration("in_memory", {"fkr_tracking": "artifact"})
+    check_declarations([artifact], {"in_memory": "data/08_reporting/x.csv"})
+    with pytest.raises(TrackingDeclarationError, match=r"\['in_memory'\] declare `fkr_tracking: artifact` but have no"):
+        check_declarations([artifact], {"in_memory": None})
+
+
+class _RecordingRuns:
+    """Stands in for VariantRuns: records what would be logged."""
+
+    def __init__(self):
+        self.logged = []
+
+    def log_metrics(self, metrics, variant=None):
+        self.logged.append(("metrics", variant, dict(metrics)))
+
+    def log_histories(self, variant, curves):
+        self.logged.append(("histories", variant, dict(curves)))
+
+    def log_artifact(self, path, artifact_path=None, variant=None):
+        self.logged.append(("artifact", variant, artifact_path, Path(path).name))
+
+
+def test_declared_kinds_are_logged_and_a_misfit_is_an_error(tmp_path):
+    runs = _RecordingRuns()
+    metric = parse_declaration("fp.recall_metrics", {"fkr_tracking": "metric"})
+    log_saved(runs, metric, {"one_hop.accuracy": 0.5}, "fp", None)
+    assert runs.logged == [("metrics", "fp", {"one_hop.accuracy": 0.5})]
+
+    table = pd.DataFrame({"variant": ["fp", "fp"], "layer": [1, 0], "probe": ["answer"] * 2,
+                          "metric": ["accuracy"] * 2, "value": [0.75, 0.25]})
+    file = tmp_path / "probe_results.csv"
+    table.to_csv(file, index=False)
+    curves = parse_declaration("probe_results", {"fkr_tracking": {"per_layer_curve": "probe", "artifact": "reporting"}})
+    runs.logged.clear()
+    log_saved(runs, curves, table, None, file)
+    assert runs.logged == [
+        ("histories", "fp", {"probe.answer.accuracy": [(0, 0.25), (1, 0.75)]}),
+        ("artifact", None, "reporting", "probe_results.csv"),
+    ]
+
+    with pytest.raises(TrackingDeclarationError, match=r"fp.recall_metrics is declared `fkr_tracking: metric`.*"
+                                                       r"a dict of dict, not a flat dict of numbers"):
+        log_saved(runs, metric, {"one_hop": {"accuracy": 0.5}}, "fp", None)
+    with pytest.raises(TrackingDeclarationError, match=r"probe_results is declared.*per_layer_curve.*columns \['a'\]"):
+        log_saved(runs, curves, pd.DataFrame({"a": [1]}), None, file)
+    with pytest.raises(TrackingDeclarationError, match="nothing exists at"):
+        log_saved(runs, curves, table, None, tmp_path / "missing.csv")
+
+
+# --- Honest run states -------------------------------------------------------------------------
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_a_running_run_of_a_dead_process_is_marked_killed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the SQLite store's default artifact folder
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("stale")
+    host = socket.gethostname()
+    dead = client.create_run(experiment, tags={"fkr.pid": str(_dead_pid()), "fkr.host": host}).info.run_id
+    alive = client.create_run(experiment, tags=process_tags()).info.run_id
+    elsewhere = client.create_run(experiment, tags={"fkr.pid": "1", "fkr.host": "another-host"}).info.run_id
+    untagged = client.create_run(experiment).info.run_id
+
+    assert end_stale_runs(client, [experiment]) == [dead]
+    status = {run_id: client.get_run(run_id).info.status for run_id in (dead, alive, elsewhere, untagged)}
+    assert status == {dead: "KILLED", alive: "RUNNING", elsewhere: "RUNNING", untagged: "RUNNING"}
+    assert "no longer exists" in client.get_run(dead).data.tags["fkr.ended_by"]
+    # A pid reused by a later process is not the run's process.
+    reused = client.create_run(experiment, tags={**process_tags(), "fkr.process_start": "1"}).info.run_id
+    assert end_stale_runs(client, [experiment]) == [reused]
+
+
+_GUARDED = """
+import sys, time
+from fkr_kedro.tracking import RunGuard
+ended = []
+guard = RunGuard(lambda status, reason: open(sys.argv[1], "a").write(f"{status}: {reason}\\n"))
+guard.install()
+if sys.argv[2] == "raise":
+    raise RuntimeError("boom")
+if sys.argv[2] == "finish":
+    guard.uninstall()
+    sys.exit(0)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("how, expected", [("raise", "FAILED: process"), ("finish", ""), ("sigterm", "KILLED: SIGTERM")])
+def test_run_guard_ends_open_runs_on_exit_or_signal(tmp_path, how, expected):
+    record = tmp_path / "ended.txt"
+    record.touch()
+    process = subprocess.Popen([sys.executable, "-c", _GUARDED, str(record), how], stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "src")})
+    if how == "sigterm":
+        assert process.stdout.readline().strip() == "ready"
+        process.send_signal(signal.SIGTERM)
+    process.wait(timeout=120)
+    assert record.read_text().startswith(expected) and record.read_text().count("\n") == (1 if expected else 0)
+    if how == "sigterm":
+        assert process.returncode == -signal.SIGTERM  # the signal still ends the process
+
+
+def _wait_for_variant_runs(client: MlflowClient, pid: int, process: subprocess.Popen, timeout: float = 600):
+    """The pipeline run of process ``pid`` once its nested variant runs exist."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "kedro run ended before its variant runs were opened"
+        experiment = client.get_experiment_by_name("fkr_kedro")
+        if experiment is not None:
+            runs = client.search_runs([experiment.experiment_id], f"tags.`fkr.pid` = '{pid}'", max_results=100)
+            parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+            if parents and len(runs) == len(parents) + len(VARIANTS):
+                return parents[0]
+        time.sleep(1)
+    raise TimeoutError("no variant runs within the timeout")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_run_stopped_by_a_signal_ends_killed(mlflow_server, tmp_path, signum):
+    project = copy_project(tmp_path / "project")
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": mlflow_server.uri}
+    log = tmp_path / "kedro.log"
+    with log.open("w") as out:
+        process = subprocess.Popen([*KEDRO, "run", "--env=test"], cwd=project, env=environment, stdout=out,
+                                   stderr=subprocess.STDOUT)
+    try:
+        client = MlflowClient(mlflow_server.uri)
+        parent = _wait_for_variant_runs(client, process.pid, process)
+        process.send_signal(signum)
+        process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    parent = client.get_run(parent.info.run_id)
+    children = client.search_runs([parent.info.experiment_id],
+                                  f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert parent.info.status == "KILLED", log.read_text()[-3000:]
+    assert len(children) == len(VARIANTS) and {r.info.status for r in children} == {"KILLED"}
+    assert signal.Signals(signum).name in parent.data.tags["fkr.ended_by"]
+    assert process.returncode != 0
+
+
+# --- Where runs are recorded: env, store, artifact location -----------------------------------
+
+
+def test_an_unknown_env_names_the_available_ones(tmp_path):
+    for env in ("base", "test", "local"):
+        (tmp_path / env).mkdir()
+    check_env(tmp_path, "test")
+    with pytest.raises(TrackingStoreError, match=r"'doesnotexist' does not exist.*base, local, test"):
+        check_env(tmp_path, "doesnotexist")
+
+
+def test_sqlite_uris():
+    cwd = Path("/project")
+    assert sqlite_path("sqlite:///mlflow.db", cwd) == cwd / "mlflow.db"
+    assert sqlite_path("sqlite:////abs/mlflow.db", cwd) == Path("/abs/mlflow.db")
+    assert sqlite_path("http://127.0.0.1:5000", cwd) is None and sqlite_path(None, cwd) is None
+
+
+def test_a_corrupt_or_emptied_store_is_an_error_naming_the_file_and_the_fix(tmp_path, caplog):
+    database = tmp_path / "mlflow.db"
+    database.write_bytes(b"this is not a database at all, just text")
+    with pytest.raises(TrackingStoreError, match=rf"{database} is not an SQLite database.*mv {database}"):
+        check_sqlite_store(database)
+    database.write_bytes(b"")
+    with pytest.raises(TrackingStoreError, match=rf"{database} is empty \(0 bytes\).*mv {database}"):
+        check_sqlite_store(database)
+    database.unlink()
+    sqlite3.connect(database).execute("CREATE TABLE notes (x)").connection.commit()
+    with pytest.raises(TrackingStoreError, match="without MLflow's tables"):
+        check_sqlite_store(database)
+    database.unlink()
+    # No store but artifacts of earlier runs: a warning (a new store is legitimate).
+    (tmp_path / "mlruns" / "1" / "0123abcd" / "artifacts").mkdir(parents=True)
+    with caplog.at_level(logging.WARNING):
+        check_sqlite_store(database, artifact_root=tmp_path / "mlruns")
+    assert f"{database} does not exist" in caplog.text and "earlier runs" in caplog.text
+    MlflowClient(f"sqlite:///{database}").search_experiments()  # a real store passes
+    check_sqlite_store(database, artifact_root=tmp_path / "mlruns")
+
+
+def test_a_copied_store_may_not_write_into_the_original_project(tmp_path):
+    project = tmp_path / "copy"
+    project.mkdir()
+    check_artifact_location("fkr_kedro", f"file://{project}/mlruns/1", project / "mlflow.db", project)
+    check_artifact_location("fkr_kedro", "mlflow-artifacts:/1", project / "mlflow.db", project)
+    with pytest.raises(TrackingStoreError, match=r"outside this project.*mv .*mlflow.db mlflow.db.copied"):
+        check_artifact_location("fkr_kedro", str(tmp_path / "original/mlruns/1"), project / "mlflow.db", project)
+    # A store outside the project is not the project's own.
+    check_artifact_location("fkr_kedro", "/elsewhere/mlruns/1", tmp_path / "shared.db", project)
+
+
+def _kedro_without_tracking_uri(project: Path, *args: str) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    environment.update(OMP_NUM_THREADS="1", COLUMNS="200")
+    return subprocess.run([*KEDRO, *args], cwd=project, env=environment, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_kedro_run_stops_early_on_a_bad_env_store_or_copied_store(tmp_path):
+    original = copy_project(tmp_path / "original")
+    result = _kedro_without_tracking_uri(original, "run", "--env=doesnotexist", "--pipeline=report")
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0 and "'doesnotexist' does not exist" in output, output[-3000:]
+    assert "base, local, paper, smollm2, test" in output and "maintenance mode" not in output
+
+    (original / "mlflow.db").write_text("not a database")
+    result = _kedro_without_tracking_uri(original, "run", "--env=test", "--pipeline=report")
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0 and "is not an SQLite database" in output, output[-3000:]
+
+    # A store made in the original project, then copied with it: its artifacts are the original's.
+    (original / "mlflow.db").unlink()
+    subprocess.run([sys.executable, "-c", "from mlflow.tracking import MlflowClient; "
+                    "MlflowClient('sqlite:///mlflow.db').create_experiment('fkr_kedro')"], cwd=original, check=True)
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    result = _kedro_without_tracking_uri(copy, "run", "--env=test", "--pipeline=report")
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0 and "outside this project" in output and str(original) in output, output[-3000:]
+    assert not (original / "mlruns" / "1").exists() or not any((original / "mlruns" / "1").iterdir())

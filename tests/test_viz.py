@@ -88,3 +88,35 @@ def test_static_site_renders_in_headless_chromium(viz_site, tmp_path):
     )
     assert result.returncode == 0 and shot.is_file() and shot.stat().st_size > 20_000, result.stderr[-3000:]
     print(f"kedro-viz screenshot: {shot}")
+
+
+@pytest.mark.slow
+def test_mlflow_runs_table_lists_the_study_and_its_variants(tracked_study, tmp_path):
+    """The tracked study as a user opens it: MLflow's runs table, rendered by headless Chromium
+    from the tracking server, lists the study run by its name and every variant run."""
+    import html
+
+    from mlflow.tracking import MlflowClient
+
+    from fkr_kedro.tracking import runs_table_link
+
+    if not CHROMIUM.exists():
+        pytest.fail("Chromium is needed to render the MLflow UI: install it with `apt-get install -y chromium`")
+    client = MlflowClient(tracked_study.tracking_uri)
+    experiment = client.get_experiment_by_name("fkr_kedro")
+    (study,) = client.search_runs([experiment.experiment_id], "tags.pipeline = '__default__' and tags.kedro_env = 'test'"
+                                  " and attributes.status = 'FINISHED'")
+    url = f"{tracked_study.tracking_uri}/{runs_table_link(experiment.experiment_id, flat=True)}"
+    dom = _chromium("--virtual-time-budget=30000", "--dump-dom", url, profile=tmp_path / "profile-dom")
+    assert dom.returncode == 0, dom.stderr[-3000:]
+    text = html.unescape(dom.stdout)
+    assert study.info.run_name in text, f"the study run is not in the runs table:\n{text[:3000]}"
+    for variant in VARIANTS:
+        assert f">{variant}<" in text, f"no variant run {variant} in the runs table"
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "mlflow-runs.png"
+    result = _chromium("--virtual-time-budget=30000", "--window-size=1600,1000", f"--screenshot={shot}", url,
+                       profile=tmp_path / "profile-shot")
+    assert result.returncode == 0 and shot.is_file() and shot.stat().st_size > 20_000, result.stderr[-3000:]
+    print(f"MLflow runs table screenshot: {shot}")

@@ -18,9 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from mlflow.entities import Metric, Param, RunStatus
+from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+# MLflow's tag for a run's description (shown and edited in the UI as markdown).
+NOTE_TAG = "mlflow.note.content"
+# MLflow 3's experiment kind: the UI opens a "custom model development" experiment on its runs
+# table, not on the GenAI overview (traces, evaluations) it shows for an experiment of no kind.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+CUSTOM_MODEL_DEVELOPMENT = "custom_model_development"
 
 log = logging.getLogger(__name__)
 
@@ -90,18 +97,69 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def study_run_name(env: str, pipelines: Iterable[str], model: str, source: str, n_variants: int) -> str:
+    """The pipeline run's name: what was studied, as a user looks for it in the runs table
+    (``test: llama trained from scratch (2 layers, width 64) on synthetic world (seed 0, 200
+    people), 5 variants``); a run of other pipelines than the default one names them first."""
+    names = [p for p in pipelines if p != "__default__"]
+    what = f"{'+'.join(names)} " if names else ""
+    plural = "variant" if n_variants == 1 else "variants"
+    return f"{what}{env}: {model} on {source}, {n_variants} {plural}"[:250]
+
+
+def set_tags(client: MlflowClient, run_id: str, tags: Mapping[str, Any]) -> None:
+    """Tags on a run in one request (values as text; None is left out)."""
+    items = [RunTag(str(k), str(v)) for k, v in tags.items() if v is not None]
+    if items:
+        client.log_batch(run_id, tags=items)
+
+
+def runs_table_link(experiment_id: str, flat: bool = False) -> str:
+    """The UI's address (after the server's) of the experiment's runs table. MLflow 3.17's UI
+    picks its GenAI or model-training layout from a per-browser toggle (default GenAI), not
+    from the experiment's kind tag; ``workflowType`` in the address picks model training.
+    Sorted by date (the default), nested runs fold under their study run; ``flat`` sorts by
+    name, which lists them beside it."""
+    link = f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    return f"{link}&orderByKey=attributes.run_name&orderByAsc=true" if flat else link
+
+
+def set_experiment_kind(client: MlflowClient, experiment_id: str, kind: str = CUSTOM_MODEL_DEVELOPMENT) -> None:
+    """Tag the experiment with its kind, and describe it with a link to its runs table,
+    unless it has them (a kind or description chosen in the UI stays)."""
+    experiment = client.get_experiment(experiment_id)
+    if not experiment.tags.get(EXPERIMENT_KIND_TAG):
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, kind)
+    if not experiment.tags.get(NOTE_TAG):
+        client.set_experiment_tag(
+            experiment_id, NOTE_TAG,
+            f"Quantization and factual knowledge: one run per `kedro run`, one nested run per variant. "
+            f"[Runs table]({runs_table_link(experiment_id)}) (a study's variants fold under it), "
+            f"[variant runs listed]({runs_table_link(experiment_id, flat=True)}).",
+        )
+
+
 class VariantRuns:
     """One nested run per variant under ``parent_run_id``, created the first time something
-    is logged for the variant (or by :meth:`open`) with ``variant_params`` as its params."""
+    is logged for the variant (or by :meth:`open`) with ``variant_params`` as its params and
+    ``variant_tags`` (plus ``run_tags``, given to every nested run) as its tags."""
 
     def __init__(
-        self, client: MlflowClient, parent_run_id: str, variant_params: Mapping[str, Mapping[str, Any]] | None = None
+        self,
+        client: MlflowClient,
+        parent_run_id: str,
+        variant_params: Mapping[str, Mapping[str, Any]] | None = None,
+        variant_tags: Mapping[str, Mapping[str, Any]] | None = None,
+        run_tags: Mapping[str, str] | None = None,
     ):
         self.client = client
         self.parent_run_id = parent_run_id
         self.experiment_id = client.get_run(parent_run_id).info.experiment_id
         self._params = {name: dict(params) for name, params in (variant_params or {}).items()}
+        self._tags = {name: {k: str(v) for k, v in tags.items()} for name, tags in (variant_tags or {}).items()}
+        self._run_tags = dict(run_tags or {})
         self._run_ids: dict[str, str] = {}
+        self._ended: set[str] = set()
         self._lock = threading.Lock()
 
     @property
@@ -113,11 +171,14 @@ class VariantRuns:
         with self._lock:
             if variant in self._run_ids:
                 return self._run_ids[variant]
-            run = self.client.create_run(
-                self.experiment_id,
-                tags={MLFLOW_PARENT_RUN_ID: self.parent_run_id, MLFLOW_RUN_NAME: variant, "variant": variant},
-                run_name=variant,
-            )
+            tags = {
+                **self._run_tags,
+                **self._tags.get(variant, {}),
+                MLFLOW_PARENT_RUN_ID: self.parent_run_id,
+                MLFLOW_RUN_NAME: variant,
+                "variant": variant,
+            }
+            run = self.client.create_run(self.experiment_id, tags=tags, run_name=variant)
             run_id = run.info.run_id
             self._run_ids[variant] = run_id
         params = {"variant": variant, **self._params.get(variant, {})}
@@ -153,10 +214,19 @@ class VariantRuns:
         else:
             raise FileNotFoundError(f"no file or folder at {path} to log as an artifact")
 
-    def finish(self, failed: bool = False) -> None:
-        """End every nested run, FINISHED or FAILED (what each logged so far stays)."""
-        status = RunStatus.to_string(RunStatus.FAILED if failed else RunStatus.FINISHED)
-        for variant, run_id in self.run_ids.items():
+    def set_note(self, text: str, variant: str | None = None) -> None:
+        """The run's description (markdown): on the variant's run, or the parent run."""
+        run_id = self.open(variant) if variant is not None else self.parent_run_id
+        self.client.set_tag(run_id, NOTE_TAG, text)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        """End every nested run still open with ``status`` (FINISHED, FAILED or KILLED); what
+        each logged so far stays. A run ended once is not ended again."""
+        RunStatus.from_string(status)  # a valid status name
+        with self._lock:
+            open_runs = {v: r for v, r in self._run_ids.items() if r not in self._ended}
+            self._ended.update(open_runs.values())
+        for variant, run_id in open_runs.items():
             self.client.set_terminated(run_id, status)
             log.info("MLflow: nested run of %s ended %s", variant, status)
 
