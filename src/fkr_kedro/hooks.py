@@ -57,7 +57,7 @@ class MissingInputHook:
             return  # a raw input: the dataset's own error says what is missing
         from kedro.io import DatasetError
 
-        where = _dataset_filepath(self._catalog.get(dataset_name))
+        where = _filepath(self._catalog, dataset_name)
         raise DatasetError(
             f"{dataset_name} does not exist yet{f' ({where})' if where else ''}: {run_chain_advice(chain)}"
         )
@@ -123,7 +123,7 @@ class StaleOutputsHook:
         pipelines = project_pipelines()
         stale, roots = stale_nodes(pipelines, changed, self._ran)
         on_disk = sorted(
-            {o for n in stale for o in n.outputs if _dataset_filepath(self._catalog.get(o)) and self._catalog.exists(o)}
+            {o for n in stale for o in n.outputs if _filepath(self._catalog, o) and self._catalog.exists(o)}
         )
         if not on_disk:
             return None
@@ -147,7 +147,7 @@ class StaleOutputsHook:
     def _rewritten(self, dataset_name: str) -> bool:
         """Whether the run changed the dataset's file or folder (a kept variant is saved
         without being rewritten)."""
-        filepath = _dataset_filepath(self._catalog.get(dataset_name)) if self._catalog is not None else None
+        filepath = _filepath(self._catalog, dataset_name) if self._catalog is not None else None
         if filepath is None:
             return False  # in memory: only nodes of this run read it
         path = Path(filepath)
@@ -493,19 +493,6 @@ def _filepath(catalog, name: str) -> str | None:
     relative ones absolute from the project)."""
     entry = _entry(catalog, name)
     value = entry.get("filepath") or entry.get("path")
-    return None if value is None else str(value)
-
-
-def _dataset_filepath(dataset) -> str | None:
-    """Where a file-backed dataset writes, from its description (kedro-datasets and the
-    project's datasets describe it as ``filepath`` or ``path``)."""
-    if dataset is None:
-        return None
-    try:
-        description = dataset._describe()
-    except Exception:  # a dataset without a description has no file to log
-        return None
-    value = description.get("filepath") or description.get("path")
     return None if value is None else str(value)
 
 
