@@ -465,7 +465,9 @@ def test_kedro_run_stops_early_on_a_bad_env_store_or_copied_store(tmp_path):
     result = _kedro_without_tracking_uri(original, "run", "--env=doesnotexist", "--pipeline=report")
     output = " ".join((result.stdout + result.stderr).split())
     assert result.returncode != 0 and "'doesnotexist' does not exist" in output, output[-3000:]
-    assert "base, local, paper, smollm2, test" in output and "maintenance mode" not in output
+    envs = ", ".join(sorted(p.name for p in (original / "conf").iterdir() if p.is_dir()))
+    assert "base" in envs and "test" in envs
+    assert envs in output and "maintenance mode" not in output
 
     (original / "mlflow.db").write_text("not a database")
     result = _kedro_without_tracking_uri(original, "run", "--env=test", "--pipeline=report")
@@ -482,3 +484,21 @@ def test_kedro_run_stops_early_on_a_bad_env_store_or_copied_store(tmp_path):
     output = " ".join((result.stdout + result.stderr).split())
     assert result.returncode != 0 and "outside this project" in output and str(original) in output, output[-3000:]
     assert not (original / "mlruns" / "1").exists() or not any((original / "mlruns" / "1").iterdir())
+
+
+def test_no_mlflow_run_stays_active_between_runs_in_one_process(kedro_project, monkeypatch):
+    """Two `session.run`s in one process (a notebook): the second opens its own run, even with
+    other parameters (kedro-mlflow leaves copies of the first on MLflow's run stack)."""
+    import mlflow
+
+    from conftest import run_kedro
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    run_kedro(kedro_project, pipeline="data_prep")
+    assert mlflow.active_run() is None
+    run_kedro(kedro_project, pipeline="data_prep", params={"evaluation_sample": {"max_per_relation": 3}})
+    assert mlflow.active_run() is None
+    client = mlflow.MlflowClient(f"sqlite:///{kedro_project / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert sorted(r.data.params["evaluation_sample.max_per_relation"] for r in runs) == ["100", "3"]
+    assert {r.info.status for r in runs} == {"FINISHED"}

@@ -434,6 +434,38 @@ class MlflowVariantHook:
         self._parent_run_id = None
 
 
+class MlflowRunStackHook:
+    """Leaves no MLflow run active after a pipeline run. kedro-mlflow puts the pipeline run on
+    MLflow's run stack again before every node and ends it once, so in one process (a notebook,
+    a test) the next ``session.run`` would log into the ended run; runs after kedro-mlflow's own
+    end-of-run hooks and takes the remaining copies off."""
+
+    def __init__(self):
+        self._run_id: str | None = None
+
+    @hook_impl(trylast=True)  # after kedro-mlflow has started the run
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        import mlflow
+
+        active = mlflow.active_run()
+        self._run_id = active.info.run_id if active is not None else None
+
+    @hook_impl(trylast=True)  # after kedro-mlflow has ended the run
+    def after_pipeline_run(self, run_params: dict[str, Any], run_result, pipeline, catalog) -> None:
+        self._clear("FINISHED")
+
+    @hook_impl(trylast=True)
+    def on_pipeline_error(self, error: Exception, run_params: dict[str, Any], pipeline, catalog) -> None:
+        self._clear("FAILED")
+
+    def _clear(self, status: str) -> None:
+        import mlflow
+
+        while self._run_id is not None and (active := mlflow.active_run()) is not None and active.info.run_id == self._run_id:
+            mlflow.end_run(status)
+        self._run_id = None
+
+
 def _mlflow_conf(loader) -> dict[str, Any]:
     """The merged ``mlflow.yml`` of the run's environment, read as kedro-mlflow reads it."""
     from kedro.config import MissingConfigException
@@ -485,7 +517,14 @@ def _entry(catalog, name: str) -> dict[str, Any]:
     resolver = getattr(catalog, "config_resolver", None)
     if resolver is None:
         return {}
-    return resolver.resolve_pattern(name) or {}
+    entry = resolver.resolve_pattern(name) or {}
+    if "filepath" not in entry and "path" not in entry and hasattr(catalog, "to_config"):
+        # A dataset added to the catalog as an object (not from configuration).
+        try:
+            entry = {**entry, **catalog.to_config()[0].get(name, {})}
+        except Exception:  # a dataset that cannot describe itself as configuration
+            pass
+    return entry
 
 
 def _filepath(catalog, name: str) -> str | None:
