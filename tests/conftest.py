@@ -11,6 +11,7 @@ import pytest
 from tracked_study import PROJECT_ROOT, copy_project, mlflow_server, tracked_study  # noqa: F401
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (`-n 2 --dist loadgroup`), every test of the one tracked test study
     runs on the same worker, so the study runs once per suite, not once per worker."""
