@@ -3,7 +3,6 @@ GGUF file inside an installed package, and its errors."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest

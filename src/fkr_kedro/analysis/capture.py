@@ -68,17 +68,22 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pydantic import ConfigDict, PositiveInt
-from pydantic.dataclasses import dataclass as pydantic_dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import ConfigDict, PositiveInt
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from ..modeling.structure import block_modules, decoder_layers, input_device, unwrap_model
+from ..modeling.structure import (
+    block_modules,
+    decoder_layers,
+    input_device,
+    unwrap_model,
+)
 from .readouts import cnst_components
 
 FP16_MAX = 65504.0

@@ -40,11 +40,11 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pydantic import ConfigDict, NonNegativeInt, PositiveInt
-from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 import numpy as np
 import pandas as pd
+from pydantic import ConfigDict, NonNegativeInt, PositiveInt
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupShuffleSplit

@@ -32,10 +32,10 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
-from pydantic import ConfigDict, PositiveInt
-from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 import pandas as pd
+from pydantic import ConfigDict, PositiveInt
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from .schema import validate_one_hop, validate_two_hop
 

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
-from pydantic import ConfigDict, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
-from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 import torch
+from pydantic import (
+    ConfigDict,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+)
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
