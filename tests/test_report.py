@@ -196,7 +196,7 @@ def test_report_of_the_test_run(tracked_study):
     # Every variant of the test study computes in float32 and got the method it is named
     # after on every module; the report says so in its table and in a sentence.
     assert set(summary["compute dtype"]) == {"float32"}
-    assert (summary["modules by RTN fallback"].fillna(0) == 0).all()
+    assert (summary["modules not by its method"].fillna(0) == 0).all()
     assert "Every variant computes its activations in float32" in html
     methods = recall[recall["metric"].str.startswith("modules.") & recall["variant"].isin(["gptq_w4_g32", "rtn_w2_g32"])]
     fractions = methods.pivot(index="variant", columns="metric", values="value")
@@ -226,6 +226,7 @@ def test_dtypes_and_fallbacks_are_stated(tables):
         "compute_dtype_bits": {"fp": 32, "a": 32, "b": 16},
         "compute_dtype_mantissa_bits": {"fp": 23, "a": 23, "b": 7},
         "modules.rtn_fallback_fraction": {"fp": 0.0, "a": 0.0, "b": 0.25},
+        "modules.other_fraction": {"fp": 0.0, "a": 0.1, "b": 0.0},  # a: modules the quantizer did not log
     }
     rows = [
         {**base[base["variant"] == v].iloc[0][["variant", "method", "bits", "group_size", "calibration_size"]].to_dict(),
@@ -235,15 +236,16 @@ def test_dtypes_and_fallbacks_are_stated(tables):
     mixed = {**tables, "recall": pd.concat([base, pd.DataFrame(rows)], ignore_index=True)}
     summary = summary_table(StudyTables(**mixed), ReportSettings())
     assert summary["compute dtype"].to_dict() == {"fp": "float32", "a": "float32", "b": "bfloat16"}
-    assert summary["modules by RTN fallback"].to_dict() == {"fp": 0.0, "a": 0.0, "b": 0.25}
+    assert summary["modules not by its method"].to_dict() == pytest.approx({"fp": 0.0, "a": 0.1, "b": 0.25})
     text = " ".join(_findings(mixed))
     assert "Variants compute in different dtypes (float32: fp and a; bfloat16: b)" in text
-    assert "The quantizer fell back to RTN on 25.0% of b's modules." in text
+    assert "did not apply the named method to 10.0% of a's modules, 25.0% of b's modules (RTN fallback" in text
 
     uniform = pd.concat(
         [base, pd.DataFrame(rows).assign(value=lambda f: f["metric"].map(
-            {"compute_dtype_bits": 32, "compute_dtype_mantissa_bits": 23, "modules.rtn_fallback_fraction": 0.0}))],
+            {"compute_dtype_bits": 32, "compute_dtype_mantissa_bits": 23, "modules.rtn_fallback_fraction": 0.0,
+             "modules.other_fraction": 0.0}))],
         ignore_index=True,
     )
     text = " ".join(_findings({**tables, "recall": uniform}))
-    assert "Every variant computes its activations in float32" in text and "fell back" not in text
+    assert "Every variant computes its activations in float32" in text and "did not apply" not in text

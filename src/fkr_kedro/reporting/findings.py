@@ -41,7 +41,7 @@ def summary_table(tables: StudyTables, settings: ReportSettings) -> pd.DataFrame
     if "compute_dtype_bits" in info:
         table["compute dtype"] = [_dtype_name(row) for _, row in info.iterrows()]
     if "modules.rtn_fallback_fraction" in info:
-        table["modules by RTN fallback"] = info["modules.rtn_fallback_fraction"]
+        table["modules not by its method"] = _not_by_method(info)
     if "storage_bytes" in info:
         table["storage MB"] = info["storage_bytes"] / 1e6
     table["one-hop recall"] = info["one_hop.accuracy"]
@@ -274,9 +274,17 @@ def _dtypes_and_fallbacks(info: pd.DataFrame) -> list[str]:
             out.append("Variants compute in different dtypes (" + "; ".join(f"{d}: {_names(v)}" for d, v in groups.items())
                        + "): part of each difference is the dtype's, not quantization's.")
     if "modules.rtn_fallback_fraction" in info:
-        fallback = info["modules.rtn_fallback_fraction"].dropna()
-        fallback = fallback[fallback > 0]
-        if len(fallback):
-            out.append("The quantizer fell back to RTN on " + ", ".join(
-                f"{_pct(value)} of {variant}'s modules" for variant, value in fallback.items()) + ".")
+        missed = _not_by_method(info).dropna()
+        missed = missed[missed > 0]
+        if len(missed):
+            out.append("The quantizer did not apply the named method to " + ", ".join(
+                f"{_pct(value)} of {variant}'s modules" for variant, value in missed.items())
+                + " (RTN fallback, or no log entry: variant.json lists each module).")
     return out
+
+
+def _not_by_method(info: pd.DataFrame) -> pd.Series:
+    """The share of a variant's modules its quantizer left to its RTN fallback, skipped or did
+    not log (``modules.rtn_fallback_fraction`` + ``modules.other_fraction``)."""
+    other = info["modules.other_fraction"] if "modules.other_fraction" in info else 0.0
+    return info["modules.rtn_fallback_fraction"] + pd.Series(other, index=info.index).fillna(0.0)

@@ -129,7 +129,7 @@ def build_report(
     sentences = findings(results, chains, report)
     percent = [
         c for c in summary.columns
-        if c.startswith(("one-hop recall", "two-hop", "answer probe", "modules by")) or "retained" in c
+        if c.startswith(("one-hop recall", "two-hop", "answer probe", "modules not")) or "retained" in c
     ]
     cross = {name: ReportFigure(title, images[f"{name}_png"], caption) for name, (title, caption) in FIGURES.items()}
     info = headline(results.recall)
