@@ -273,7 +273,8 @@ def _file_setting(loc: tuple, conf_source: str | Path | None, envs: tuple[str, .
             elif found is None and _has_path(data, loc[:1]):
                 found = path
     if found is None:
-        return "a --params override, or not set in any parameters file"
+        home = next((name for name, model in PARAMETER_FILES.items() if loc and loc[0] in model.model_fields), None)
+        return f"not set; its section belongs in conf/base/{home}" if home else "not set in any parameters file"
     try:
         return str(found.relative_to(Path(conf_source).parent))
     except ValueError:
