@@ -519,9 +519,13 @@ def _entry(catalog, name: str) -> dict[str, Any]:
         return {}
     entry = resolver.resolve_pattern(name) or {}
     if "filepath" not in entry and "path" not in entry and hasattr(catalog, "to_config"):
-        # A dataset added to the catalog as an object (not from configuration).
+        # A file dataset added to the catalog as an object (not from configuration); memory
+        # datasets, saved on every node, have no file and skip serialising the catalog.
+        from kedro.io import MemoryDataset
+
         try:
-            entry = {**entry, **catalog.to_config()[0].get(name, {})}
+            if not isinstance(catalog.get(name), MemoryDataset):
+                entry = {**entry, **catalog.to_config()[0].get(name, {})}
         except Exception:  # a dataset that cannot describe itself as configuration
             pass
     return entry
