@@ -8,7 +8,14 @@ import torch
 from transformers import GenerationMixin, LlamaConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutput
 
-from fkr_kedro.analysis.recall import evaluate_one_hop, evaluate_two_hop, is_whole_name_match, summarize_recall
+from fkr_kedro.analysis.recall import (
+    evaluate_one_hop,
+    evaluate_two_hop,
+    is_whole_name_match,
+    score_prompts,
+    summarize_recall,
+    teacher_forced,
+)
 from fkr_kedro.knowledge.world import WorldConfig, generate_world
 from fkr_kedro.modeling.tokenizer import build_word_tokenizer
 
@@ -118,3 +125,40 @@ def test_two_hop_readouts_and_summary(world):
 )
 def test_whole_name_match(generated, aliases, expected):
     assert is_whole_name_match(generated, aliases) is expected
+
+
+def test_teacher_forced_verdicts_equal_generation(world):
+    """Teacher forcing decides every verdict of the lookup model as generation does."""
+    one_hop = world.one_hop_table()
+    tok = build_word_tokenizer(world.corpus())
+    wrong = {r: sorted(set(f.values())) for r, f in world.facts.items()}
+    answers = {row.prompt: row.object if i % 3 == 0 else next(o for o in wrong[row.relation] if o != row.object)
+               for i, row in enumerate(one_hop.itertuples())}
+    model = lookup_model(tok, answers)
+    generated = evaluate_one_hop(model, tok, one_hop, batch_size=16, mode="generate")
+    forced = evaluate_one_hop(model, tok, one_hop, batch_size=16, mode="teacher_forced")
+    assert forced["correct"].tolist() == generated["correct"].tolist()
+    assert forced["correct"].sum() == (len(one_hop) + 2) // 3
+    assert forced["answer_logprob"].to_numpy() == pytest.approx(generated["answer_logprob"].to_numpy(), abs=1e-5)
+
+
+def test_teacher_forced_checks_the_whole_name_boundary_and_aliases():
+    """"Paris" followed by the word piece "##ian" is "Parisian": every answer token is the
+    argmax (is_greedy alone would say recalled), but the name does not end there."""
+    tok = build_word_tokenizer(["Kim lives in Paris ##ian", "Lou lives in Paris", "Ana lives in The Hague Den Haag",
+                                "Bo lives in Rome Paris"])
+    model = lookup_model(tok, {"Kim lives in": "Paris ##ian", "Lou lives in": "Paris", "Ana lives in": "The Hague",
+                               "Bo lives in": "Rome"})
+    prompts = ["Kim lives in", "Lou lives in", "Ana lives in", "Bo lives in"]
+    answers = ["Paris", "Paris", "Den Haag", "Paris"]
+    aliases = [["Paris"], ["Paris"], ["Den Haag", "The Hague"], ["Paris"]]
+    forced = teacher_forced(model, tok, prompts, answers)
+    assert forced["greedy"].tolist() == [True, True, False, False]  # the tokens alone
+    assert forced["text"][0] == "Parisian"
+    expected = [False, True, True, False]
+    for mode in ("generate", "teacher_forced"):
+        scores = score_prompts(model, tok, prompts, answers, aliases, batch_size=2, mode=mode)
+        assert scores["correct"].tolist() == expected, mode
+    # Generation's bound: a name as long as max_new_tokens ends the generated text.
+    for mode in ("generate", "teacher_forced"):
+        assert score_prompts(model, tok, prompts[:1], answers[:1], max_new_tokens=1, mode=mode)["correct"].tolist() == [True]

@@ -30,6 +30,64 @@ class ActiveConfigHook:
         check_device(study_parameters().base_model)
 
 
+class ThreadsHook:
+    """Set torch's intra-op threads before each node from ``runtime.threads``
+    (parameters_runtime.yml), tag the MLflow run with them, and restore torch's setting when
+    the run ends. Two threads on a shared 2-core machine collapse under one other busy
+    process (docs/performance.md), hence one by default."""
+
+    def __init__(self):
+        self._settings = None
+        self._initial: int | None = None
+        self._pipeline_of: dict[str, str] = {}
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        import torch
+
+        self._settings = study_parameters().runtime.threads
+        self._initial = torch.get_num_threads()
+        self._pipeline_of = {}
+        if self._settings.pipelines:
+            for name, pipe in project_pipelines().items():
+                if name != "__default__":
+                    for node in pipe.nodes:
+                        self._pipeline_of.setdefault(node.name, name)
+
+    @hook_impl
+    def before_node_run(self, node) -> None:
+        import torch
+
+        if self._settings is None:
+            return
+        threads = self._settings.for_node(node.name, self._pipeline_of.get(node.name)) or self._initial
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        log.debug("%s: %d torch threads", node.name, threads)
+        try:
+            import mlflow
+
+            if mlflow.active_run() is not None:
+                mlflow.set_tag(f"torch_threads.{node.name}", threads)
+        except Exception as error:  # recording is best effort; the run goes on
+            log.debug("could not tag the torch threads: %s", error)
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict[str, Any], run_result, pipeline, catalog) -> None:
+        self._restore()
+
+    @hook_impl
+    def on_pipeline_error(self, error: Exception, run_params: dict[str, Any], pipeline, catalog) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        import torch
+
+        if self._initial is not None:
+            torch.set_num_threads(self._initial)
+        self._settings, self._initial = None, None
+
+
 class MissingInputHook:
     """A pipeline input that does not exist yet stops the run, once, with every pipeline that
     has to run first, in order (``one_hop_scores does not exist yet ...: run `kedro run`

@@ -156,6 +156,9 @@ class QuantizeParameters(_Settings):
 class EvaluateSettings(_Settings):
     batch_size: PositiveInt = 256
     max_new_tokens: PositiveInt | None = None  # None: the longest answer's tokens plus one
+    # teacher_forced: one forward pass decides each whole-name verdict (generation only where
+    # it cannot decide); generate: greedy decoding.
+    mode: Literal["teacher_forced", "generate"] = "teacher_forced"
 
 
 class EvaluateParameters(_Settings):
@@ -196,6 +199,35 @@ class ScalingParameters(_Settings):
     scaling: ScalingSettings | None = None  # None: no scaling study configured
 
 
+# ------------------------------------------------------------------ parameters_runtime.yml
+class ThreadSettings(_Settings):
+    """torch's intra-op threads, set before each node (``fkr_kedro.hooks.ThreadsHook``).
+
+    One thread is the default: on a 2-core machine two threads train ~1.3x faster when
+    nothing else runs, but collapse (5x slower) when one other busy process shares the
+    cores, while one thread barely notices it (docs/performance.md)."""
+
+    default: PositiveInt | None = 1  # None: torch's own default (one thread per core)
+    pipelines: dict[str, PositiveInt | None] = {}  # pipeline name -> threads of its nodes
+    nodes: dict[str, PositiveInt | None] = {}  # node name -> threads (wins over pipelines)
+
+    def for_node(self, node: str, pipeline: str | None) -> int | None:
+        """The threads of ``node`` (run as part of ``pipeline``); None: torch's default."""
+        if node in self.nodes:
+            return self.nodes[node]
+        if pipeline is not None and pipeline in self.pipelines:
+            return self.pipelines[pipeline]
+        return self.default
+
+
+class RuntimeSettings(_Settings):
+    threads: ThreadSettings = ThreadSettings()
+
+
+class RuntimeParameters(_Settings):
+    runtime: RuntimeSettings = RuntimeSettings()
+
+
 # One model per parameters file; the study's parameters are all of them together.
 PARAMETER_FILES: dict[str, type[_Settings]] = {
     "parameters_data_prep.yml": DataPrepParameters,
@@ -205,12 +237,13 @@ PARAMETER_FILES: dict[str, type[_Settings]] = {
     "parameters_probe.yml": ProbeParameters,
     "parameters_report.yml": ReportParameters,
     "parameters_scaling.yml": ScalingParameters,
+    "parameters_runtime.yml": RuntimeParameters,
 }
 
 
 class StudyParameters(
     DataPrepParameters, TrainParameters, QuantizeParameters, EvaluateParameters, ProbeParameters,
-    ReportParameters, ScalingParameters,
+    ReportParameters, ScalingParameters, RuntimeParameters,
 ):
     """Every parameter of a study."""
 

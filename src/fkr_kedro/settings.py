@@ -2,14 +2,14 @@
 
 from omegaconf.resolvers import oc
 
-from fkr_kedro.hooks import ActiveConfigHook, MissingInputHook, MlflowRunStackHook, MlflowVariantHook, StaleOutputsHook
+from fkr_kedro.hooks import ActiveConfigHook, MissingInputHook, MlflowRunStackHook, MlflowVariantHook, StaleOutputsHook, ThreadsHook
 
 # kedro-mlflow's own hook (registered as a plugin) opens the parent run and logs parameters;
 # MlflowVariantHook adds a nested run per variant, metrics, per-layer curves and artifacts;
 # MissingInputHook names the pipelines to run when an input does not exist yet;
 # StaleOutputsHook warns when a partial run leaves outputs older than their inputs;
 # MlflowRunStackHook leaves no MLflow run active after a run (notebooks, tests).
-HOOKS = (ActiveConfigHook(), MissingInputHook(), MlflowVariantHook(), StaleOutputsHook(), MlflowRunStackHook())
+HOOKS = (ActiveConfigHook(), MissingInputHook(), MlflowVariantHook(), StaleOutputsHook(), MlflowRunStackHook(), ThreadsHook())
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

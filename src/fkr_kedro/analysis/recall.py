@@ -7,6 +7,18 @@ answer counts as recalled only if the whole name (or one of its aliases) is gene
 followed by a word boundary, after normalisation (case, accents, punctuation, whitespace and
 a leading article: "the United States." recalls "United States"). Generation is bounded:
 by default the longest answer's length in tokens plus one, or ``max_new_tokens``.
+
+Two ways to reach that verdict (``mode``): ``generate`` decodes greedily; ``teacher_forced``
+runs one forward pass over prompt + answer (and over prompt + each alias) and accepts an
+alias when each of its tokens is the argmax (lm-evaluation-harness's ``is_greedy``) and the
+argmax token after it starts a new word (the whole-name rule, checked with the same
+:func:`is_whole_name_match` on the decoded alias plus that token). Greedy decoding is
+deterministic, so the two agree exactly except where generation's normalisation accepts a
+text that is not an alias verbatim in the tokenizer's own tokenization (another case, an
+added article, accents, punctuation inside the name, a non-canonical tokenization of the
+same text) or numerical near-ties between the padded batches. Rows teacher forcing cannot
+decide (the prompt's tokens change when the answer is appended, or the token after the
+name decodes to nothing) are generated. docs/performance.md has the measured agreement.
 """
 
 from __future__ import annotations
@@ -16,6 +28,7 @@ import time
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -27,6 +40,7 @@ from ..modeling.structure import module_device
 
 
 ARTICLES = ("the", "a", "an")
+EvaluateMode = Literal["teacher_forced", "generate"]
 
 
 def normalize(text: str) -> str:
@@ -98,6 +112,81 @@ def answer_logprobs(
     return scores
 
 
+@torch.inference_mode()
+def teacher_forced(
+    model, tokenizer, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 256, progress: bool = False
+) -> pd.DataFrame:
+    """One forward pass over ``prompt + " " + answer`` per row. Columns: ``greedy`` (every
+    answer token is the argmax), ``text`` (the answer's tokens and the argmax token after
+    them, decoded as generation decodes), ``first`` (the argmax at the first answer
+    position, decoded), ``answer_logprob`` (as :func:`answer_logprobs`) and ``decidable``
+    (False where the prompt's tokens change once the answer is appended, or the answer has
+    no token, or the token after the name is not end-of-text yet decodes to nothing)."""
+    device = module_device(model)
+    rows = []
+    eos = tokenizer.eos_token_id
+    for i in tqdm(range(0, len(prompts), batch_size), desc="teacher-forced", disable=not progress):
+        ps, ans = list(prompts[i : i + batch_size]), list(answers[i : i + batch_size])
+        texts = [f"{p} {a}" for p, a in zip(ps, ans)]
+        enc = tokenizer(texts, return_tensors="pt", padding=True, padding_side="right", return_offsets_mapping=True)
+        offsets = enc.pop("offset_mapping")
+        alone = tokenizer(ps)["input_ids"]
+        logits = model(**enc.to(device)).logits.float().cpu()
+        ids = enc["input_ids"].cpu()
+        lengths = enc["attention_mask"].sum(1).cpu()
+        # Answer tokens: those that end after the prompt's last character.
+        is_answer = (offsets[:, :, 1] > torch.tensor([len(p) for p in ps])[:, None]) & enc["attention_mask"].cpu().bool()
+        best = logits.argmax(-1)
+        hit = best[:, :-1] == ids[:, 1:]  # hit[b, t]: token t + 1 is the argmax after token t
+        token_logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
+        scores = (token_logp * is_answer[:, 1:]).sum(1)
+        greedy = (hit | ~is_answer[:, 1:]).all(1)
+        starts = torch.where(is_answer.any(1), is_answer.float().argmax(1), lengths)
+        answer_ids = [ids[b, int(starts[b]) : int(lengths[b])].tolist() for b in range(len(ps))]
+        nxt = best[torch.arange(len(ps)), lengths - 1].tolist()
+        texts = tokenizer.batch_decode([a + [n] for a, n in zip(answer_ids, nxt)], skip_special_tokens=True)
+        alone_texts = tokenizer.batch_decode(answer_ids, skip_special_tokens=True)
+        firsts = tokenizer.batch_decode(
+            [[int(best[b, max(int(starts[b]) - 1, 0)])] for b in range(len(ps))], skip_special_tokens=True
+        )
+        for b in range(len(ps)):
+            start = int(starts[b])
+            decidable = 0 < start < int(lengths[b]) and ids[b, :start].tolist() == alone[b]
+            if nxt[b] != eos and texts[b] == alone_texts[b]:
+                decidable = False  # the token after the name shows nothing: generation decides
+            rows.append({"greedy": bool(greedy[b]) and decidable, "text": texts[b], "text_alone": alone_texts[b],
+                         "tokens": len(answer_ids[b]), "first": firsts[b], "answer_logprob": float(scores[b]),
+                         "decidable": decidable})
+    return pd.DataFrame(rows, columns=["greedy", "text", "text_alone", "tokens", "first", "answer_logprob", "decidable"])
+
+
+def teacher_forced_verdicts(
+    model, tokenizer, prompts: Sequence[str], answers: Sequence[str], aliases: Sequence[Sequence[str]],
+    batch_size: int = 256, progress: bool = False, max_new_tokens: int | None = None,
+) -> pd.DataFrame:
+    """Per row: ``correct`` (the answer or one alias is the greedy continuation, as a whole
+    name), ``generated`` (the matching alias's text, else the first greedy token),
+    ``answer_logprob`` (of the answer) and ``decidable`` (False: ask generation).
+
+    ``max_new_tokens`` mirrors generation's bound: an alias longer than it is never
+    generated whole, and one exactly as long ends the generated text (no next token)."""
+    pairs = [(r, p, alias) for r, (p, a, al) in enumerate(zip(prompts, answers, aliases)) for alias in dict.fromkeys([a, *al])]
+    scored = teacher_forced(model, tokenizer, [p for _, p, _ in pairs], [a for _, _, a in pairs], batch_size, progress)
+    out = [{"correct": False, "generated": None, "answer_logprob": float("nan"), "decidable": True} for _ in prompts]
+    for (r, _, alias), row in zip(pairs, scored.itertuples()):
+        o = out[r]
+        if o["generated"] is None:  # the answer itself comes first for each row
+            o["generated"], o["answer_logprob"] = row.first, row.answer_logprob
+        o["decidable"] &= bool(row.decidable)
+        if max_new_tokens is not None and row.tokens >= max_new_tokens:
+            text = row.text_alone if row.tokens == max_new_tokens else None
+        else:
+            text = row.text
+        if row.greedy and text is not None and is_whole_name_match(text, [alias]):
+            o["correct"], o["generated"] = True, text
+    return pd.DataFrame(out)
+
+
 def score_prompts(
     model,
     tokenizer,
@@ -107,10 +196,13 @@ def score_prompts(
     max_new_tokens: int | None = None,
     batch_size: int = 256,
     progress: bool = False,
+    mode: EvaluateMode = "generate",
 ) -> pd.DataFrame:
     """Per prompt: the greedy continuation, whether it recalls the answer (or an alias) as a
     whole name, and the answer's log-probability. Duplicate (prompt, answer) pairs are
-    scored once."""
+    scored once. ``mode="teacher_forced"`` decides with :func:`teacher_forced_verdicts`
+    (``generated`` then holds the matched alias's text, or the first greedy token) and
+    generates only the rows it cannot decide."""
     aliases = aliases if aliases is not None else [[a] for a in answers]
     frame = pd.DataFrame({"prompt": list(prompts), "answer": list(answers), "aliases": [list(a) for a in aliases]})
     unique = frame.drop_duplicates(["prompt", "answer"]).reset_index(drop=True)
@@ -121,6 +213,24 @@ def score_prompts(
         # Longest answer in tokens, plus one to see where the name ends.
         longest = max(len(tokenizer(" " + a, add_special_tokens=False)["input_ids"]) for a in unique["answer"])
         max_new_tokens = longest + 1
+    if mode == "teacher_forced":
+        forced = teacher_forced_verdicts(
+            model, tokenizer, unique["prompt"].tolist(), unique["answer"].tolist(), unique["aliases"].tolist(),
+            batch_size, progress, max_new_tokens,
+        )
+        unique = unique.assign(**forced[["generated", "correct", "answer_logprob"]])
+        undecided = ~forced["decidable"].to_numpy()
+        if undecided.any():
+            again = score_prompts(
+                model, tokenizer, unique.loc[undecided, "prompt"].tolist(), unique.loc[undecided, "answer"].tolist(),
+                unique.loc[undecided, "aliases"].tolist(), max_new_tokens, batch_size, progress, mode="generate",
+            )
+            unique.loc[undecided, ["generated", "correct", "answer_logprob"]] = again[
+                ["generated", "correct", "answer_logprob"]].to_numpy()
+        unique = unique.astype({"correct": bool, "answer_logprob": float})
+        return frame[["prompt", "answer"]].merge(
+            unique[["prompt", "answer", "generated", "correct", "answer_logprob"]], on=["prompt", "answer"], how="left"
+        )
     unique_prompts = unique["prompt"].drop_duplicates().tolist()
     generated = dict(
         zip(unique_prompts, greedy_continuations(model, tokenizer, unique_prompts, max_new_tokens, batch_size, progress))
@@ -135,12 +245,13 @@ def score_prompts(
 
 def evaluate_one_hop(
     model, tokenizer, one_hop: pd.DataFrame, batch_size: int = 256, progress: bool = False,
-    max_new_tokens: int | None = None,
+    max_new_tokens: int | None = None, mode: EvaluateMode = "generate",
 ) -> pd.DataFrame:
     """One row per one-hop fact: relation, subject, object, generated, correct, answer_logprob."""
     scored = score_prompts(
         model, tokenizer, one_hop["prompt"].tolist(), one_hop["object"].tolist(),
         one_hop["object_aliases"].tolist(), max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress,
+        mode=mode,
     )
     return pd.concat([one_hop[["relation", "subject", "object"]].reset_index(drop=True), scored[["generated", "correct", "answer_logprob"]]], axis=1)
 
@@ -155,7 +266,7 @@ TWO_HOP_READOUTS = {
 
 def evaluate_two_hop(
     model, tokenizer, two_hop: pd.DataFrame, batch_size: int = 256, progress: bool = False,
-    max_new_tokens: int | None = None,
+    max_new_tokens: int | None = None, mode: EvaluateMode = "generate",
 ) -> pd.DataFrame:
     """One row per chain and readout: the bridge r1(e1), the second hop alone r2(e2), and
     the latent composition r2(r1(e1))."""
@@ -165,6 +276,7 @@ def evaluate_two_hop(
         scored = score_prompts(
             model, tokenizer, two_hop[prompt_col].tolist(), two_hop[answer_col].tolist(),
             two_hop[alias_col].tolist(), max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress,
+            mode=mode,
         )
         frames.append(base.assign(readout=readout, **scored[["generated", "correct", "answer_logprob"]]))
     return pd.concat(frames, ignore_index=True)
@@ -201,13 +313,17 @@ class RecallResult:
 
 def measure_recall(
     model, tokenizer, one_hop_prompts: pd.DataFrame, two_hop_prompts: pd.DataFrame, batch_size: int = 256,
-    max_new_tokens: int | None = None, progress: bool = False,
+    max_new_tokens: int | None = None, progress: bool = False, mode: EvaluateMode = "generate",
 ) -> RecallResult:
     """One-hop recall and the two-hop readouts of a model, summarised by
     :func:`summarize_recall`, with the time taken (``eval.seconds``) and the throughput."""
     start = time.perf_counter()
-    one_hop = evaluate_one_hop(model, tokenizer, one_hop_prompts, batch_size, progress=progress, max_new_tokens=max_new_tokens)
-    two_hop = evaluate_two_hop(model, tokenizer, two_hop_prompts, batch_size, progress=progress, max_new_tokens=max_new_tokens)
+    one_hop = evaluate_one_hop(
+        model, tokenizer, one_hop_prompts, batch_size, progress=progress, max_new_tokens=max_new_tokens, mode=mode
+    )
+    two_hop = evaluate_two_hop(
+        model, tokenizer, two_hop_prompts, batch_size, progress=progress, max_new_tokens=max_new_tokens, mode=mode
+    )
     seconds = time.perf_counter() - start
     metrics = summarize_recall(one_hop, two_hop, two_hop_prompts)
     metrics["eval.seconds"] = seconds

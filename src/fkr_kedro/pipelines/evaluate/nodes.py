@@ -24,7 +24,7 @@ def evaluate_recall(
     """Per-fact and per-chain scores, and the headline metrics with throughput."""
     result = measure_recall(
         model.model, model.tokenizer, one_hop_prompts, two_hop_prompts, evaluate.batch_size,
-        max_new_tokens=evaluate.max_new_tokens, progress=True,
+        max_new_tokens=evaluate.max_new_tokens, progress=True, mode=evaluate.mode,
     )
     return result.one_hop, result.two_hop, result.metrics
 

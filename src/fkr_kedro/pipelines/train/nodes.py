@@ -36,7 +36,8 @@ def measure_trained_model(
     """Recall of the trained model and its knowledge load per non-embedding parameter."""
     model, tokenizer = base_model.model, base_model.tokenizer
     metrics = measure_recall(
-        model, tokenizer, one_hop_prompts, two_hop_prompts, evaluate.batch_size, max_new_tokens=evaluate.max_new_tokens
+        model, tokenizer, one_hop_prompts, two_hop_prompts, evaluate.batch_size, max_new_tokens=evaluate.max_new_tokens,
+        mode=evaluate.mode,
     ).metrics
     params = non_embedding_parameters(model)
     # The knowledge load is known exactly for the synthetic world and the world facts only.
@@ -82,7 +83,7 @@ def measure_loaded_model(
     model, tokenizer = base_model.model, base_model.tokenizer
     result = measure_recall(
         model, tokenizer, one_hop_prompts, two_hop_prompts, evaluate.batch_size,
-        max_new_tokens=evaluate.max_new_tokens, progress=True,
+        max_new_tokens=evaluate.max_new_tokens, progress=True, mode=evaluate.mode,
     )
     metrics = result.metrics
     metrics.update(
