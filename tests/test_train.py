@@ -1,0 +1,72 @@
+"""The training loop: the packed forward computes the transformers loss and gradients, and
+the torch threads setting resolves per node."""
+
+import pytest
+import torch
+from transformers import LlamaForCausalLM
+
+from fkr_kedro.modeling.tokenizer import build_word_tokenizer
+from fkr_kedro.modeling.train import (
+    ModelShape,
+    TrainConfig,
+    check_packed_support,
+    hf_causal_lm_loss,
+    llama_config,
+    packed_causal_lm_loss,
+    tokenize_corpus,
+    train_causal_lm,
+)
+from fkr_kedro.parameters import ThreadSettings
+
+CORPUS = ["Ana was born in Rome", "Bo works for Acme Corp", "Rome is in Italy", "Acme Corp is based in the old Rome",
+          "Cy was born in Paris", "Paris is in France"]
+
+
+def test_packed_loss_and_gradients_equal_the_transformers_forward():
+    tok = build_word_tokenizer(CORPUS)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(llama_config(ModelShape(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64), tok))
+    batch = tokenize_corpus(CORPUS, tok)[torch.tensor([0, 1, 3, 3, 4, 5])]  # lengths differ: padding
+    results = []
+    for loss_fn in (hf_causal_lm_loss, packed_causal_lm_loss):
+        model.zero_grad()
+        loss = loss_fn(model, batch, tok.pad_token_id)
+        loss.backward()
+        results.append((loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (hf_loss, hf_grads), (packed_loss, packed_grads) = results
+    assert packed_loss == pytest.approx(hf_loss, rel=1e-5)
+    for name, grad in hf_grads.items():
+        torch.testing.assert_close(packed_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_training_is_deterministic_and_both_loops_learn():
+    tok = build_word_tokenizer(CORPUS)
+    shape = ModelShape(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64)
+    runs = {}
+    for loop in ("packed", "packed", "hf"):
+        model, history = train_causal_lm(CORPUS, tok, shape, TrainConfig(steps=150, batch_size=8, warmup_steps=5, loop=loop),
+                                         progress=False)
+        runs.setdefault(loop, []).append((history[-1]["loss"], model.state_dict()))
+        first = history[0]["loss"]
+    (loss_a, state_a), (loss_b, state_b) = runs["packed"]
+    assert loss_a == loss_b and all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+    # Same losses up to float rounding, far below the untrained loss.
+    assert loss_a == pytest.approx(runs["hf"][0][0], rel=0.05)
+    assert loss_a < 0.5 * first
+
+
+def test_packed_loop_names_what_it_does_not_support():
+    tok = build_word_tokenizer(CORPUS)
+    config = llama_config(ModelShape(), tok)
+    config.num_key_value_heads = 2
+    with pytest.raises(ValueError, match="grouped-query attention.*training.loop=hf"):
+        check_packed_support(config)
+
+
+def test_threads_resolve_node_then_pipeline_then_default():
+    settings = ThreadSettings(default=1, pipelines={"train": 2}, nodes={"quantize_gptq": 3, "train_model": None})
+    assert settings.for_node("quantize_gptq", "quantize") == 3
+    assert settings.for_node("measure_trained_model", "train") == 2
+    assert settings.for_node("train_model", "train") is None  # torch's default
+    assert settings.for_node("evaluate_recall", "evaluate") == 1
+    assert settings.for_node("evaluate_recall", None) == 1
