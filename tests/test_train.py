@@ -70,3 +70,21 @@ def test_threads_resolve_node_then_pipeline_then_default():
     assert settings.for_node("train_model", "train") is None  # torch's default
     assert settings.for_node("evaluate_recall", "evaluate") == 1
     assert settings.for_node("evaluate_recall", None) == 1
+
+
+def test_threads_hook_sets_and_restores_torch_threads():
+    from types import SimpleNamespace
+
+    from fkr_kedro.hooks import ThreadsHook
+
+    initial = torch.get_num_threads()
+    hook = ThreadsHook()
+    hook._settings, hook._initial = ThreadSettings(default=1, nodes={"train_model": 2}), initial
+    try:
+        hook.before_node_run(SimpleNamespace(name="train_model"))
+        assert torch.get_num_threads() == 2
+        hook.before_node_run(SimpleNamespace(name="evaluate_recall"))
+        assert torch.get_num_threads() == 1
+    finally:
+        hook._restore()
+    assert torch.get_num_threads() == initial and hook._settings is None
