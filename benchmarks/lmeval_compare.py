@@ -7,7 +7,7 @@ lm-eval runs in a virtual environment of its own (it pins other versions than th
     /work/venv-lmeval/bin/pip install /opt/wheels/torch-2.13.0+cpu-*.whl "lm-eval[hf]==0.4.13"
 
     # 1. the prompts as a local lm-eval task (benchmarks/lmeval/fkr_one_hop.yaml reads them)
-    PYTHONPATH=src python benchmarks/lmeval_compare.py export PROMPTS.parquet
+    PYTHONPATH=src python benchmarks/lmeval_compare.py export PROMPTS.parquet [LIMIT]
     # 2. lm-eval: loglikelihood requests, acc = is_greedy (every answer token the argmax)
     OMP_NUM_THREADS=1 /work/venv-lmeval/bin/python benchmarks/lmeval_compare.py lmeval MODEL_DIR
     # 3. this project: evaluate.mode=teacher_forced (WITH_GENERATE=1: generate too)
@@ -34,10 +34,12 @@ OUT = HERE / "out"
 BATCH = 64
 
 
-def export(prompts: str) -> None:
+def export(prompts: str, limit: str | None = None) -> None:
     import pandas as pd
 
     one_hop = pd.read_parquet(prompts)
+    if limit is not None and len(one_hop) > int(limit):  # a seeded sample, as eval_speed.py --limit
+        one_hop = one_hop.sample(int(limit), random_state=0).reset_index(drop=True)
     OUT.mkdir(parents=True, exist_ok=True)
     with open(OUT / "one_hop.jsonl", "w") as f:
         for i, row in enumerate(one_hop.itertuples()):
