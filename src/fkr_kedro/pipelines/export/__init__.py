@@ -1,0 +1,1 @@
+"""The study's prompts as an lm-evaluation-harness task folder."""
