@@ -104,3 +104,24 @@ def test_lm_eval_agrees_with_the_project(study):
         lls = [s["resps"][0][0][0] for s in sorted(results["samples"][task], key=lambda s: s["doc_id"])]
         assert lls == pytest.approx(scores["answer_logprob"].tolist(), rel=1e-4, abs=1e-4)
         assert 0 <= res[task]["acc,none"] <= 1
+
+
+@pytest.mark.slow
+def test_kedro_export_pipeline_writes_the_task_folder(kedro_project):
+    """`kedro run --pipelines=data_prep,export` on the test configuration: the folder of the
+    knowledge source (synthetic), named after it, with the evaluation's prompt counts; the
+    export is not part of the default pipeline."""
+    from conftest import run_kedro
+
+    from fkr_kedro.pipeline_registry import register_pipelines
+
+    run_kedro(kedro_project, pipeline="data_prep")
+    run_kedro(kedro_project, pipeline="export", params={"evaluate": {"batch_size": 256, "max_new_tokens": 5}})
+    import pandas as pd
+
+    folder = kedro_project / "data" / "08_reporting" / "lm_eval_tasks"
+    one_hop = pd.read_parquet(kedro_project / "data" / "05_model_input" / "one_hop_prompts.parquet")
+    assert len((folder / "synthetic_one_hop.jsonl").read_text().splitlines()) == len(one_hop)
+    gen = yaml.safe_load((folder / "synthetic_two_hop_gen.yaml").read_text().replace("!function ", ""))
+    assert gen["generation_kwargs"]["max_gen_toks"] == 5
+    assert "export_lm_eval" not in {n.name for n in register_pipelines()["__default__"].nodes}
