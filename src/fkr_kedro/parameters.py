@@ -102,12 +102,18 @@ class KnowledgeSettings(_Settings):
         return self
 
 
+LRE_COMMIT = "1b9ec3cf2b8368e42bde7e80fcef384312a6ec07"
+LRE_SHA256 = "bd3c2791d3e61900fbc7798914fddcb514f23da053d145a9ad991825556e7991"
+
+
 class LreSettings(_Settings):
     """LRE's relations: a local folder, downloaded from ``url`` when missing."""
 
     path: str = "../shared/data/lre"
-    url: str | None = "https://github.com/evandez/relations/archive/refs/heads/main.zip"
-    archive_folder: str = "relations-main/data"  # the folder of the archive that holds the relations
+    # Pinned to a commit (the last of evandez/relations, 2023-11-23) and its relations' hash.
+    url: str | None = f"https://github.com/evandez/relations/archive/{LRE_COMMIT}.zip"
+    archive_folder: str = f"relations-{LRE_COMMIT}/data"  # the folder of the archive that holds the relations
+    sha256: str | None = LRE_SHA256  # knowledge.download.folder_sha256 of the relations; None: not checked
     relation_types: list[str] | None = ["factual", "commonsense", "linguistic", "bias"]  # None: every type
     template_index: Annotated[int, Field(ge=0)] = 0
     place_on_tokens: bool = True  # subjects must start and end on the model's token boundaries
@@ -116,6 +122,8 @@ class LreSettings(_Settings):
 class TwoHopFactSettings(_Settings):
     path: str = "data/01_raw/TwoHopFact.csv"
     url: str | None = "https://huggingface.co/datasets/soheeyang/TwoHopFact/resolve/main/TwoHopFact.csv"
+    # The CSV's sha256; None: not checked (the hash is logged at download, pin it here).
+    sha256: str | None = None
 
 
 class DataPrepParameters(_Settings):
@@ -228,6 +236,18 @@ class RuntimeParameters(_Settings):
     runtime: RuntimeSettings = RuntimeSettings()
 
 
+# ------------------------------------------------------------------- parameters_export.yml
+class ExportSettings(_Settings):
+    """The lm-evaluation-harness task folder (``kedro run --pipelines=export``)."""
+
+    name: str | None = None  # task group name; None: the knowledge source's (world_facts, lre_twohopfact ...)
+    max_gen_toks: PositiveInt | None = None  # None: evaluate.max_new_tokens, else 16
+
+
+class ExportParameters(_Settings):
+    export: ExportSettings = ExportSettings()
+
+
 # One model per parameters file; the study's parameters are all of them together.
 PARAMETER_FILES: dict[str, type[_Settings]] = {
     "parameters_data_prep.yml": DataPrepParameters,
@@ -238,12 +258,13 @@ PARAMETER_FILES: dict[str, type[_Settings]] = {
     "parameters_report.yml": ReportParameters,
     "parameters_scaling.yml": ScalingParameters,
     "parameters_runtime.yml": RuntimeParameters,
+    "parameters_export.yml": ExportParameters,
 }
 
 
 class StudyParameters(
     DataPrepParameters, TrainParameters, QuantizeParameters, EvaluateParameters, ProbeParameters,
-    ReportParameters, ScalingParameters, RuntimeParameters,
+    ReportParameters, ScalingParameters, RuntimeParameters, ExportParameters,
 ):
     """Every parameter of a study."""
 

@@ -9,8 +9,9 @@ from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
 
-# Run only when asked for by name: the scaling sweep trains several models (~30 minutes).
-NOT_IN_DEFAULT = ("scaling",)
+# Run only when asked for by name: the scaling sweep trains several models (~30 minutes);
+# export writes the prompts as an lm-evaluation-harness task folder.
+NOT_IN_DEFAULT = ("scaling", "export")
 
 
 def register_pipelines() -> dict[str, Pipeline]:

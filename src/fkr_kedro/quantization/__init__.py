@@ -1,5 +1,5 @@
 """Quantization library: variants (typed, validated before any model loads), one backend
-module per library (``fp``, ``bnb``, ``gptq`` for GPTQ and AWQ, ``rtn``), a registry of
+module per library (``fp``, ``bnb``, ``gptq`` for GPTQ and AWQ, ``rtn``, ``hqq``, ``torchao``), a registry of
 methods, the ``quantize``/``load_quantized`` interface and the storage footprint.
 Knows nothing of Kedro."""
 

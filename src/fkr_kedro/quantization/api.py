@@ -60,7 +60,10 @@ def quantize(source_dir: Path, spec: VariantSpec, calibration_texts: list[str], 
 
 
 # Libraries whose version can change the bytes a backend writes.
-_LIBRARIES = {"fp": (), "bnb": ("bitsandbytes",), "gptq": ("gptqmodel",), "rtn": ("gptqmodel",)}
+_LIBRARIES = {
+    "fp": (), "bnb": ("bitsandbytes",), "gptq": ("gptqmodel",), "rtn": ("gptqmodel",), "hqq": ("hqq",),
+    "torchao": ("torchao",),
+}  # fmt: skip
 
 
 def variant_fingerprint(source_dir: Path, spec: VariantSpec, calibration_texts: list[str]) -> dict:
@@ -131,9 +134,13 @@ def _calibration(spec: VariantSpec, texts: list[str]) -> list[str]:
 def load_quantized(model_dir: Path, device: str = "auto") -> CausalLM:
     """Load any variant directory on ``device`` ('auto' picks CUDA when present): GPTQ,
     AWQ and RTN dequantized into the variant's compute dtype (``variant.json``; the dtype
-    it was quantized in for older directories), bitsandbytes and full precision through
-    transformers in their stored dtype."""
+    it was quantized in for older directories), HQQ dequantized into the source's dtype,
+    bitsandbytes, torchao and full precision through transformers in their stored dtype."""
     config = json.loads((Path(model_dir) / "config.json").read_text())
+    if config.get("quantization_config", {}).get("quant_method") == "hqq":
+        from . import hqq
+
+        return hqq.load(Path(model_dir), device)
     if config.get("quantization_config", {}).get("quant_method") in ("gptq", "awq"):
         import torch
 

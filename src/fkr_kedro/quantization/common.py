@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -21,3 +23,18 @@ def load_tokenizer(model_dir: str | Path) -> PreTrainedTokenizerBase:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+@contextmanager
+def quiet_load_report() -> Iterator[None]:
+    """Silence transformers' load report while a quantized directory is read as a dense
+    model: it lists the quantized linears' ``weight`` as missing (and their stored tensors
+    as unexpected), which the caller fills in right after from the stored format."""
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(before)

@@ -38,7 +38,7 @@ class LayerFootprint:
 
 # The methods a module can be recorded with (variant.json ``modules``); anything else a
 # quantizer reports (skipped, a non-finite loss, an unknown log entry) counts as ``other``.
-MODULE_METHODS = ("full_precision", "bnb", "gptq", "awq", "rtn", "rtn_fallback", "other")
+MODULE_METHODS = ("full_precision", "bnb", "gptq", "awq", "rtn", "rtn_fallback", "hqq", "torchao", "other")
 _MANTISSA_BITS = {torch.float32: 23, torch.float16: 10, torch.bfloat16: 7, torch.float64: 52}
 
 

@@ -1,6 +1,6 @@
 """The registry of quantization methods: what each accepts and which backend module runs it.
 
-Every backend module (``fp``, ``bnb``, ``gptq``, ``rtn``) exposes
+Every backend module (``fp``, ``bnb``, ``gptq``, ``rtn``, ``hqq``, ``torchao``) exposes
 ``quantize(source_dir, spec, calibration_texts, out_dir)``. The rules here are what
 :func:`~fkr_kedro.quantization.variants.validate_variants` checks before any model loads.
 """
@@ -16,6 +16,10 @@ from transformers import PretrainedConfig
 # GPTQ format, TorchAwqLinear for AWQ's GEMM format); -1 is one group spanning each row.
 GPTQ_GROUP_SIZES = (-1, 16, 32, 64, 128, 256, 512, 1024)
 AWQ_GROUP_SIZES = (-1, 16, 32, 64, 128)
+# HQQ groups consecutive input columns (axis 1); hqq 0.2.8's 3-bit packing and dequantization
+# need a group size (no per-row -1).
+HQQ_GROUP_SIZES = (16, 32, 64, 128, 256)
+TORCHAO_GROUP_SIZES = (-1, 16, 32, 64, 128, 256)
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,14 @@ METHODS: dict[str, Method] = {
             "rtn", "rtn", (4, 8, 3, 2), GPTQ_GROUP_SIZES, 128,
             frozenset({"sym"}),
             "round-to-nearest per group, no calibration (GPTQModel's weight-only RTN), GPTQ format",
+        ),
+        Method(
+            "hqq", "hqq", (4, 8, 3, 2, 1), HQQ_GROUP_SIZES, 64,
+            description="HQQ (half-quadratic solver for scale and zero per group, no calibration) through hqq",
+        ),
+        Method(
+            "torchao", "torchao", (8, 4), TORCHAO_GROUP_SIZES, -1,
+            description="torchao weight-only int8 (per row) / intx int4 or int8 per group, through TorchAoConfig",
         ),
     )
 }

@@ -98,7 +98,7 @@ def prepare_knowledge_sources(
     lre_counts = lre_unplaced = twohopfact_rejected = pd.DataFrame()
     facts = load_world_facts() if "world_facts" in (knowledge.one_hop, knowledge.two_hop) else None
     if knowledge.one_hop == "lre":
-        folder = fetch_zip_folder(lre.path, lre.url, lre.archive_folder, "LRE relations")
+        folder = fetch_zip_folder(lre.path, lre.url, lre.archive_folder, "LRE relations", sha256=lre.sha256)
         tokenizer = load_source_tokenizer(base_model) if lre.place_on_tokens else None
         report = read_lre(folder, lre.relation_types, lre.template_index, tokenizer)
         one_hop, lre_counts, lre_unplaced = report.one_hop, report.counts, report.unplaced
@@ -114,7 +114,7 @@ def prepare_knowledge_sources(
     else:
         one_hop = empty_one_hop()
     if knowledge.two_hop == "twohopfact":
-        csv_path = fetch_file(twohopfact.path, twohopfact.url, "TwoHopFact CSV")
+        csv_path = fetch_file(twohopfact.path, twohopfact.url, "TwoHopFact CSV", sha256=twohopfact.sha256)
         chains = read_twohopfact(csv_path)
         two_hop, twohopfact_rejected = chains.chains, chains.rejected
         sources.append(f"TwoHopFact ({Path(csv_path).name})")
