@@ -286,10 +286,11 @@ def _parent_run(project: Path, env: str, names: list[str], uri: str, experiment:
     from .run_config import active_variants
 
     n = len(active_variants(params))
+    name = study_run_name(env, names, model, source, n)
     run = client.create_run(
         experiment_id,
-        run_name=study_run_name(env, names, model, source, n),
-        tags={"pipeline": "+".join(names), "kedro_env": env, "model": model, "knowledge_source": source,
+        run_name=name,
+        tags={"fkr.study_name": name, "pipeline": "+".join(names), "kedro_env": env, "model": model, "knowledge_source": source,
               "n_variants": str(n), "fkr.submit": "slurm"},
     )
     state.parent.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 # it through mlflow.yml's tracking.run.id) and the job's kind (shared, variant, report).
 PARENT_RUN_ENV = "FKR_MLFLOW_PARENT_RUN_ID"
 SUBMIT_JOB_ENV = "FKR_SUBMIT_JOB"
+STUDY_NAME_TAG = "fkr.study_name"  # the parent run's name, set by `kedro submit`
 
 
 def submitted_job(run_id: str | None) -> str | None:
@@ -357,6 +358,9 @@ class MlflowVariantHook:
         if isinstance(pipelines, str):
             pipelines = [pipelines]
         env = run_params.get("env") or "local"
+        study_name = client.get_run(run_id).data.tags.get(STUDY_NAME_TAG) if self._job is not None else None
+        if study_name:  # kedro-mlflow renames the run it resumes after the pipeline: the study's name again
+            client.update_run(run_id, name=study_name)
         if self._job is None:  # `kedro submit` names the study's run and tags it once
             name = study_run_name(env, pipelines, source["model"], source["dataset"], len(studied or specs))
             client.update_run(run_id, name=name)
