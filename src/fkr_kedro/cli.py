@@ -186,9 +186,19 @@ def _variant_changed(name: str, catalog, params) -> str | None:
     changed = [key for key, value in wanted.items() if recorded.get(key) != value]
     if changed:
         return f"settings changed ({', '.join(changed)})"
-    if source and Path(source).exists() and recorded.get("source_weights_sha256") != weights_digest(source):
+    if source and Path(source).exists() and recorded.get("source_weights_sha256") != _digest(source, weights_digest):
         return "the base model changed"
     return None
+
+
+_DIGESTS: dict[str, str] = {}
+
+
+def _digest(path: str, weights_digest) -> str:
+    """The base model's weights digest, computed once per submission (it reads every weight)."""
+    if path not in _DIGESTS:
+        _DIGESTS[path] = weights_digest(path)
+    return _DIGESTS[path]
 
 
 def _resume(plan, context) -> dict[str, Any]:
