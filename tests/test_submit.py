@@ -75,6 +75,34 @@ def test_namespace_groups_in_a_cycle_are_an_error():
         plan_jobs(groups, parallel={"fp", "a", "b"}, first={"fp"})
 
 
+def test_kedros_namespace_check_passes_and_every_variant_but_the_reference_is_an_array_task(monkeypatch):
+    import warnings
+
+    from kedro.pipeline import Pipeline
+
+    from fkr_kedro.pipeline_registry import register_pipelines
+    from fkr_kedro.run_config import active_variants
+    from tracked_study import PROJECT_ROOT
+
+    from kedro.framework.startup import bootstrap_project
+
+    monkeypatch.chdir(PROJECT_ROOT)
+    monkeypatch.setenv("KEDRO_ENV", "test")
+    bootstrap_project(PROJECT_ROOT)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pipelines = register_pipelines()
+        default = Pipeline(pipelines["__default__"].nodes)
+    assert not [str(w.message) for w in caught if "is interrupted" in str(w.message)]
+    names = [spec.name for spec in active_variants()]
+    graph = plan_jobs(default.group_nodes_by("namespace"), parallel=set(names), first={"fp"})
+    assert graph.first == ["fp"] and graph.array == [n for n in names if n != "fp"]
+    assert "train_model" in graph.shared_nodes and "build_report" in graph.report_nodes
+    assert {n for n in graph.report_nodes if n.endswith("plot_variant_layers")} == {
+        f"report.{n}.plot_variant_layers" for n in names
+    }
+
+
 def test_slurm_yml_merges_defaults_per_kind_and_rejects_bad_keys_and_values():
     config = load_slurm_config(
         {"slurm": {"setup": "source .venv/bin/activate", "defaults": {"cpus": 4, "time": "01:00:00", "extra": ["--qos=x"]},
