@@ -110,9 +110,9 @@ def _plan(context, names: list[str]):
             + " ".join(interrupted[:5]) + (f" (and {len(interrupted) - 5} more)" if len(interrupted) > 5 else "")
         )
     params = study_parameters()
-    parallel = {spec.name for spec in active_variants(params)}
+    parallel = [spec.name for spec in active_variants(params)]  # the configured order
     if params.scaling is not None:
-        parallel |= {scaling_namespace(size) for size in params.scaling.sizes}
+        parallel += [scaling_namespace(size) for size in params.scaling.sizes]
     groups = pipeline.group_nodes_by("namespace")
     parents = {node.name: {p.name for p in deps} for node, deps in pipeline.node_dependencies.items()}
     graph = plan_jobs(groups, parallel=parallel, first={REFERENCE}, node_parents=parents)

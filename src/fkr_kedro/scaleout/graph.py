@@ -29,7 +29,7 @@ class JobGraphError(ValueError):
 class JobGraph:
     shared_nodes: list[str]
     first: list[str]  # namespaces run in the shared job
-    array: list[str]  # one array task each, in pipeline order
+    array: list[str]  # one array task each, in the order given
     report_nodes: list[str]
     report_roots: list[str]  # the report nodes that read nothing another report node writes
     array_nodes: dict[str, list[str]] = field(default_factory=dict)
@@ -68,14 +68,14 @@ def _ancestors(dependencies: Mapping[str, set[str]]) -> dict[str, set[str]]:
 
 def plan_jobs(
     groups: Iterable[Any],
-    parallel: Iterable[str],
+    parallel: Sequence[str],
     first: Iterable[str] = (),
     node_parents: Mapping[str, Iterable[str]] | None = None,
 ) -> JobGraph:
     """Split ``groups`` into the shared job, the array and the report job.
 
     ``parallel``: the namespaces that get one array task each (the variants, the model
-    sizes); ``first``: namespaces that run in the shared job instead (other namespaces read
+    sizes), in the order of the array's tasks; ``first``: namespaces that run in the shared job instead (other namespaces read
     them); ``node_parents``: ``{node: its parent nodes}``, for the report job's first nodes.
     """
     groups = list(groups)
@@ -89,7 +89,8 @@ def plan_jobs(
             f"the pipeline's namespace groups form a cycle ({cycle}): a namespace reads a node that "
             "reads the namespace; give the later nodes their own namespace (or none)"
         ) from None
-    parallel, first = set(parallel), set(first)
+    rank = {name: i for i, name in enumerate(parallel)}  # array tasks in the order given
+    parallel, first = set(rank), set(first)
     stage: dict[str, str] = {}
     for name in TopologicalSorter(dependencies).static_order():
         outside = sorted(a for a in ancestors[name] if stage.get(a) != "shared")
@@ -119,7 +120,7 @@ def plan_jobs(
     return JobGraph(
         shared_nodes=shared_nodes,
         first=[n for n in order if n in first and stage.get(n) == "shared"],
-        array=[n for n in order if stage[n] == "array"],
+        array=sorted((n for n in order if stage[n] == "array"), key=rank.__getitem__),
         report_nodes=report_nodes,
         report_roots=roots,
         array_nodes={g.name: list(g.nodes) for g in groups if stage[g.name] == "array"},
