@@ -198,3 +198,24 @@ def slurm_cluster(tmp_path_factory):
     finally:
         cluster.run(_which("scancel"), "--user=root", check=False)
         stop_cluster(processes)
+
+
+if __name__ == "__main__":
+    # A single-node Slurm for trying `kedro submit` by hand (docs/scale_out.md):
+    #   python tests/slurm_cluster.py /tmp/fkr-slurm    (as root; Ctrl-C or SIGTERM stops it)
+    import signal
+    import sys
+
+    folder = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/fkr-slurm").resolve()
+    if missing_binaries():
+        sys.exit(f"Slurm binaries not found: {', '.join(missing_binaries())} (install them: `{PACKAGES}`)")
+    running, started = start_cluster(folder)
+    print(f"single-node Slurm up ({running.cpus} CPUs, partition {running.partition}); in another shell:\n"
+          f"  export SLURM_CONF={running.conf}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        signal.pause()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        stop_cluster(started)
