@@ -274,3 +274,15 @@ def test_a_submitted_study_equals_kedro_run_isolates_a_cancelled_variant_and_res
         latest[run.data.tags["variant"]] = run.info.status
     assert latest == {v: "FINISHED" for v in ["fp", *names]}, logs
     assert client.get_run(parent_id).info.status == "FINISHED", logs
+
+
+def test_params_are_read_as_kedro_run_reads_them():
+    import click
+
+    from fkr_kedro.cli import _parse_params
+
+    assert _parse_params("base_model.id=Qwen/Qwen2.5-14B,training.steps=3") == {
+        "base_model": {"id": "Qwen/Qwen2.5-14B"}, "training": {"steps": 3}
+    }
+    with pytest.raises(click.UsageError, match="'steps' must be key=value"):
+        _parse_params("steps")

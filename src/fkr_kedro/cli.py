@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
 PARENT_RUN_ENV = "FKR_MLFLOW_PARENT_RUN_ID"
 SUBMIT_JOB_ENV = "FKR_SUBMIT_JOB"
@@ -31,15 +30,15 @@ def cli() -> None:
 
 
 def _parse_params(raw: str) -> dict[str, Any]:
-    """``--params`` as ``kedro run`` reads it: ``key=value`` pairs separated by commas,
-    values parsed as YAML scalars."""
-    out: dict[str, Any] = {}
-    for item in filter(None, (part.strip() for part in (raw or "").split(","))):
-        if "=" not in item:
+    """``--params`` as ``kedro run`` reads it: ``key=value`` pairs separated by commas, dotted
+    keys nested, values parsed by OmegaConf (the jobs get the same string)."""
+    from omegaconf import OmegaConf
+
+    items = [part.strip() for part in (raw or "").split(",") if part.strip()]
+    for item in items:
+        if "=" not in item or not item.split("=", 1)[0].strip():
             raise click.UsageError(f"--params item {item!r} must be key=value")
-        key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-    return out
+    return OmegaConf.to_container(OmegaConf.from_dotlist(items)) if items else {}
 
 
 @cli.command()
