@@ -236,6 +236,7 @@ def test_a_submitted_study_equals_kedro_run_isolates_a_cancelled_variant_and_res
     by_variant = {r.data.tags["variant"]: r for r in nested()}
     assert by_variant[cancelled].info.status == "FAILED", logs
     assert "SIGTERM" in by_variant[cancelled].data.tags.get("fkr.ended_by", ""), logs
+    assert not [v for v, r in by_variant.items() if v != cancelled and "fkr.ended_by" in r.data.tags]
     assert {v: r.info.status for v, r in by_variant.items() if v != cancelled} == {
         v: "FINISHED" for v in ["fp", *names] if v != cancelled
     }, logs

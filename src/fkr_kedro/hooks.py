@@ -279,6 +279,7 @@ class MlflowVariantHook:
         self._declarations: dict = {}
         self._parent_run_id: str | None = None
         self._job: str | None = None  # the kind of `kedro submit` job, None for `kedro run`
+        self._own: set[str] = set()  # the variants whose nodes this run holds
         self._guard = None
         self._project_path = Path.cwd()
 
@@ -384,10 +385,11 @@ class MlflowVariantHook:
         # Kedro converted them to the node's types (`training` as "TrainConfig(...)").
         self._runs.log_params(flatten_params(parameters))
         self._catalog = catalog
-        if self._job is not None:
-            # Variants this job does not run but writes figures of (the report job) log into
-            # their latest nested run of the study, made by their own job.
-            own = {spec.name for spec in studied}
+        self._own = {spec.name for spec in studied}
+        if self._job == "report":
+            # The variants' figures (report.<variant> nodes) go into their latest nested run
+            # of the study, made by their own job.
+            own = self._own
             for variant, nested in latest_nested_runs(client, experiment_id, run_id).items():
                 if variant in self._variants and variant not in own:
                     self._runs.adopt(variant, nested)
@@ -449,10 +451,11 @@ class MlflowVariantHook:
             # A variant job stopped (scancel, its time limit): its variant failed; the study's
             # parent run goes on (the report job ends it and names the missing variant).
             client = MlflowClient(mlflow.get_tracking_uri())
-            for nested in self._runs.run_ids.values():
+            own = {v: r for v, r in self._runs.run_ids.items() if v in self._own}
+            for nested in own.values():
                 client.set_tag(nested, "fkr.ended_by", reason)
             self._runs.finish("FAILED")
-            log.warning("MLflow: variant runs %s ended FAILED: %s", sorted(self._runs.run_ids), reason)
+            log.warning("MLflow: variant runs %s ended FAILED: %s", sorted(own), reason)
             self._runs = None
             self._parent_run_id = None
             return
