@@ -20,6 +20,7 @@ LIBRARY = {
     "scaling": {"modeling", "knowledge", "quantization", "analysis"},
     "reporting": {"analysis"},
     "tracking": set(),
+    "scaleout": set(),
 }
 
 

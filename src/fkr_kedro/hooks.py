@@ -13,6 +13,20 @@ from .run_config import active_parameters, active_variants, set_active_config_lo
 
 log = logging.getLogger(__name__)
 
+# Set in the jobs of `kedro submit` (fkr_kedro.cli): the study's parent run (kedro-mlflow opens
+# it through mlflow.yml's tracking.run.id) and the job's kind (shared, variant, report).
+PARENT_RUN_ENV = "FKR_MLFLOW_PARENT_RUN_ID"
+SUBMIT_JOB_ENV = "FKR_SUBMIT_JOB"
+STUDY_NAME_TAG = "fkr.study_name"  # the parent run's name, set by `kedro submit`
+
+
+def submitted_job(run_id: str | None) -> str | None:
+    """The kind of `kedro submit` job this process is when it logs into the study's parent
+    run ``run_id``; None for a plain `kedro run`."""
+    if run_id is None or os.environ.get(PARENT_RUN_ENV) != run_id:
+        return None
+    return os.environ.get(SUBMIT_JOB_ENV) or None
+
 
 class ActiveConfigHook:
     """Record the new context's config loader so generated pipelines follow ``--env``, and
@@ -322,6 +336,8 @@ class MlflowVariantHook:
         self._variants: set[str] = set()
         self._declarations: dict = {}
         self._parent_run_id: str | None = None
+        self._job: str | None = None  # the kind of `kedro submit` job, None for `kedro run`
+        self._own: set[str] = set()  # the variants whose nodes this run holds
         self._guard = None
         self._project_path = Path.cwd()
 
@@ -355,6 +371,7 @@ class MlflowVariantHook:
         from .tracking import RunGuard
 
         self._parent_run_id = parent.info.run_id
+        self._job = submitted_job(parent.info.run_id)
         self._guard = RunGuard(self._end_open_runs)
         self._guard.install()
         try:
@@ -382,7 +399,8 @@ class MlflowVariantHook:
         client = MlflowClient(mlflow.get_tracking_uri())
         run_id, experiment_id = parent.info.run_id, parent.info.experiment_id
         tags = process_tags()
-        set_tags(client, run_id, tags)
+        if self._job is None:  # a submitted study's parent run outlives every job: no process tags
+            set_tags(client, run_id, tags)
         end_stale_runs(client, [experiment_id])
         set_experiment_kind(client, experiment_id)
         uri = mlflow.get_tracking_uri()
@@ -399,10 +417,14 @@ class MlflowVariantHook:
         if isinstance(pipelines, str):
             pipelines = [pipelines]
         env = run_params.get("env") or "local"
-        name = study_run_name(env, pipelines, source["model"], source["dataset"], len(studied or specs))
-        client.update_run(run_id, name=name)
-        set_tags(client, run_id, {"pipeline": "+".join(pipelines), "kedro_env": env, "model": source["model"],
-                                  "knowledge_source": source["dataset"], "n_variants": len(studied or specs)})
+        study_name = client.get_run(run_id).data.tags.get(STUDY_NAME_TAG) if self._job is not None else None
+        if study_name:  # kedro-mlflow renames the run it resumes after the pipeline: the study's name again
+            client.update_run(run_id, name=study_name)
+        if self._job is None:  # `kedro submit` names the study's run and tags it once
+            name = study_run_name(env, pipelines, source["model"], source["dataset"], len(studied or specs))
+            client.update_run(run_id, name=name)
+            set_tags(client, run_id, {"pipeline": "+".join(pipelines), "kedro_env": env, "model": source["model"],
+                                      "knowledge_source": source["dataset"], "n_variants": len(studied or specs)})
 
         self._declarations = _declarations(pipeline, catalog)
         check_declarations(self._declarations.values(), {n: _filepath(catalog, n) for n in self._declarations})
@@ -421,6 +443,14 @@ class MlflowVariantHook:
         # Kedro converted them to the node's types (`training` as "TrainConfig(...)").
         self._runs.log_params(flatten_params(parameters))
         self._catalog = catalog
+        self._own = {spec.name for spec in studied}
+        if self._job == "report":
+            # The variants' figures (report.<variant> nodes) go into their latest nested run
+            # of the study, made by their own job.
+            own = self._own
+            for variant, nested in latest_nested_runs(client, experiment_id, run_id).items():
+                if variant in self._variants and variant not in own:
+                    self._runs.adopt(variant, nested)
         for spec in studied:
             self._runs.open(spec.name)
 
@@ -475,6 +505,18 @@ class MlflowVariantHook:
         import mlflow
         from mlflow.tracking import MlflowClient
 
+        if self._job == "variant" and self._runs is not None:
+            # A variant job stopped (scancel, its time limit): its variant failed; the study's
+            # parent run goes on (the report job ends it and names the missing variant).
+            client = MlflowClient(mlflow.get_tracking_uri())
+            own = {v: r for v, r in self._runs.run_ids.items() if v in self._own}
+            for nested in own.values():
+                client.set_tag(nested, "fkr.ended_by", reason)
+            self._runs.finish("FAILED")
+            log.warning("MLflow: variant runs %s ended FAILED: %s", sorted(own), reason)
+            self._runs = None
+            self._parent_run_id = None
+            return
         if self._runs is not None:
             self._runs.finish(status)
         parent_id = self._parent_run_id
@@ -521,7 +563,28 @@ class MlflowRunStackHook:
 
         while self._run_id is not None and (active := mlflow.active_run()) is not None and active.info.run_id == self._run_id:
             mlflow.end_run(status)
+        job = submitted_job(self._run_id)
+        # kedro-mlflow ends the run it opened; the study's parent run of `kedro submit` ends
+        # with the report job (or FAILED with a failed shared job, after which nothing runs).
+        if job == "variant" or (job == "shared" and status == "FINISHED"):
+            from mlflow.tracking import MlflowClient
+
+            MlflowClient(mlflow.get_tracking_uri()).update_run(self._run_id, status="RUNNING")
         self._run_id = None
+
+
+def latest_nested_runs(client, experiment_id: str, parent_run_id: str) -> dict[str, str]:
+    """``{variant: run id}`` of the latest nested run of each variant under the parent run."""
+    runs = client.search_runs(
+        [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+        order_by=["attributes.start_time DESC"], max_results=10_000,
+    )
+    latest: dict[str, str] = {}
+    for run in runs:
+        variant = run.data.tags.get("variant")
+        if variant and variant not in latest:
+            latest[variant] = run.info.run_id
+    return latest
 
 
 def _mlflow_conf(loader) -> dict[str, Any]:

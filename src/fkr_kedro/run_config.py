@@ -63,10 +63,28 @@ def active_variants(params: StudyParameters | None = None) -> list[VariantSpec]:
             specs.append(VariantSpec(name=name, **settings))
         except ValueError as error:  # pydantic's ValidationError is a ValueError
             raise VariantError(f"variant {name!r}: {error}") from None
+    missing = set(missing_variants(params))
+    specs = [spec for spec in specs if spec.name not in missing]
     shape = params.model_shape
     # A loaded model's widths are not in parameters: quantize() checks its config.
     widths = [shape.hidden_size, shape.intermediate_size] if params.base_model.kind == "train" else []
     return validate_variants(specs, widths)
+
+
+# Set by the report job of `kedro submit` (fkr_kedro.scaleout): the namespaces whose array
+# task did not succeed, separated by spaces. The pipelines are built without them and the
+# report names them.
+MISSING_NAMESPACES_ENV = "FKR_MISSING_NAMESPACES"
+
+
+def missing_variants(params: StudyParameters | None = None) -> list[str]:
+    """The configured variants named in ``FKR_MISSING_NAMESPACES`` (the report job of a
+    submitted study whose array task for them failed or was cancelled), in configured order."""
+    named = os.environ.get(MISSING_NAMESPACES_ENV, "").split()
+    if not named:
+        return []
+    params = params or study_parameters()
+    return [name for name in params.variants if name in named]
 
 
 def bind(func, **kwargs):

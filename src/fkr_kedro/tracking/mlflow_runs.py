@@ -186,6 +186,13 @@ class VariantRuns:
         log.info("MLflow: nested run %s for variant %s", run_id, variant)
         return run_id
 
+    def adopt(self, variant: str, run_id: str) -> None:
+        """Log the variant into the existing run ``run_id`` (a job of a submitted study that
+        writes a variant's figures after its own job ended it): never created nor ended here."""
+        with self._lock:
+            self._run_ids[variant] = run_id
+            self._ended.add(run_id)
+
     def log_params(self, params: Mapping[str, Any], variant: str | None = None) -> None:
         """Params on the variant's run, or on the parent run when ``variant`` is None."""
         self._log_params(self.open(variant) if variant is not None else self.parent_run_id, params)

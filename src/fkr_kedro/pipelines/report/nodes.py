@@ -119,10 +119,13 @@ def build_report(
     scaling_fit_metrics: dict | None,
     scaling_conclusion: dict | None,
     scaling_figure: Image | None,
+    missing_variants: list[str] | tuple[str, ...] = (),
     **images: bytes,
 ) -> tuple[pd.DataFrame, str]:
     """The summary table and the HTML report. ``images`` are the PNGs the figure nodes drew:
-    ``<figure>_png`` for each of :data:`FIGURES` and ``<variant>.layers_png`` per variant."""
+    ``<figure>_png`` for each of :data:`FIGURES` and ``<variant>.layers_png`` per variant.
+    ``missing_variants``: configured variants left out because their job did not succeed
+    (``kedro submit``); the report names them first."""
     results = StudyTables(recall_by_variant, probe_results, entrec_results, attribution_results, drift_results, cnst_results)
     summary = summary_table(results, report)
     chains = two_hop_prompts["split"].value_counts().to_dict() if "split" in two_hop_prompts else {}
@@ -138,6 +141,13 @@ def build_report(
         for variant, image in by_namespace(images, "layers_png").items()
     ]
     sections = [
+        *(
+            [Section("Missing variants", sentences=[
+                f"Missing variants: {', '.join(missing_variants)}. Their Slurm jobs failed or were cancelled, so "
+                "this report leaves them out; `kedro submit` again runs only them and rebuilds the report."
+            ])]
+            if missing_variants else []
+        ),
         Section("What the numbers show", sentences=sentences),
         Section("Summary", tables=[("One row per variant; percentages are accuracies.", format_table(summary, percent))]),
         Section("Recall", figures=[cross["accuracy_vs_bits"]]),

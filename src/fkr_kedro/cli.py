@@ -1,0 +1,388 @@
+"""Project commands (Kedro loads ``cli`` from ``<package>.cli``): ``kedro submit`` runs the
+study as a graph of Slurm jobs (docs/scale_out.md).
+
+The job graph comes from the pipeline's namespaces (``Pipeline.group_nodes_by("namespace")``,
+checked by Kedro's namespace check, which must pass): one job for the shared stages, one
+array task per variant (or scaling model size) namespace, one job for what reads every
+namespace. Each job is a plain sbatch script that runs ``kedro run`` in this project
+directory; the library part is :mod:`fkr_kedro.scaleout`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+
+PARENT_RUN_ENV = "FKR_MLFLOW_PARENT_RUN_ID"
+SUBMIT_JOB_ENV = "FKR_SUBMIT_JOB"
+LOG_ROOT = Path("logs") / "slurm"
+
+
+@click.group(name="fkr_kedro")
+def cli() -> None:
+    """fkr_kedro's project commands."""
+
+
+def _parse_params(raw: str) -> dict[str, Any]:
+    """``--params`` as ``kedro run`` reads it: ``key=value`` pairs separated by commas, dotted
+    keys nested, values parsed by OmegaConf (the jobs get the same string)."""
+    from omegaconf import OmegaConf
+
+    items = [part.strip() for part in (raw or "").split(",") if part.strip()]
+    for item in items:
+        if "=" not in item or not item.split("=", 1)[0].strip():
+            raise click.UsageError(f"--params item {item!r} must be key=value")
+    return OmegaConf.to_container(OmegaConf.from_dotlist(items)) if items else {}
+
+
+@cli.command()
+@click.option("--env", "-e", type=str, default=None, help="Kedro configuration environment (as `kedro run --env`).")
+@click.option("--pipeline", "-p", type=str, default=None, help="One pipeline to submit (as `kedro run --pipeline`).")
+@click.option("--pipelines", type=str, default="", help="Pipelines to submit, comma-separated (default: __default__).")
+@click.option("--params", type=str, default="", help="Runtime parameters, key=value,... (as `kedro run --params`).")
+@click.option("--dry-run", is_flag=True, help="Print the job graph and the sbatch scripts; submit nothing.")
+def submit(env: str | None, pipeline: str | None, pipelines: str, params: str, dry_run: bool) -> None:
+    """Run the study as Slurm jobs: shared stages, one array task per variant, the report.
+
+    Submitting again submits only what is missing or failed and says what it skips."""
+    from kedro.framework.session import KedroSession
+
+    from .scaleout import SlurmConfigError, SlurmError
+
+    if pipeline and pipelines:
+        raise click.UsageError("--pipeline and --pipelines cannot be used together")
+    names = [pipeline] if pipeline else [p.strip() for p in pipelines.split(",") if p.strip()] or ["__default__"]
+    runtime = _parse_params(params)
+    project = Path.cwd()
+    with KedroSession.create(project_path=project, env=env, runtime_params=runtime) as session:
+        context = session.load_context()
+        try:
+            plan = _plan(context, names)
+            slurm = _slurm_config(context.config_loader)
+        except (SlurmConfigError, ValueError) as error:
+            raise click.ClickException(str(error)) from None
+        env_name = context.env or "local"
+        kedro_args = [f"--env={env_name}"]
+        if names != ["__default__"]:
+            kedro_args.append(f"--pipelines={','.join(names)}")
+        if params:
+            kedro_args.append(f"--params={params}")
+        todo = _resume(plan, context)
+        tracking_uri, experiment = _mlflow_target(context.config_loader)
+        try:
+            _submit(project, env_name, names, kedro_args, plan, todo, slurm, tracking_uri, experiment, dry_run)
+        except SlurmError as error:
+            raise click.ClickException(str(error)) from None
+
+
+# ------------------------------------------------------------------ the job graph
+def _plan(context, names: list[str]):
+    """The job graph of the pipelines ``names`` and what each job reads and writes."""
+    from kedro.framework.project import pipelines as registry
+    from kedro.pipeline import Pipeline
+
+    from .pipelines.probe.nodes import REFERENCE
+    from .run_config import active_variants, study_parameters
+    from .scaleout import JobGraphError, plan_jobs
+    from .scaling.config import namespace as scaling_namespace
+
+    unknown = [n for n in names if n not in registry]
+    if unknown:
+        raise ValueError(f"no pipeline named {', '.join(unknown)}: the registered pipelines are {', '.join(sorted(registry))}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pipeline = sum((registry[n] for n in names), Pipeline([]))
+        pipeline = Pipeline(pipeline.nodes)  # Kedro checks the namespaces when it builds a pipeline
+    interrupted = sorted({str(w.message) for w in caught if "is interrupted by" in str(w.message)})
+    for w in caught:
+        if "is interrupted by" not in str(w.message):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if interrupted:
+        raise JobGraphError(
+            "Kedro's namespace check failed, so the namespaces cannot become separate jobs: "
+            + " ".join(interrupted[:5]) + (f" (and {len(interrupted) - 5} more)" if len(interrupted) > 5 else "")
+        )
+    params = study_parameters()
+    parallel = [spec.name for spec in active_variants(params)]  # the configured order
+    if params.scaling is not None:
+        parallel += [scaling_namespace(size) for size in params.scaling.sizes]
+    groups = pipeline.group_nodes_by("namespace")
+    parents = {node.name: {p.name for p in deps} for node, deps in pipeline.node_dependencies.items()}
+    graph = plan_jobs(groups, parallel=parallel, first={REFERENCE}, node_parents=parents)
+    _check_persisted(pipeline, graph, context.catalog)
+    return {"graph": graph, "pipeline": pipeline, "params": params}
+
+
+def _check_persisted(pipeline, graph, catalog) -> None:
+    """Every dataset one job writes and another reads must be on disk (not in memory)."""
+    stage = {n: "shared" for n in graph.shared_nodes}
+    stage.update({n: f"array:{ns}" for ns, nodes in graph.array_nodes.items() for n in nodes})
+    stage.update({n: "report" for n in graph.report_nodes})
+    writer = {}
+    for node in pipeline.nodes:
+        for output in node.outputs:
+            writer[output.split("@")[0]] = stage[node.name]
+    problems = []
+    for node in pipeline.nodes:
+        for name in node.inputs:
+            base = name.split("@")[0]
+            if name.startswith("params:") or name == "parameters" or writer.get(base, stage[node.name]) == stage[node.name]:
+                continue
+            if not _persisted(catalog, name):
+                problems.append(f"{name} (written in the {writer[base]} job, read in the {stage[node.name]} job)")
+    if problems:
+        raise ValueError(
+            "datasets passed between Slurm jobs must be saved to files, but these are in memory: "
+            + ", ".join(sorted(set(problems))) + ": give them a catalog entry with a filepath"
+        )
+
+
+def _persisted(catalog, name: str) -> bool:
+    from kedro.io import MemoryDataset
+
+    try:
+        dataset = catalog.get(name)
+    except Exception:
+        return False
+    return dataset is not None and not isinstance(dataset, MemoryDataset)
+
+
+# ------------------------------------------------------------------ resume
+def _outputs_exist(pipeline, nodes: list[str], catalog) -> list[str]:
+    """The saved outputs of ``nodes`` that are not on disk."""
+    chosen = set(nodes)
+    absent = []
+    for node in pipeline.nodes:
+        if node.name in chosen:
+            for output in node.outputs:
+                if _persisted(catalog, output) and not catalog.exists(output):
+                    absent.append(output)
+    return absent
+
+
+def _variant_changed(name: str, catalog, params) -> str | None:
+    """Why variant ``name`` on disk is not the configured one (its ``variant.json``
+    fingerprint: the spec and the source weights' digest), or None when it is."""
+    from .modeling.storage import weights_digest
+    from .quantization.api import recorded_fingerprint
+    from .run_config import active_variants
+
+    spec = next((s for s in active_variants(params) if s.name == name), None)
+    entry = catalog.config_resolver.resolve_pattern(f"{name}.model@variant") or {}
+    source = (catalog.config_resolver.resolve_pattern("base_model@dir") or {}).get("path")
+    if spec is None or "path" not in entry:
+        return None
+    recorded = recorded_fingerprint(Path(entry["path"]))
+    if recorded is None:
+        return "no fingerprint"
+    wanted = json.loads(json.dumps(spec.model_dump()))
+    changed = [key for key, value in wanted.items() if recorded.get(key) != value]
+    if changed:
+        return f"settings changed ({', '.join(changed)})"
+    if source and Path(source).exists() and recorded.get("source_weights_sha256") != _digest(source, weights_digest):
+        return "the base model changed"
+    return None
+
+
+_DIGESTS: dict[str, str] = {}
+
+
+def _digest(path: str, weights_digest) -> str:
+    """The base model's weights digest, computed once per submission (it reads every weight)."""
+    if path not in _DIGESTS:
+        _DIGESTS[path] = weights_digest(path)
+    return _DIGESTS[path]
+
+
+def _resume(plan, context) -> dict[str, Any]:
+    """What to submit: the shared job unless its outputs are there, the array namespaces
+    whose outputs are missing or whose variant fingerprint differs; the reasons of each."""
+    graph, pipeline, catalog = plan["graph"], plan["pipeline"], context.catalog
+    skipped, reasons = [], {}
+    shared_missing = _outputs_exist(pipeline, graph.shared_nodes, catalog)
+    for name in graph.first:
+        why = _variant_changed(name, catalog, plan["params"])
+        if why:
+            shared_missing.append(f"{name} ({why})")
+    array = []
+    for name in graph.array:
+        absent = _outputs_exist(pipeline, graph.array_nodes[name], catalog)
+        why = None if absent else _variant_changed(name, catalog, plan["params"])
+        if absent or why or shared_missing:
+            array.append(name)
+            reasons[name] = why or (f"missing {', '.join(absent[:3])}" if absent else "the shared job runs again")
+        else:
+            skipped.append(name)
+    report_missing = _outputs_exist(pipeline, graph.report_nodes, catalog)
+    return {
+        "shared": bool(shared_missing),
+        "shared_reason": ", ".join(shared_missing[:4]),
+        "array": array,
+        "reasons": reasons,
+        "skipped": skipped,
+        "report": bool(shared_missing or array or report_missing),
+    }
+
+
+# ------------------------------------------------------------------ MLflow and Slurm
+def _slurm_config(loader):
+    from kedro.config import MissingConfigException
+
+    from .scaleout import load_slurm_config
+
+    if "slurm" not in loader.config_patterns:
+        loader.config_patterns.update({"slurm": ["slurm*", "slurm*/**"]})
+    envs = [e for e in (getattr(loader, "base_env", "base"), loader.env) if e]
+    source = " + ".join(f"{loader.conf_source}/{e}/slurm.yml" for e in dict.fromkeys(envs))
+    try:
+        data = loader["slurm"]
+    except MissingConfigException:
+        data = None
+    except Exception as error:  # unreadable YAML
+        from .scaleout import SlurmConfigError
+
+        raise SlurmConfigError(f"{source}: {error}") from None
+    return load_slurm_config(data or None, source)
+
+
+def _mlflow_target(loader) -> tuple[str, str]:
+    from kedro.config import MissingConfigException
+
+    if "mlflow" not in loader.config_patterns:
+        loader.config_patterns.update({"mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"]})
+    try:
+        conf = dict(loader["mlflow"] or {})
+    except MissingConfigException:
+        conf = {}
+    uri = (conf.get("server") or {}).get("mlflow_tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI") or "mlruns"
+    experiment = ((conf.get("tracking") or {}).get("experiment") or {}).get("name") or "fkr_kedro"
+    return str(uri), str(experiment)
+
+
+def _parent_run(project: Path, env: str, names: list[str], uri: str, experiment: str, params) -> str:
+    """The study's parent run: the one of the previous submission of this env (resume),
+    running again, or a new one."""
+    from mlflow.tracking import MlflowClient
+
+    from .reporting.describe import describe_dataset, describe_model
+    from .run_config import active_parameters
+    from .tracking import study_run_name
+
+    client = MlflowClient(uri)
+    state = project / LOG_ROOT / env / "study.json"
+    if state.exists():
+        previous = json.loads(state.read_text())
+        if previous.get("tracking_uri") == uri and previous.get("pipelines") == names:
+            try:
+                run = client.get_run(previous["parent_run_id"])
+            except Exception:
+                run = None
+            if run is not None and run.info.lifecycle_stage == "active":
+                client.update_run(run.info.run_id, status="RUNNING")
+                click.echo(f"MLflow: resuming the study's run {run.info.run_id}")
+                return run.info.run_id
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
+    raw = active_parameters()
+    model = describe_model(raw.get("base_model"), raw.get("model_shape"))
+    source = describe_dataset(raw.get("knowledge"), raw.get("world"))
+    from .run_config import active_variants
+
+    n = len(active_variants(params))
+    name = study_run_name(env, names, model, source, n)
+    run = client.create_run(
+        experiment_id,
+        run_name=name,
+        tags={"fkr.study_name": name, "pipeline": "+".join(names), "kedro_env": env, "model": model, "knowledge_source": source,
+              "n_variants": str(n), "fkr.submit": "slurm"},
+    )
+    state.parent.mkdir(parents=True, exist_ok=True)
+    state.write_text(json.dumps({"parent_run_id": run.info.run_id, "tracking_uri": uri, "pipelines": names}, indent=2))
+    click.echo(f"MLflow: the study's run {run.info.run_id} ({uri})")
+    return run.info.run_id
+
+
+def _absolute_uri(uri: str, project: Path) -> str:
+    """A relative SQLite or file store made absolute (jobs run in the project, but say so)."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{(project / uri[len('sqlite:///'):]).resolve()}"
+    if "://" not in uri:
+        return str((project / uri).resolve())
+    return uri
+
+
+def _submit(project, env, names, kedro_args, plan, todo, slurm, uri, experiment, dry_run) -> None:
+    from .scaleout import check_slurm, render_script, submit_script
+
+    graph = plan["graph"]
+    click.echo(f"Job graph of {'+'.join(names)} (env {env}), from the pipeline's namespaces:")
+    click.echo(graph.describe())
+    if not todo["shared"]:
+        click.echo("skipping the shared job: its outputs are on disk")
+    elif todo["shared_reason"]:
+        click.echo(f"submitting the shared job: missing {todo['shared_reason']}")
+    for name in todo["skipped"]:
+        click.echo(f"skipping {name}: complete on disk (outputs there, same fingerprint)")
+    for name in todo["array"]:
+        click.echo(f"submitting {name}: {todo['reasons'][name]}")
+    if not (todo["shared"] or todo["array"] or todo["report"]):
+        click.echo("nothing to submit: every job's outputs are on disk")
+        return
+    uri = _absolute_uri(uri, project)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    log_dir = (project / LOG_ROOT / env / stamp).resolve()
+    done_dir = log_dir / "done"
+    parent = "<created at submission>" if dry_run else _parent_run(project, env, names, uri, experiment, plan["params"])
+    exports = {PARENT_RUN_ENV: parent, "MLFLOW_TRACKING_URI": uri}
+    scripts = []
+    if todo["shared"]:
+        scripts.append(render_script(
+            "shared", f"fkr-{env}-shared", slurm.resources("shared"), project, log_dir, slurm.setup,
+            {**exports, SUBMIT_JOB_ENV: "shared"}, [*kedro_args, f"--nodes={','.join(graph.shared_nodes)}"],
+            comment="shared stages: data preparation, the base model"
+            + (f", and {', '.join(graph.first)} (the others read it)" if graph.first else ""),
+        ))
+    if todo["array"]:
+        scripts.append(render_script(
+            "variant", f"fkr-{env}-variant", slurm.resources("variant"), project, log_dir, slurm.setup,
+            {**exports, SUBMIT_JOB_ENV: "variant"}, kedro_args, array=todo["array"], done_dir=done_dir,
+            comment="one namespace (a variant or a model size) per array task",
+        ))
+    if todo["report"] and graph.report_nodes:
+        scripts.append(render_script(
+            "report", f"fkr-{env}-report", slurm.resources("report"), project, log_dir, slurm.setup,
+            {**exports, SUBMIT_JOB_ENV: "report"}, [*kedro_args, f"--from-nodes={','.join(graph.report_roots)}"],
+            done_dir=done_dir, missing_check=todo["array"],
+            comment="what reads every namespace (summaries, figures, the report); ends the study's MLflow run",
+        ))
+    for script in scripts:
+        click.echo(f"\n# ---- {script.kind}.sbatch ----\n{script.text}", nl=False)
+    if dry_run:
+        click.echo("\n(dry run: nothing submitted)")
+        return
+    check_slurm([slurm.resources(s.kind).partition for s in scripts])
+    done_dir.mkdir(parents=True, exist_ok=True)
+    for name in todo["skipped"]:
+        (done_dir / f"{name}.done").touch()
+    ids: dict[str, str] = {}
+    for script in scripts:
+        path = log_dir / f"{script.kind}.sbatch"
+        path.write_text(script.text)
+        if script.kind == "variant":
+            dependency = f"afterok:{ids['shared']}" if "shared" in ids else None
+        elif script.kind == "report":
+            after = [f"afterany:{ids['variant']}"] if "variant" in ids else []
+            after += [f"afterok:{ids['shared']}"] if "shared" in ids else []
+            dependency = ",".join(after) or None
+        else:
+            dependency = None
+        ids[script.kind] = submit_script(path, dependency)
+        click.echo(f"submitted {script.kind}: job {ids[script.kind]}" + (f" ({dependency})" if dependency else ""))
+    (log_dir / "jobs.json").write_text(json.dumps({"parent_run_id": parent, "jobs": ids, "array": todo["array"]}, indent=2))
+    click.echo(f"scripts and logs: {log_dir}")

@@ -1,0 +1,30 @@
+"""Scale-out: a study's pipeline as a graph of Slurm jobs (one job for the shared stages, one
+array task per namespace, one job for what reads every namespace), written as plain
+``sbatch`` scripts and submitted with ``--dependency``. Knows nothing of Kedro: the project
+CLI (``kedro submit``, ``fkr_kedro.cli``) hands it the pipeline's namespace groups.
+"""
+
+from .config import SlurmConfig, SlurmConfigError, JobResources, load_slurm_config
+from .graph import JobGraph, JobGraphError, plan_jobs
+from .sbatch import (
+    JobScript,
+    SlurmError,
+    check_slurm,
+    render_script,
+    submit_script,
+)
+
+__all__ = [
+    "JobGraph",
+    "JobGraphError",
+    "JobResources",
+    "JobScript",
+    "SlurmConfig",
+    "SlurmConfigError",
+    "SlurmError",
+    "check_slurm",
+    "load_slurm_config",
+    "plan_jobs",
+    "render_script",
+    "submit_script",
+]

@@ -1,0 +1,289 @@
+"""`kedro submit`: the job graph from the pipeline's namespaces, slurm.yml, the sbatch scripts,
+and the test study on a real single-node Slurm (tests/slurm_cluster.py) tracked by a real
+MLflow server: same recall table as `kedro run`, one parent run, a cancelled variant job
+FAILED and named by the report, completed by a second `kedro submit`."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fkr_kedro.scaleout import (
+    JobGraphError,
+    JobResources,
+    SlurmConfigError,
+    SlurmError,
+    check_slurm,
+    load_slurm_config,
+    plan_jobs,
+    render_script,
+)
+from slurm_cluster import slurm_cluster  # noqa: F401
+from tracked_study import copy_project, kedro
+
+
+@dataclass
+class Group:  # the shape of Kedro's GroupedNodes
+    name: str
+    type: str
+    nodes: list[str]
+    dependencies: list[str] = field(default_factory=list)
+
+
+def study_groups(reader_of_fp: bool = False) -> list[Group]:
+    """data -> train -> fp, a, b (a reads fp when ``reader_of_fp``) -> table -> report.<v>."""
+    return [
+        Group("data", "nodes", ["data"]),
+        Group("train", "nodes", ["train"], ["data"]),
+        Group("fp", "namespace", ["fp.q", "fp.e"], ["train"]),
+        Group("a", "namespace", ["a.q", "a.e"], ["train", *(["fp"] if reader_of_fp else [])]),
+        Group("b", "namespace", ["b.q", "b.e"], ["train"]),
+        Group("train_metrics", "nodes", ["train_metrics"], ["train"]),
+        Group("table", "nodes", ["table"], ["fp", "a", "b"]),
+        Group("report", "namespace", ["report.a.plot", "report.b.plot"], ["table"]),
+    ]
+
+
+def test_the_job_graph_runs_the_shared_stages_and_the_reference_first_one_task_per_variant_then_the_report():
+    parents = {"table": {"fp.e", "a.e", "b.e"}, "report.a.plot": {"table"}, "report.b.plot": {"table"}}
+    graph = plan_jobs(study_groups(reader_of_fp=True), parallel=["fp", "b", "a"], first={"fp"}, node_parents=parents)
+    assert graph.shared_nodes == ["data", "train", "fp.q", "fp.e", "train_metrics"]
+    assert graph.first == ["fp"]
+    assert graph.array == ["b", "a"]  # in the order given
+    assert graph.array_nodes == {"a": ["a.q", "a.e"], "b": ["b.q", "b.e"]}
+    assert graph.report_nodes == ["table", "report.a.plot", "report.b.plot"]
+    assert graph.report_roots == ["table"]
+    assert "2 task(s)" in graph.describe() and "afterany" in graph.describe()
+
+
+def test_a_variant_reading_another_variant_that_is_not_run_first_is_an_error():
+    with pytest.raises(JobGraphError, match=r"namespace 'a' reads the outputs of fp.*list the namespace"):
+        plan_jobs(study_groups(reader_of_fp=True), parallel=["fp", "a", "b"], first=set())
+
+
+def test_namespace_groups_in_a_cycle_are_an_error():
+    groups = study_groups()
+    groups[3].dependencies.append("table")  # a reads the table that reads a
+    with pytest.raises(JobGraphError, match="cycle"):
+        plan_jobs(groups, parallel=["fp", "a", "b"], first={"fp"})
+
+
+def test_kedros_namespace_check_passes_and_every_variant_but_the_reference_is_an_array_task(monkeypatch):
+    import warnings
+
+    from kedro.pipeline import Pipeline
+
+    from fkr_kedro.pipeline_registry import register_pipelines
+    from fkr_kedro.run_config import active_variants
+    from tracked_study import PROJECT_ROOT
+
+    from kedro.framework.startup import bootstrap_project
+
+    monkeypatch.chdir(PROJECT_ROOT)
+    monkeypatch.setenv("KEDRO_ENV", "test")
+    bootstrap_project(PROJECT_ROOT)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pipelines = register_pipelines()
+        default = Pipeline(pipelines["__default__"].nodes)
+    assert not [str(w.message) for w in caught if "is interrupted" in str(w.message)]
+    names = [spec.name for spec in active_variants()]
+    graph = plan_jobs(default.group_nodes_by("namespace"), parallel=names, first={"fp"})
+    assert graph.first == ["fp"] and graph.array == [n for n in names if n != "fp"]
+    assert "train_model" in graph.shared_nodes and "build_report" in graph.report_nodes
+    assert {n for n in graph.report_nodes if n.endswith("plot_variant_layers")} == {
+        f"report.{n}.plot_variant_layers" for n in names
+    }
+
+
+def test_slurm_yml_merges_defaults_per_kind_and_rejects_bad_keys_and_values():
+    config = load_slurm_config(
+        {"slurm": {"setup": "source .venv/bin/activate", "defaults": {"cpus": 4, "time": "01:00:00", "extra": ["--qos=x"]},
+                   "variant": {"gres": "gpu:1", "extra": ["--constraint=a100"]}}},
+        "conf/paper/slurm.yml",
+    )
+    assert config.setup == ["source .venv/bin/activate"]
+    variant = config.resources("variant")
+    assert variant.sbatch_lines() == [
+        "#SBATCH --time=01:00:00", "#SBATCH --cpus-per-task=4", "#SBATCH --gres=gpu:1",
+        "#SBATCH --qos=x", "#SBATCH --constraint=a100",
+    ]
+    assert "--gres" not in " ".join(config.resources("report").sbatch_lines())
+    with pytest.raises(SlurmConfigError, match=r"conf/x/slurm.yml: slurm.variant.gpus: Extra inputs"):
+        load_slurm_config({"slurm": {"variant": {"gpus": 1}}}, "conf/x/slurm.yml")
+    with pytest.raises(SlurmConfigError, match=r"slurm.defaults.time: .*'an hour' is not a Slurm time"):
+        load_slurm_config({"slurm": {"defaults": {"time": "an hour"}}}, "conf/x/slurm.yml")
+    with pytest.raises(SlurmConfigError, match="one top-level key `slurm:`"):
+        load_slurm_config({"partition": "gpu"}, "conf/x/slurm.yml")
+
+
+def test_an_array_script_runs_one_namespace_per_task_and_the_report_script_names_the_missing(tmp_path):
+    script = render_script(
+        "variant", "fkr-variant", JobResources(gres="gpu:1"), tmp_path, tmp_path / "logs", ["module load cuda"],
+        {"FKR_MLFLOW_PARENT_RUN_ID": "abc"}, ["--env=paper"], array=["a", "b"], done_dir=tmp_path / "done",
+    )
+    assert "#SBATCH --array=0-1" in script.text and "#SBATCH --gres=gpu:1" in script.text
+    assert 'kedro run --env=paper --namespaces="$NAMESPACE"' in script.text
+    report = render_script(
+        "report", "fkr-report", JobResources(), tmp_path, tmp_path / "logs", [], {}, ["--env=paper"],
+        done_dir=tmp_path / "done", missing_check=["a", "b"],
+    )
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "a.done").touch()
+    # The report script's own check, run by bash without its final `kedro run`.
+    check = report.text.split("exec kedro")[0] + 'echo "$FKR_MISSING_NAMESPACES"\n'
+    out = subprocess.run(["bash", "-c", check], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "b"
+
+
+def test_no_sbatch_on_path_is_one_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(SlurmError, match="sbatch, sinfo not found on PATH.*--dry-run"):
+        check_slurm(["gpu"])
+
+
+# ---------------------------------------------------------------- against a real Slurm
+@pytest.mark.slow
+def test_an_unknown_partition_is_an_error_before_anything_is_submitted(slurm_cluster, monkeypatch):
+    monkeypatch.setenv("SLURM_CONF", slurm_cluster.env["SLURM_CONF"])
+    check_slurm([slurm_cluster.partition])
+    with pytest.raises(SlurmError, match=rf"unknown partition\(s\) gpu-a100 .*this cluster has {slurm_cluster.partition}"):
+        check_slurm(["gpu-a100", slurm_cluster.partition])
+
+
+@pytest.mark.slow
+def test_dry_run_of_the_paper_env_asks_one_gpu_per_variant_task_without_a_gpu(tmp_path):
+    project = copy_project(tmp_path / "project")
+    result = kedro(project, "submit", "--env=paper", "--dry-run", env={"CUDA_VISIBLE_DEVICES": ""})
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-5000:]
+    variant = out.split("# ---- variant.sbatch ----")[1].split("# ----")[0]
+    assert "#SBATCH --gres=gpu:1" in variant
+    assert "#SBATCH --array=0-4" in variant  # fp runs in the shared job; five variants left
+    assert "NAMESPACES=(bnb_int8 bnb_nf4 gptq_w8_g128 gptq_w4_g128 awq_w4_g128)" in variant
+    assert "--gres" not in out.split("# ---- report.sbatch ----")[1]
+    assert "nothing submitted" in out and not (project / "logs" / "slurm" / "paper" / "study.json").exists()
+
+
+@pytest.mark.slow
+def test_the_scaling_sweep_is_one_array_task_per_model_size(tmp_path):
+    from fkr_kedro.scaling.config import namespace
+
+    project = copy_project(tmp_path / "project")
+    result = kedro(project, "submit", "--env=test", "--pipelines=scaling", "--dry-run")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-5000:]
+    import yaml
+
+    sizes = yaml.safe_load((project / "conf" / "test" / "parameters_scaling.yml").read_text())["scaling"]["sizes"]
+    variant = out.split("# ---- variant.sbatch ----")[1].split("# ----")[0]
+    assert f"#SBATCH --array=0-{len(sizes) - 1}" in variant
+    assert f"NAMESPACES=({' '.join(namespace(size) for size in sizes)})" in variant
+    assert "--from-nodes=fit_scaling_laws" in out.split("# ---- report.sbatch ----")[1]
+
+
+def _squeue_empty(cluster, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not cluster.run("squeue", "-h", "-o", "%i").stdout.strip():
+            return
+        time.sleep(3)
+    raise TimeoutError(f"jobs still queued after {timeout:.0f} s:\n{cluster.run('squeue').stdout}\n{cluster.logs()}")
+
+
+def _job_logs(project: Path) -> str:
+    return "\n".join(f"--- {p.name} ---\n{p.read_text()[-4000:]}" for p in sorted(project.glob("logs/slurm/*/*/*.out")))
+
+
+@pytest.mark.slow
+def test_a_submitted_study_equals_kedro_run_isolates_a_cancelled_variant_and_resumes(
+    slurm_cluster, mlflow_server, tracked_study, tmp_path
+):
+    from mlflow.tracking import MlflowClient
+
+    project = copy_project(tmp_path / "project")
+    env = {**slurm_cluster.env, "MLFLOW_TRACKING_URI": mlflow_server.uri}
+    first = kedro(project, "submit", "--env=test", env=env)
+    out = first.stdout + first.stderr
+    assert first.returncode == 0, out[-5000:]
+    parent_id = re.search(r"MLflow: the study's run (\w+)", out)[1]
+    array_id = re.search(r"submitted variant: job (\d+)", out)[1]
+    names = re.search(r"NAMESPACES=\(([^)]*)\)", out)[1].split()
+    cancelled = names[-1]
+    client = MlflowClient(mlflow_server.uri)
+    experiment = client.get_run(parent_id).info.experiment_id
+
+    def nested(status: str | None = None):
+        runs = client.search_runs([experiment], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
+        return [r for r in runs if status is None or r.info.status == status]
+
+    # Cancel the last variant's array task once its nested run is logging (the job is running).
+    deadline = time.monotonic() + 900
+    while not any(r.data.tags.get("variant") == cancelled for r in nested("RUNNING")):
+        assert time.monotonic() < deadline, f"{cancelled} never started:\n{_job_logs(project)}"
+        time.sleep(2)
+    slurm_cluster.run("scancel", f"{array_id}_{names.index(cancelled)}")
+    _squeue_empty(slurm_cluster, 900)
+    logs = _job_logs(project)
+
+    by_variant = {r.data.tags["variant"]: r for r in nested()}
+    assert by_variant[cancelled].info.status == "FAILED", logs
+    assert "SIGTERM" in by_variant[cancelled].data.tags.get("fkr.ended_by", ""), logs
+    assert not [v for v, r in by_variant.items() if v != cancelled and "fkr.ended_by" in r.data.tags]
+    assert {v: r.info.status for v, r in by_variant.items() if v != cancelled} == {
+        v: "FINISHED" for v in ["fp", *names] if v != cancelled
+    }, logs
+    parent = client.get_run(parent_id)
+    assert parent.info.status == "FINISHED", logs
+    assert parent.info.run_name == parent.data.tags["fkr.study_name"] and parent.info.run_name.startswith("test: ")
+    report = (project / "data" / "08_reporting" / "report.html").read_text()
+    assert f"Missing variants: {cancelled}" in report, logs
+    partial = pd.read_csv(project / "data" / "08_reporting" / "recall_by_variant.csv")
+    assert cancelled not in set(partial["variant"])
+
+    second = kedro(project, "submit", "--env=test", env=env)
+    out2 = second.stdout + second.stderr
+    assert second.returncode == 0, out2[-5000:]
+    assert "skipping the shared job" in out2
+    for name in names[:-1]:
+        assert f"skipping {name}: complete on disk" in out2
+    assert f"submitting {cancelled}:" in out2 and f"MLflow: resuming the study's run {parent_id}" in out2
+    assert f"NAMESPACES=({cancelled})" in out2
+    _squeue_empty(slurm_cluster, 900)
+    logs = _job_logs(project)
+
+    submitted = pd.read_csv(project / "data" / "08_reporting" / "recall_by_variant.csv")
+    reference = pd.read_csv(tracked_study.project / "data" / "08_reporting" / "recall_by_variant.csv")
+    # Row for row the same table; the same numbers but for the evaluation's own timing
+    # (eval.seconds, eval.prompts_per_second), which no two runs share.
+    assert submitted.drop(columns="value").equals(reference.drop(columns="value"))
+    timing = submitted["metric"].str.startswith("eval.")
+    assert 0 < timing.sum() < len(submitted)
+    pd.testing.assert_frame_equal(submitted[~timing], reference[~timing], check_exact=True)
+    assert "Missing variants" not in (project / "data" / "08_reporting" / "report.html").read_text()
+    runs = nested()
+    assert sorted(r.data.tags["variant"] for r in runs) == sorted(["fp", *names, cancelled])  # the failed one stays
+    latest = {}
+    for run in sorted(runs, key=lambda r: r.info.start_time):
+        latest[run.data.tags["variant"]] = run.info.status
+    assert latest == {v: "FINISHED" for v in ["fp", *names]}, logs
+    assert client.get_run(parent_id).info.status == "FINISHED", logs
+
+
+def test_params_are_read_as_kedro_run_reads_them():
+    import click
+
+    from fkr_kedro.cli import _parse_params
+
+    assert _parse_params("base_model.id=Qwen/Qwen2.5-14B,training.steps=3") == {
+        "base_model": {"id": "Qwen/Qwen2.5-14B"}, "training": {"steps": 3}
+    }
+    with pytest.raises(click.UsageError, match="'steps' must be key=value"):
+        _parse_params("steps")
