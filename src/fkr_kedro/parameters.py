@@ -116,6 +116,9 @@ class LreSettings(_Settings):
 class TwoHopFactSettings(_Settings):
     path: str = "data/01_raw/TwoHopFact.csv"
     url: str | None = "https://huggingface.co/datasets/soheeyang/TwoHopFact/resolve/main/TwoHopFact.csv"
+    # Set: write a TwoHopFact-shaped CSV of this many chains of a synthetic world at ``path``
+    # (instead of downloading TwoHopFact) and read it with the same reader (conf/paper_sim).
+    simulate_chains: PositiveInt | None = None
 
 
 class DataPrepParameters(_Settings):

@@ -68,9 +68,15 @@ def drift_table(
     for variant, cache in caches.items():
         for site in sites:
             check_aligned(ref, cache, site.split(".")[0])
-            a, b = ref[site], cache[site]
-            if a.shape != b.shape:
-                raise ValueError(f"{site}: shapes differ ({tuple(a.shape)} vs {tuple(b.shape)})")
-            for metric, values in (("cosine", cosine_by_layer(a, b)), ("cka", cka_by_layer(a, b))):
+            shape_a, shape_b = ref.shape(site), cache.shape(site)
+            if shape_a != shape_b:
+                raise ValueError(f"{site}: shapes differ ({shape_a} vs {shape_b})")
+            # One layer at a time (a sharded cache reads only that layer from disk).
+            cosine, cka = [], []
+            for layer in range(shape_a[1]):
+                a, b = ref.layer(site, layer)[:, None], cache.layer(site, layer)[:, None]
+                cosine.append(cosine_by_layer(a, b)[0])
+                cka.append(cka_by_layer(a, b)[0])
+            for metric, values in (("cosine", cosine), ("cka", cka)):
                 rows += [(variant, site, layer, metric, float(v)) for layer, v in enumerate(values)]
     return pd.DataFrame(rows, columns=["variant", "site", "layer", "metric", "value"])
