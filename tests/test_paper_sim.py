@@ -144,3 +144,29 @@ def test_chunk_rows_without_a_spool_is_refused(model_and_tables):
     model, tokenizer, one, _ = model_and_tables
     with pytest.raises(ValueError, match="spool"):
         capture_prompt_set(model, tokenizer, one["prompt"].tolist(), prefix="one_hop", config=CaptureConfig(chunk_rows=4))
+
+
+def test_a_config_source_builds_a_seeded_model_saved_as_a_model_directory(tmp_path, tiny_world):
+    from fkr_kedro.datasets.hf_model import ModelSourceDataset
+    from fkr_kedro.modeling.load import build_from_config
+
+    build_word_tokenizer(tiny_world.corpus()).save_pretrained(tmp_path / "tokenizer")
+    settings = {
+        "kind": "config", "path": str(tmp_path / "tokenizer"), "seed": 1, "dtype": "float32", "device": "cpu",
+        "config": {"model_type": "qwen2", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                   "num_key_value_heads": 2, "intermediate_size": 128, "max_position_embeddings": 64},
+    }
+    a, b = build_from_config(settings), build_from_config(settings)
+    assert type(a.model).__name__ == "Qwen2ForCausalLM"
+    assert a.model.config.vocab_size == len(a.tokenizer) and a.model.config.num_key_value_heads == 2
+    assert all(torch.equal(p, q) for p, q in zip(a.model.parameters(), b.model.parameters()))
+    other = build_from_config({**settings, "seed": 2})
+    assert not torch.equal(a.model.lm_head.weight, other.model.lm_head.weight)
+
+    dataset = ModelSourceDataset(str(tmp_path / "base"))
+    dataset.save(ModelSource(**settings))
+    assert (tmp_path / "base" / "config.json").is_file() and not (tmp_path / "base").is_symlink()
+    loaded = dataset.load()
+    assert all(torch.equal(p, q) for p, q in zip(a.model.parameters(), loaded.model.parameters()))
+    ids = a.tokenizer(["The birth city of"], return_tensors="pt")["input_ids"]
+    torch.testing.assert_close(loaded.model(ids).logits, a.model(ids).logits)
