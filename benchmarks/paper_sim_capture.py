@@ -34,7 +34,11 @@ def child(n: int, chunk_rows: int | None, out: Path) -> None:
     from fkr_kedro.analysis.drift import drift_table
     from fkr_kedro.analysis.readouts import entrec
     from fkr_kedro.datasets.activations import ActivationCacheDataset
-    from fkr_kedro.knowledge.twohopfact import read_twohopfact, simulate_twohopfact, write_twohopfact_csv
+    from fkr_kedro.knowledge.twohopfact import (
+        read_twohopfact,
+        simulate_twohopfact,
+        write_twohopfact_csv,
+    )
     from fkr_kedro.modeling.load import build_from_config
 
     torch.set_num_threads(1)

@@ -12,7 +12,11 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from fkr_kedro.analysis.capture import ActivationCache, CaptureConfig, capture_activations
+from fkr_kedro.analysis.capture import (
+    ActivationCache,
+    CaptureConfig,
+    capture_activations,
+)
 from fkr_kedro.analysis.drift import drift_table
 from fkr_kedro.analysis.neurons import attribute
 from fkr_kedro.analysis.probes import ProbeConfig, run_probes
@@ -104,7 +108,7 @@ def test_chunked_capture_equals_whole_capture(tmp_path, model_and_tables):
     assert (tmp_path / "fp" / "activations").is_dir() and not (tmp_path / "fp" / "activations.safetensors").exists()
     loaded = dataset.load()
     assert loaded.is_sharded and loaded.keys() == whole.keys()
-    for key in whole.keys():
+    for key in whole.keys():  # noqa: SIM118 (a method, not a dict)
         # Batches differ (sorted by length within each chunk), so allow float noise of the
         # float32 forward pass, stored in float16.
         torch.testing.assert_close(loaded[key], whole[key], rtol=1e-3, atol=1e-3, msg=key)
