@@ -29,7 +29,7 @@ def test_the_base_configuration_states_the_typed_defaults():
         assert configured[section] == defaults[section], section
 
 
-@pytest.mark.parametrize("env", ["test", "smollm2", "paper"])
+@pytest.mark.parametrize("env", ["test", "smollm2", "paper", "paper_sim"])
 def test_every_environment_validates(env):
     from fkr_kedro.parameters import validate_parameters
 

@@ -124,6 +124,9 @@ class TwoHopFactSettings(_Settings):
     url: str | None = "https://huggingface.co/datasets/soheeyang/TwoHopFact/resolve/main/TwoHopFact.csv"
     # The CSV's sha256; None: not checked (the hash is logged at download, pin it here).
     sha256: str | None = None
+    # Set: write a TwoHopFact-shaped CSV of this many chains of a synthetic world at ``path``
+    # (instead of downloading TwoHopFact) and read it with the same reader (conf/paper_sim).
+    simulate_chains: PositiveInt | None = None
 
 
 class DataPrepParameters(_Settings):

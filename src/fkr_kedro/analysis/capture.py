@@ -60,12 +60,25 @@ same bridge reached from many e1) is run once per batch.
 Everything lives in one :class:`ActivationCache` saved as ONE safetensors file (tensors plus
 string metadata: model, layer convention, a hash of the prompts so caches of different
 variants can be checked to line up row by row). No pickles.
+
+At paper scale the per-row tensors do not fit in memory (28 layers x 3 positions x 3,584
+dims x 91k prompts in float16 is ~55 GB), so with ``CaptureConfig.chunk_rows`` set the rows
+are captured in chunks of that many (in table order; batched by length within a chunk) and
+each chunk's per-row ``[N, ...]`` activations are written to their own safetensors shard as
+soon as the chunk is done. The cache is then a directory (:meth:`ActivationCache.save`):
+``cache.safetensors`` (metadata, the per-row scalars and token ids, ``mlp_act`` and the other
+bounded tensors) and ``{set}.NNNNN.safetensors`` shards; reading it back is lazy:
+``cache[key]`` reads one key (all shards), ``cache.layer(key, l)`` one layer of it, so
+memory is bounded by a site (or a layer of a site), never the whole cache. Without
+``chunk_rows`` (the default) nothing changes: one chunk, one file, the same numbers.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +88,7 @@ import pandas as pd
 import torch
 from pydantic import ConfigDict, PositiveInt
 from pydantic.dataclasses import dataclass as pydantic_dataclass
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -153,24 +167,75 @@ def _require_fast(tokenizer) -> None:
 # ----------------------------------------------------------------------------------------
 
 
+SHARDED_INDEX = "cache.safetensors"  # in a sharded cache's directory: metadata and bounded tensors
+
+
 @dataclass
 class ActivationCache:
-    """Named tensors (see the module docstring for names and shapes) plus string metadata."""
+    """Named tensors (see the module docstring for names and shapes) plus string metadata.
+
+    In memory (``tensors``), or backed by a directory of shards (``directory``, see the module
+    docstring): then ``sharded`` maps each per-row key to its shard files, in row order, and
+    reading is lazy. ``cache[key]`` and ``cache.layer(key, l)`` work alike on both."""
 
     tensors: dict[str, torch.Tensor]
     metadata: dict[str, str] = field(default_factory=dict)
+    directory: Path | None = None
+    sharded: dict[str, list[str]] = field(default_factory=dict)
 
     def __getitem__(self, key: str) -> torch.Tensor:
-        try:
+        if key in self.tensors:
             return self.tensors[key]
-        except KeyError:
-            raise KeyError(f"{key!r} is not in the activation cache; it has {sorted(self.tensors)}") from None
+        if key in self.sharded:
+            return torch.cat([self._read(name, key) for name in self.sharded[key]])
+        raise KeyError(f"{key!r} is not in the activation cache; it has {self.keys()}") from None
+
+    def layer(self, key: str, layer: int) -> torch.Tensor:
+        """``cache[key][:, layer]``, reading only that layer of a sharded key."""
+        if key in self.sharded:
+            return torch.cat([self._read(name, key, layer) for name in self.sharded[key]])
+        return self[key][:, layer]
+
+    def take(self, key: str, rows: torch.Tensor) -> torch.Tensor:
+        """``cache[key][rows]``, reading a sharded key one shard at a time."""
+        if key not in self.sharded:
+            return self[key][rows]
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        parts, found, start = [], [], 0
+        for name in self.sharded[key]:
+            part = self._read(name, key)
+            inside = ((rows >= start) & (rows < start + len(part))).nonzero().flatten()
+            if len(inside):
+                parts.append(part[rows[inside] - start])
+                found.append(inside)
+            start += len(part)
+        if not parts:
+            return self._read(self.sharded[key][0], key)[:0]
+        order = torch.empty(len(rows), dtype=torch.long)
+        order[torch.cat(found)] = torch.arange(len(rows))
+        return torch.cat(parts)[order]
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        """The shape of ``cache[key]`` without reading a sharded key."""
+        if key not in self.sharded:
+            return tuple(self[key].shape)
+        shapes = []
+        for name in self.sharded[key]:
+            with safe_open(str(self.directory / name), framework="pt") as f:
+                shapes.append(tuple(f.get_slice(key).get_shape()))
+        return (sum(s[0] for s in shapes), *shapes[0][1:])
+
+    def _read(self, name: str, key: str, layer: int | None = None) -> torch.Tensor:
+        with safe_open(str(self.directory / name), framework="pt") as f:
+            if layer is None:
+                return f.get_tensor(key)
+            return f.get_slice(key)[:, layer : layer + 1][:, 0]
 
     def __contains__(self, key: str) -> bool:
-        return key in self.tensors
+        return key in self.tensors or key in self.sharded
 
     def keys(self) -> list[str]:
-        return sorted(self.tensors)
+        return sorted({*self.tensors, *self.sharded})
 
     @property
     def n_layers(self) -> int:
@@ -179,15 +244,41 @@ class ActivationCache:
     def prompts_hash(self, prompt_set: str) -> str | None:
         return self.metadata.get(f"{prompt_set}.prompts_sha256")
 
+    @property
+    def is_sharded(self) -> bool:
+        return self.directory is not None
+
     def save(self, path: str | Path) -> None:
-        """Write every tensor and the metadata to ONE safetensors file."""
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.tensors.items()}, str(path), metadata=dict(self.metadata))
+        """An in-memory cache: every tensor and the metadata in ONE safetensors file at
+        ``path``. A sharded cache: a directory at ``path`` (``cache.safetensors`` and the
+        shards, moved there when they live in a capture's temporary folder, else copied)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.is_sharded:
+            save_file({k: v.contiguous() for k, v in self.tensors.items()}, str(path), metadata=dict(self.metadata))
+            return
+        path.mkdir(parents=True, exist_ok=True)
+        move = self.metadata.get("spool") == "temporary"
+        for name in sorted({n for names in self.sharded.values() for n in names}):
+            (shutil.move if move else shutil.copyfile)(str(self.directory / name), str(path / name))
+        metadata = {k: v for k, v in self.metadata.items() if k != "spool"}
+        metadata["sharded"] = json.dumps(self.sharded)
+        save_file({k: v.contiguous() for k, v in self.tensors.items()}, str(path / SHARDED_INDEX), metadata=metadata)
+        if move:
+            shutil.rmtree(self.directory, ignore_errors=True)
+        self.directory, self.metadata = path, {k: v for k, v in metadata.items() if k != "sharded"}
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> ActivationCache:
-        from safetensors import safe_open
-
+        """A file: every tensor into memory. A directory: the bounded tensors into memory, the
+        shards read lazily."""
+        path = Path(path)
+        if path.is_dir():
+            index = path / SHARDED_INDEX
+            with safe_open(str(index), framework="pt") as f:
+                metadata = dict(f.metadata() or {})
+            sharded = json.loads(metadata.pop("sharded", "{}"))
+            return cls(tensors=load_file(str(index), device=device), metadata=metadata, directory=path, sharded=sharded)
         with safe_open(str(path), framework="pt") as f:
             metadata = dict(f.metadata() or {})
         return cls(tensors=load_file(str(path), device=device), metadata=metadata)
@@ -206,6 +297,9 @@ class CaptureConfig:
     # "all": attn_out/mlp_out for every prompt; "act_rows": only for the mlp_act rows (what
     # attribution needs; saves 2 x N x L x d x 2 bytes, 18 GB for 45k prompts on a 7B model).
     components: str = "all"
+    # Rows per chunk written to its own shard on disk as soon as it is captured (memory bounded
+    # by a chunk); None: one chunk held in memory and saved as one file.
+    chunk_rows: PositiveInt | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -381,19 +475,25 @@ def capture_prompt_set(
     bridges: Sequence[str] | None = None,
     paired_prompts: Sequence[str] | None = None,
     config: CaptureConfig = CaptureConfig(),
-) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Capture one prompt set; return ``({prefix}.key: tensor}, metadata)``.
+    spool: Path | None = None,
+) -> tuple[dict[str, torch.Tensor], dict[str, str], dict[str, list[str]]]:
+    """Capture one prompt set; return ``({prefix}.key: tensor}, metadata, sharded)``.
 
     ``spans`` maps a position name (``"subject"``, ``"mention"``) to the (start, end)
     character offsets of a span in each prompt; the last prompt token (``"last"``) is always
     captured. ``answers`` gives ``answer_token``/``answer_logprob``; ``bridges`` gives
     ``bridge_token``; ``paired_prompts`` (the matching one-hop prompts) gives CnstScore.
+    With ``config.chunk_rows`` and a ``spool`` folder the per-row activations of each chunk
+    are written to ``spool/{prefix}.NNNNN.safetensors`` and ``sharded`` maps each such key to
+    its shard files (the returned tensors then hold only the bounded ones).
     """
     model = unwrap_model(model)
     prompts = list(prompts)
     n = len(prompts)
     if n == 0:
         raise ValueError(f"no {prefix} prompts to capture")
+    if config.chunk_rows is not None and spool is None:
+        raise ValueError("chunk_rows needs a spool folder to write the chunks to")
     spans = dict(spans or {})
     if "last" in spans:
         raise ValueError("'last' is captured always; do not pass it as a span")
@@ -416,15 +516,22 @@ def capture_prompt_set(
         paired_prompts = list(paired_prompts)
         uniq = list(dict.fromkeys(paired_prompts))
         paired_tok = dict(zip(uniq, _tokenize(tokenizer, uniq).ids))
-        order = sorted(range(n), key=lambda i: (paired_prompts[i], -len(tok.ids[i])))
+
+        def sort_key(i: int):
+            return (paired_prompts[i], -len(tok.ids[i]))
     else:
-        order = sorted(range(n), key=lambda i: -len(tok.ids[i]))
+        def sort_key(i: int):
+            return -len(tok.ids[i])
 
     act_rows = _act_rows(n, config.max_act_prompts, config.seed)
     act_slot = torch.full((n,), -1, dtype=torch.long)
     act_slot[act_rows] = torch.arange(len(act_rows))
 
-    sink = _Fp16Sink()
+    # Per-row activations go to the chunk's sink (saved as a shard when the chunk is done, or
+    # kept when there is one chunk); the act-row tensors (bounded) to ``bounded``.
+    bounded = _Fp16Sink()
+    clamped = 0
+    sharded: dict[str, list[str]] = {}
     scalars: dict[str, torch.Tensor] = {}
     token_ids = {name: torch.empty(n, dtype=torch.long) for name in [*spans, "last"]}
     if answer_tok is not None:
@@ -435,49 +542,63 @@ def capture_prompt_set(
         for k in ("xent_2h_1h", "xent_1h_2h", "entropy_2h", "entropy_1h", "cnst_score"):
             scalars[k] = torch.empty(n)
 
+    chunk = config.chunk_rows or n
     bar = tqdm(total=n, desc=f"capture {prefix}", unit="prompt", disable=not config.progress, mininterval=1.0)
     with _Recorder(model, [*spans, "last"]) as rec:
-        for b0 in range(0, n, config.batch_size):
-            rows = order[b0 : b0 + config.batch_size]
-            idx = torch.tensor(rows, dtype=torch.long)
-            batch, shift = _pad_batch([tok.ids[i] for i in rows], pad_id, side, device)
-            last = shift + torch.tensor([len(tok.ids[i]) for i in rows]) - 1
-            positions = {name: shift + torch.tensor([span_pos[name][i] for i in rows]) for name in spans}
-            positions["last"] = last
-            for name, pos in positions.items():
-                token_ids[name][idx] = batch["input_ids"].cpu()[torch.arange(len(idx)), pos]
-            keep = (act_slot[idx] >= 0).nonzero().flatten()
+        for c, c0 in enumerate(range(0, n, chunk)):
+            c1 = min(c0 + chunk, n)
+            sink = _Fp16Sink()
+            order = sorted(range(c0, c1), key=sort_key)
+            for b0 in range(0, len(order), config.batch_size):
+                rows = order[b0 : b0 + config.batch_size]
+                idx = torch.tensor(rows, dtype=torch.long)
+                batch, shift = _pad_batch([tok.ids[i] for i in rows], pad_id, side, device)
+                last = shift + torch.tensor([len(tok.ids[i]) for i in rows]) - 1
+                positions = {name: shift + torch.tensor([span_pos[name][i] for i in rows]) for name in spans}
+                positions["last"] = last
+                for name, pos in positions.items():
+                    token_ids[name][idx] = batch["input_ids"].cpu()[torch.arange(len(idx)), pos]
+                keep = (act_slot[idx] >= 0).nonzero().flatten()
 
-            rec.start({k: v.to(device) for k, v in positions.items()}, keep.to(device))
-            logp = _last_logprobs(model, batch, last.to(device))
-            captured = rec.stop()
-            for key, value in captured.items():
-                if key == "mlp_act.last":
-                    sink.write(f"{prefix}.{key}", act_slot[idx[keep]], value, len(act_rows))
-                elif key in ("attn_out.last", "mlp_out.last") and config.components == "act_rows":
-                    if len(keep):
-                        sink.write(f"{prefix}.{key}", act_slot[idx[keep]], value[keep.to(value.device)], len(act_rows))
-                else:
-                    sink.write(f"{prefix}.{key}", idx, value, n)
+                rec.start({k: v.to(device) for k, v in positions.items()}, keep.to(device))
+                logp = _last_logprobs(model, batch, last.to(device))
+                captured = rec.stop()
+                for key, value in captured.items():
+                    if key == "mlp_act.last":
+                        bounded.write(f"{prefix}.{key}", act_slot[idx[keep]], value, len(act_rows))
+                    elif key in ("attn_out.last", "mlp_out.last") and config.components == "act_rows":
+                        if len(keep):
+                            bounded.write(f"{prefix}.{key}", act_slot[idx[keep]], value[keep.to(value.device)], len(act_rows))
+                    else:
+                        sink.write(f"{prefix}.{key}", idx - c0, value, c1 - c0)
 
-            if answer_tok is not None:
-                a = answer_tok[idx].to(logp.device)
-                scalars["answer_logprob"][idx] = logp.gather(1, a[:, None])[:, 0].cpu()
-            if paired_prompts is not None:
-                uniq = list(dict.fromkeys(paired_prompts[i] for i in rows))
-                pbatch, pshift = _pad_batch([paired_tok[p] for p in uniq], pad_id, side, device)
-                plast = pshift + torch.tensor([len(paired_tok[p]) for p in uniq]) - 1
-                plogp = _last_logprobs(model, pbatch, plast.to(device))
-                where = {p: j for j, p in enumerate(uniq)}
-                plogp = plogp[torch.tensor([where[paired_prompts[i]] for i in rows], device=plogp.device)]
-                for k, v in cnst_components(logp, plogp).items():
-                    scalars[k][idx] = v.cpu()
                 if answer_tok is not None:
-                    scalars["one_hop_answer_logprob"][idx] = plogp.gather(1, a[:, None])[:, 0].cpu()
-            bar.update(len(idx))
+                    a = answer_tok[idx].to(logp.device)
+                    scalars["answer_logprob"][idx] = logp.gather(1, a[:, None])[:, 0].cpu()
+                if paired_prompts is not None:
+                    uniq = list(dict.fromkeys(paired_prompts[i] for i in rows))
+                    pbatch, pshift = _pad_batch([paired_tok[p] for p in uniq], pad_id, side, device)
+                    plast = pshift + torch.tensor([len(paired_tok[p]) for p in uniq]) - 1
+                    plogp = _last_logprobs(model, pbatch, plast.to(device))
+                    where = {p: j for j, p in enumerate(uniq)}
+                    plogp = plogp[torch.tensor([where[paired_prompts[i]] for i in rows], device=plogp.device)]
+                    for k, v in cnst_components(logp, plogp).items():
+                        scalars[k][idx] = v.cpu()
+                    if answer_tok is not None:
+                        scalars["one_hop_answer_logprob"][idx] = plogp.gather(1, a[:, None])[:, 0].cpu()
+                bar.update(len(idx))
+            clamped += sink.clamped
+            if config.chunk_rows is None:
+                bounded.out.update(sink.out)
+            else:
+                name = f"{prefix}.{c:05d}.safetensors"
+                save_file({k: v.contiguous() for k, v in sink.out.items()}, str(Path(spool) / name))
+                for key in sink.out:
+                    sharded.setdefault(key, []).append(name)
+            del sink
     bar.close()
 
-    tensors = dict(sink.out)
+    tensors = dict(bounded.out)
     tensors[f"{prefix}.mlp_act.rows"] = act_rows
     for name, t in token_ids.items():
         tensors[f"{prefix}.token_id.{name}"] = t
@@ -492,10 +613,12 @@ def capture_prompt_set(
         f"{prefix}.prompts_sha256": prompts_sha256(prompts),
         f"{prefix}.positions": ",".join([*spans, "last"]),
         f"{prefix}.padding_side": side,
-        f"{prefix}.fp16_clamped": str(sink.clamped),
+        f"{prefix}.fp16_clamped": str(clamped + bounded.clamped),
         f"{prefix}.components_rows": config.components,
     }
-    return tensors, meta
+    if config.chunk_rows is not None:
+        meta[f"{prefix}.chunk_rows"] = str(config.chunk_rows)
+    return tensors, meta, sharded
 
 
 def capture_activations(
@@ -505,12 +628,22 @@ def capture_activations(
     two_hop: pd.DataFrame | None = None,
     config: CaptureConfig = CaptureConfig(),
     model_name: str = "",
+    spool_dir: str | Path | None = None,
 ) -> ActivationCache:
     """Capture everything the analyses need from one model, for a one-hop table (``prompt``,
     ``subject_start/_end``, ``object``) and/or a two-hop table (``prompt_two_hop``,
-    ``mention_start/_end``, ``e2``, ``e3``, ``prompt_one_hop``). Rows keep the tables' order."""
+    ``mention_start/_end``, ``e2``, ``e3``, ``prompt_one_hop``). Rows keep the tables' order.
+
+    With ``config.chunk_rows`` the per-row activations are written in chunks to ``spool_dir``
+    (default: a new temporary folder, moved into place when the cache is saved) and the
+    returned cache reads them lazily."""
     if one_hop is None and two_hop is None:
         raise ValueError("give a one-hop table, a two-hop table or both")
+    spool = None
+    if config.chunk_rows is not None:
+        spool = Path(spool_dir) if spool_dir is not None else Path(tempfile.mkdtemp(prefix="fkr_activations_"))
+        spool.mkdir(parents=True, exist_ok=True)
+    sharded: dict[str, list[str]] = {}
     model = unwrap_model(model)
     model.eval()
     tensors: dict[str, torch.Tensor] = {}
@@ -528,25 +661,31 @@ def capture_activations(
         "dtype": "float16",
     }
     if one_hop is not None:
-        t, m = capture_prompt_set(
+        t, m, sh = capture_prompt_set(
             model, tokenizer, one_hop["prompt"].tolist(),
             {"subject": (one_hop["subject_start"].tolist(), one_hop["subject_end"].tolist())},
-            prefix="one_hop", answers=one_hop["object"].astype(str).tolist(), config=config,
+            prefix="one_hop", answers=one_hop["object"].astype(str).tolist(), config=config, spool=spool,
         )
         tensors.update(t)
+        sharded.update(sh)
         metadata.update(m)
     if two_hop is not None:
-        t, m = capture_prompt_set(
+        t, m, sh = capture_prompt_set(
             model, tokenizer, two_hop["prompt_two_hop"].tolist(),
             {"mention": (two_hop["mention_start"].tolist(), two_hop["mention_end"].tolist())},
             prefix="two_hop", answers=two_hop["e3"].astype(str).tolist(),
             bridges=two_hop["e2"].astype(str).tolist(),
-            paired_prompts=two_hop["prompt_one_hop"].tolist(), config=config,
+            paired_prompts=two_hop["prompt_one_hop"].tolist(), config=config, spool=spool,
         )
         tensors.update(t)
+        sharded.update(sh)
         metadata.update(m)
     metadata["fp16_clamped"] = str(sum(int(metadata.get(f"{p}.fp16_clamped", 0)) for p in ("one_hop", "two_hop")))
-    return ActivationCache(tensors=tensors, metadata=metadata)
+    if spool is None:
+        return ActivationCache(tensors=tensors, metadata=metadata)
+    if spool_dir is None:
+        metadata["spool"] = "temporary"  # save() moves the shards out of it
+    return ActivationCache(tensors=tensors, metadata=metadata, directory=spool, sharded=sharded)
 
 
 def check_aligned(reference: ActivationCache, other: ActivationCache, prompt_set: str) -> None:

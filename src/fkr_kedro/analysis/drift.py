@@ -68,9 +68,18 @@ def drift_table(
     for variant, cache in caches.items():
         for site in sites:
             check_aligned(ref, cache, site.split(".")[0])
-            a, b = ref[site], cache[site]
-            if a.shape != b.shape:
-                raise ValueError(f"{site}: shapes differ ({tuple(a.shape)} vs {tuple(b.shape)})")
-            for metric, values in (("cosine", cosine_by_layer(a, b)), ("cka", cka_by_layer(a, b))):
+            shape_a, shape_b = ref.shape(site), cache.shape(site)
+            if shape_a != shape_b:
+                raise ValueError(f"{site}: shapes differ ({shape_a} vs {shape_b})")
+            if ref.is_sharded or cache.is_sharded:  # one layer at a time, read from disk
+                cosine, cka = [], []
+                for layer in range(shape_a[1]):
+                    a, b = ref.layer(site, layer)[:, None], cache.layer(site, layer)[:, None]
+                    cosine.append(cosine_by_layer(a, b)[0])
+                    cka.append(cka_by_layer(a, b)[0])
+            else:  # in memory: the whole site at once (bit for bit what it always computed)
+                a, b = ref[site], cache[site]
+                cosine, cka = cosine_by_layer(a, b), cka_by_layer(a, b)
+            for metric, values in (("cosine", cosine), ("cka", cka)):
                 rows += [(variant, site, layer, metric, float(v)) for layer, v in enumerate(values)]
     return pd.DataFrame(rows, columns=["variant", "site", "layer", "metric", "value"])

@@ -136,13 +136,13 @@ def attribute(
     rows_all = cache[f"{prompt_set}.mlp_act.rows"]
     n = len(rows_all) if max_prompts is None else min(max_prompts, len(rows_all))
     rows = rows_all[:n]
-    resid = cache[f"{prompt_set}.resid_post.last"][rows]
+    resid = cache.take(f"{prompt_set}.resid_post.last", rows)  # reads only these rows' shards
     if cache.metadata.get(f"{prompt_set}.components_rows", "all") == "act_rows":
         attn_out = cache[f"{prompt_set}.attn_out.last"][:n]  # stored by mlp_act slot
         mlp_out = cache[f"{prompt_set}.mlp_out.last"][:n]
     else:
-        attn_out = cache[f"{prompt_set}.attn_out.last"][rows]
-        mlp_out = cache[f"{prompt_set}.mlp_out.last"][rows]
+        attn_out = cache.take(f"{prompt_set}.attn_out.last", rows)
+        mlp_out = cache.take(f"{prompt_set}.mlp_out.last", rows)
     answer = cache[f"{prompt_set}.answer_token"][rows]
     layers = decoder_layers(model)
     n_layers, d_mlp = act_all.shape[1], act_all.shape[2]

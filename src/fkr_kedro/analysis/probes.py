@@ -203,7 +203,7 @@ def run_probe(
     y_train, y_test = y_all[train], y_all[test]
     y_control = shuffle_labels(y_train, strata[train] if strata is not None else None, config.seed + 1)
     chance = majority_rate(y_test)
-    n_layers1 = ref[spec.site].shape[1]
+    n_layers1 = ref.shape(spec.site)[1]
     layers = config.layers if config.layers is not None else range(n_layers1)
 
     out = []
@@ -212,7 +212,8 @@ def run_probe(
         out.append((variant, int(layer), spec.name, metric, float(value)))
 
     for layer in layers:
-        X = {v: c[spec.site][rows, layer].float().numpy() for v, c in caches.items()}
+        # One layer at a time (a sharded cache reads only that layer from disk).
+        X = {v: c.layer(spec.site, layer)[rows].float().numpy() for v, c in caches.items()}
         ref_probe = _fit(X[reference][train], y_train, config)
         emit(reference, layer, "chance", chance)
         emit(reference, layer, "n_train", len(train))

@@ -118,12 +118,12 @@ def entrec(
 ) -> np.ndarray:
     """EntRec per prompt and layer: ``[n_prompts, n_layers + 1]`` (layer 0 = embeddings; a
     layer not asked for is NaN). ``model`` must be the model the cache was captured from."""
-    resid = cache[f"{prompt_set}.resid_post.{position}"]
+    key = f"{prompt_set}.resid_post.{position}"
     tokens = cache[f"{prompt_set}.{token_key}"]
-    n, n_layers1, _ = resid.shape
+    n, n_layers1, _ = cache.shape(key)
     out = np.full((n, n_layers1), np.nan)
-    for layer in layers if layers is not None else range(n_layers1):
-        out[:, layer] = logit_lens_token_logprobs(model, resid[:, layer], tokens, max_logits).numpy()
+    for layer in layers if layers is not None else range(n_layers1):  # a layer at a time
+        out[:, layer] = logit_lens_token_logprobs(model, cache.layer(key, layer), tokens, max_logits).numpy()
     return out
 
 

@@ -66,19 +66,20 @@ class ModelSourceDataset(AbstractDataset[ModelSource, CausalLM]):
     def save(self, source: ModelSource | dict) -> None:
         source = as_source(source)
         record = {**source.model_dump(), "source": source.label()}
-        if source.kind == "gguf":
+        if source.kind in ("gguf", "config"):  # dequantized / built once, saved as a directory
+            made = "dequantized" if source.kind == "gguf" else "built from config"
             if not self._path.is_symlink() and _recorded(self._path) == record:
                 problem = weights_problem(self._path)
                 if problem is None:
-                    log.info("Base model %s already dequantized at %s; kept", source.label(), self._path)
+                    log.info("Base model %s already %s at %s; kept", source.label(), made, self._path)
                     return
-                log.warning("Base model at %s: %s; dequantizing %s again", self._path, problem, source.label())
+                log.warning("Base model at %s: %s; making %s again", self._path, problem, source.label())
             lm = load_model(source.model_copy(update={"device": "cpu"}))
             _unlink_if_link(self._path)
             with staged_directory(self._path) as staging:
                 lm.save(staging)
                 (staging / SOURCE_FILE).write_text(json.dumps(record, indent=2) + "\n")
-            log.info("Base model %s dequantized and saved to %s", source.label(), self._path)
+            log.info("Base model %s %s and saved to %s", source.label(), made, self._path)
             return
         if source.kind in ("dir", "hub"):
             target = model_directory(source).resolve()

