@@ -107,6 +107,41 @@ def accuracy_vs_bits(recall: pd.DataFrame, reference: str = "fp") -> Figure:
     return fig
 
 
+def stored_bits_vs_bits(recall: pd.DataFrame, reference: str = "fp") -> Figure:
+    """Knowledge in bits (Physics of LMs 3.3's estimator, every one-hop fact) against
+    effective bits per weight, one line per method: the stored bits, and the stored bits per
+    stored weight bit. A placeholder when the table carries no bits metrics."""
+    info = headline(recall)
+    if "stored_bits" not in info.columns:
+        fig, ax = _subplots(1, 1, figsize=(6, 2))
+        ax.text(0.5, 0.5, "no knowledge-bits metrics (a study without one-hop facts)", ha="center", va="center")
+        ax.set_axis_off()
+        return fig
+    fig, axes = _subplots(1, 2, figsize=(11, 4.4), layout="constrained")
+    quantized = info.drop(index=reference, errors="ignore")
+    panels = [("stored_bits", "stored knowledge bits"), ("stored_bits_per_weight_bit", "stored bits per stored weight bit")]
+    for ax, (metric, label) in zip(axes, panels):
+        for method, rows in quantized.groupby("method", sort=False):
+            rows = rows.sort_values("effective_bits")
+            ax.plot(rows["effective_bits"], rows[metric], color=METHOD_COLORS.get(method, "gray"),
+                    marker=METHOD_MARKERS.get(method, "o"), linewidth=1.6, markersize=7, label=method)
+        if reference in info.index:
+            ax.axhline(info.loc[reference, metric], color="black", linestyle="--", linewidth=1.4,
+                       label=f"{reference} ({info.loc[reference, 'effective_bits']:.0f} bits)")
+        if metric == "stored_bits" and "knowledge_load_bits" in info:
+            ax.axhline(float(info["knowledge_load_bits"].max()), color="gray", linestyle=":", linewidth=1.4,
+                       label="knowledge load")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("effective bits per weight (stored format, log scale)")
+        ax.set_ylabel(label)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", fontsize=9)
+    fig.suptitle("Knowledge in bits vs effective bits per weight, by quantization method", fontsize=12)
+    return fig
+
+
 def _plot_curves(ax, curves: pd.DataFrame, styles: dict[str, dict]) -> None:
     """One line per variant column of ``curves`` (index = layer), in the variants' styles."""
     for variant, style in styles.items():

@@ -9,6 +9,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from PIL.Image import Image
 
+from fkr_kedro.analysis.knowledge_bits import knowledge_bits_sentences
 from fkr_kedro.modeling.load import ModelSource
 from fkr_kedro.parameters import KnowledgeSettings
 from fkr_kedro.pipelines.wiring import by_namespace
@@ -45,6 +46,12 @@ FIGURES = {
         "Cosine similarity and linear CKA of each variant's residual stream against full precision, "
         "per capture site.",
     ),
+    "stored_bits_vs_bits": (
+        "Knowledge in bits vs effective bits",
+        "Stored bits of one-hop knowledge (Physics of LMs 3.3's lower bound, every fact of the world: "
+        "log2 of the candidates plus log2 of the whole object name's probability, summed per relation; "
+        "docs/capacity.md), and the same per stored weight bit; dashed: full precision, dotted: the load.",
+    ),
     "cnst_score": (
         "CnstScore per variant",
         "Consistency of the two-hop answer distribution with the one-hop one (0 = identical); "
@@ -55,6 +62,10 @@ FIGURES = {
 
 def plot_accuracy_vs_bits(recall_by_variant: pd.DataFrame, report: ReportSettings) -> tuple[Figure, bytes]:
     return _with_png(figures.accuracy_vs_bits(recall_by_variant, report.reference))
+
+
+def plot_stored_bits_vs_bits(recall_by_variant: pd.DataFrame, report: ReportSettings) -> tuple[Figure, bytes]:
+    return _with_png(figures.stored_bits_vs_bits(recall_by_variant, report.reference))
 
 
 def plot_probe_by_layer(probe_results: pd.DataFrame, recall_by_variant: pd.DataFrame, report: ReportSettings) -> tuple[Figure, bytes]:
@@ -141,7 +152,14 @@ def build_report(
         Section("What the numbers show", sentences=sentences),
         Section("Summary", tables=[("One row per variant; percentages are accuracies.", format_table(summary, percent))]),
         Section("Recall", figures=[cross["accuracy_vs_bits"]]),
-        Section("Inside the network", figures=[f for n, f in cross.items() if n != "accuracy_vs_bits"]),
+        Section(
+            "Knowledge in bits", sentences=knowledge_bits_sentences(recall_by_variant, report.reference),
+            figures=[cross["stored_bits_vs_bits"]],
+        ),
+        Section(
+            "Inside the network",
+            figures=[f for n, f in cross.items() if n not in ("accuracy_vs_bits", "stored_bits_vs_bits")],
+        ),
         Section("Each variant against full precision", figures=per_variant),
     ]
     scaling = _scaling_section(scaling_exponents, scaling_fit_metrics, scaling_conclusion, scaling_figure)

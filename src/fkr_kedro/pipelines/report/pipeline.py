@@ -16,6 +16,7 @@ from .nodes import (
     plot_entrec_by_layer,
     plot_neuron_retention_by_layer,
     plot_probe_by_layer,
+    plot_stored_bits_vs_bits,
     plot_variant_layers,
 )
 
@@ -23,6 +24,7 @@ from .nodes import (
 TABLES = ("recall_by_variant", "probe_results", "entrec_results", "attribution_results", "drift_results", "cnst_results")
 PLOTTERS = {
     "accuracy_vs_bits": (plot_accuracy_vs_bits, ["recall_by_variant"]),
+    "stored_bits_vs_bits": (plot_stored_bits_vs_bits, ["recall_by_variant"]),
     "probe_by_layer": (plot_probe_by_layer, ["probe_results", "recall_by_variant"]),
     "entrec_by_layer": (plot_entrec_by_layer, ["entrec_results", "recall_by_variant"]),
     "neuron_retention_by_layer": (plot_neuron_retention_by_layer, ["attribution_results", "recall_by_variant"]),
