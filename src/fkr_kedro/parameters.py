@@ -31,6 +31,7 @@ from .knowledge.world import WorldConfig
 from .modeling.load import ModelSource
 from .modeling.train import ModelShape, TrainConfig
 from .reporting.findings import ReportSettings
+from .capacity.config import CapacitySettings
 from .scaling.config import ScalingSettings
 
 
@@ -196,6 +197,11 @@ class ScalingParameters(_Settings):
     scaling: ScalingSettings | None = None  # None: no scaling study configured
 
 
+# ----------------------------------------------------------------- parameters_capacity.yml
+class CapacityParameters(_Settings):
+    capacity: CapacitySettings | None = None  # None: no capacity study configured
+
+
 # One model per parameters file; the study's parameters are all of them together.
 PARAMETER_FILES: dict[str, type[_Settings]] = {
     "parameters_data_prep.yml": DataPrepParameters,
@@ -205,12 +211,13 @@ PARAMETER_FILES: dict[str, type[_Settings]] = {
     "parameters_probe.yml": ProbeParameters,
     "parameters_report.yml": ReportParameters,
     "parameters_scaling.yml": ScalingParameters,
+    "parameters_capacity.yml": CapacityParameters,
 }
 
 
 class StudyParameters(
     DataPrepParameters, TrainParameters, QuantizeParameters, EvaluateParameters, ProbeParameters,
-    ReportParameters, ScalingParameters,
+    ReportParameters, ScalingParameters, CapacityParameters,
 ):
     """Every parameter of a study."""
 

@@ -9,8 +9,9 @@ from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
 
-# Run only when asked for by name: the scaling sweep trains several models (~30 minutes).
-NOT_IN_DEFAULT = ("scaling",)
+# Run only when asked for by name: the scaling and capacity sweeps train several models
+# (~30 and ~45 minutes).
+NOT_IN_DEFAULT = ("scaling", "capacity")
 
 
 def register_pipelines() -> dict[str, Pipeline]:

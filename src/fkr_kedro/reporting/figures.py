@@ -142,6 +142,36 @@ def stored_bits_vs_bits(recall: pd.DataFrame, reference: str = "fp") -> Figure:
     return fig
 
 
+def capacity_curves(points: pd.DataFrame) -> Figure:
+    """Capacity curves: stored knowledge bits against the knowledge load, one panel per
+    exposures per fact, one line per format (colour by method, line style by bit width) and
+    model size (marker); the dotted diagonal stores the whole load."""
+    exposures = sorted(points["exposures"].unique())
+    fig, axes = _subplots(1, len(exposures), figsize=(6.2 * len(exposures), 5), layout="constrained", squeeze=False)
+    size_markers = dict(zip(sorted(points["size"].unique()), "osD^vP"))
+    for ax, e in zip(axes[0], exposures):
+        part = points[points["exposures"] == e]
+        for (size, variant), rows in part.groupby(["size", "variant"], sort=False):
+            rows = rows.sort_values("load_bits")
+            method, bits = str(rows["method"].iloc[0]), rows["bits"].iloc[0]
+            ax.plot(
+                rows["load_bits"], rows["stored_bits"], color=METHOD_COLORS.get(method, "gray"),
+                linestyle="-" if method == "fp" or pd.isna(bits) else BITS_LINESTYLES.get(int(bits), "-"),
+                marker=size_markers[size], linewidth=2.4 if method == "fp" else 1.3, markersize=5,
+                label=f"{variant} ({size})",
+            )
+        top = float(part["load_bits"].max())
+        ax.plot([0, top], [0, top], color="gray", linestyle=":", linewidth=1, label="whole load stored")
+        ax.set_xlabel("knowledge load (bits)")
+        ax.set_ylabel("stored knowledge bits")
+        ax.set_title(f"{e:g} exposures per fact", fontsize=11)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", fontsize=7, ncols=2)
+    fig.suptitle("Capacity: stored bits vs knowledge load, per format and model size", fontsize=12)
+    return fig
+
+
 def _plot_curves(ax, curves: pd.DataFrame, styles: dict[str, dict]) -> None:
     """One line per variant column of ``curves`` (index = layer), in the variants' styles."""
     for variant, style in styles.items():

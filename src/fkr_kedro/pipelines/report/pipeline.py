@@ -37,6 +37,12 @@ SCALING = {
     "scaling_conclusion": "scaling_conclusion_if_present",
     "scaling_figure": "scaling_predicted_vs_observed_if_present",
 }
+CAPACITY = {
+    "capacity_saturation": "capacity_saturation_if_present",
+    "capacity_conclusion": "capacity_conclusion_if_present",
+    "capacity_figure": "capacity_curves_if_present",
+    "world_summary": "world_summary_if_present",
+}
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -66,6 +72,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "base_model": "params:base_model",
                     "knowledge": "params:knowledge",
                     **SCALING,
+                    **CAPACITY,
                     **{f"{name}_png": f"{name}_png" for name in FIGURES},
                     **per_namespace(names, "layers_png"),
                 },
