@@ -11,7 +11,7 @@ from kedro.pipeline import Pipeline
 
 # Run only when asked for by name: the scaling and capacity sweeps train several models
 # (~30 and ~45 minutes).
-NOT_IN_DEFAULT = ("scaling", "capacity")
+NOT_IN_DEFAULT = ("scaling", "capacity", "checkpoints")
 
 
 def register_pipelines() -> dict[str, Pipeline]:

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..knowledge.world import WorldConfig
+from .checkpoints import CheckpointSettings
 from ..quantization.methods import METHODS
 from ..quantization.variants import VariantSpec, validate_variants
 from ..scaling.config import SizeSettings
@@ -45,6 +46,8 @@ class CapacitySettings(_Strict):
     calibration_seed: int = 0
     device: str = "cpu"
     batch_size: int = Field(256, gt=0)  # evaluation batch
+    # Quantization damage along training (`kedro run --pipeline=checkpoints`); None: not configured.
+    checkpoints: CheckpointSettings | None = None
 
     @field_validator("sizes")
     @classmethod

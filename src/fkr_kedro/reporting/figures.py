@@ -172,6 +172,33 @@ def capacity_curves(points: pd.DataFrame) -> Figure:
     return fig
 
 
+def damage_along_training(damage: pd.DataFrame) -> Figure:
+    """Quantization damage against training steps: one panel per measure (one-hop accuracy
+    and held-out composition lost, in points; share of stored bits lost), one line per
+    format with its interval over seeds (shaded)."""
+    titles = {
+        "one_hop_accuracy": ("one-hop accuracy lost (points)", 100),
+        "held_out_accuracy": ("held-out composition lost (points)", 100),
+        "stored_bits": ("share of stored bits lost", 1),
+    }
+    fig, axes = _subplots(1, len(titles), figsize=(5 * len(titles), 4.2), layout="constrained", squeeze=False)
+    for ax, (measure, (title, scale)) in zip(axes[0], titles.items()):
+        part = damage[damage["measure"] == measure]
+        for variant, rows in part.groupby("variant", sort=False):
+            rows = rows.sort_values("step")
+            color = METHOD_COLORS.get(str(rows["method"].iloc[0]), None)
+            ax.plot(rows["step"], scale * rows["loss_mean"], marker="o", markersize=4, color=color, label=variant)
+            ax.fill_between(rows["step"], scale * rows["loss_low"], scale * rows["loss_high"], color=color, alpha=0.15)
+        ax.axhline(0, color="gray", linewidth=0.8)
+        ax.set_xlabel("training step")
+        ax.set_title(title, fontsize=11)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", fontsize=9)
+    fig.suptitle("Quantization damage along training (mean over seeds, shaded: interval)", fontsize=12)
+    return fig
+
+
 def _plot_curves(ax, curves: pd.DataFrame, styles: dict[str, dict]) -> None:
     """One line per variant column of ``curves`` (index = layer), in the variants' styles."""
     for variant, style in styles.items():
