@@ -18,6 +18,7 @@ LIBRARY = {
     "quantization": {"modeling"},
     "analysis": {"modeling", "knowledge", "quantization"},
     "scaling": {"modeling", "knowledge", "quantization", "analysis"},
+    "capacity": {"modeling", "knowledge", "quantization", "analysis", "scaling"},
     "reporting": {"analysis"},
     "tracking": set(),
     "scaleout": set(),

@@ -65,10 +65,11 @@ def test_recall_table_is_built_from_named_inputs_in_the_configured_order(base_co
             "one_hop.accuracy": i / 100, "one_hop.accuracy.birth_city": i / 50, "two_hop.held_out.accuracy": 0.5,
         }
         inputs[f"{spec.name}.footprint"] = {"effective_bits": float(spec.bits or 32)}
+        inputs[f"{spec.name}.knowledge_bits"] = {"stored_bits": 100.0 - i, "stored_bits.birth_city": 60.0 - i}
     table = run(create_pipeline().only_nodes("tabulate_variants"), **inputs)["recall_by_variant"]
 
     assert list(table["variant"].drop_duplicates()) == [spec.name for spec in specs]
-    assert len(table) == 4 * len(specs)
+    assert len(table) == 6 * len(specs)
     row = table[(table["variant"] == "gptq_w3_g32") & (table["relation"] == "birth_city")].iloc[0]
     index = [spec.name for spec in specs].index("gptq_w3_g32")
     assert (row["metric"], row["value"], row["method"], row["bits"], row["group_size"]) == (
@@ -76,6 +77,9 @@ def test_recall_table_is_built_from_named_inputs_in_the_configured_order(base_co
     )
     bits = table[table["metric"] == "effective_bits"].set_index("variant")["value"]
     assert bits["fp"] == 32 and bits["rtn_w2_g32"] == 2
+    stored = table[(table["metric"] == "stored_bits") & (table["variant"] == "gptq_w3_g32")]
+    assert stored["value"].tolist() == [100.0 - index, 60.0 - index]
+    assert stored["relation"].isna().tolist() == [True, False] and stored["relation"].iloc[1] == "birth_city"
 
 
 def test_entrec_summary_averages_each_split_and_all_chains(base_configuration):

@@ -31,6 +31,7 @@ from .knowledge.world import WorldConfig
 from .modeling.load import ModelSource
 from .modeling.train import ModelShape, TrainConfig
 from .reporting.findings import ReportSettings
+from .capacity.config import CapacitySettings
 from .scaling.config import ScalingSettings
 
 
@@ -251,6 +252,11 @@ class ExportParameters(_Settings):
     export: ExportSettings = ExportSettings()
 
 
+# ----------------------------------------------------------------- parameters_capacity.yml
+class CapacityParameters(_Settings):
+    capacity: CapacitySettings | None = None  # None: no capacity study configured
+
+
 # One model per parameters file; the study's parameters are all of them together.
 PARAMETER_FILES: dict[str, type[_Settings]] = {
     "parameters_data_prep.yml": DataPrepParameters,
@@ -262,12 +268,13 @@ PARAMETER_FILES: dict[str, type[_Settings]] = {
     "parameters_scaling.yml": ScalingParameters,
     "parameters_runtime.yml": RuntimeParameters,
     "parameters_export.yml": ExportParameters,
+    "parameters_capacity.yml": CapacityParameters,
 }
 
 
 class StudyParameters(
     DataPrepParameters, TrainParameters, QuantizeParameters, EvaluateParameters, ProbeParameters,
-    ReportParameters, ScalingParameters, RuntimeParameters, ExportParameters,
+    ReportParameters, ScalingParameters, RuntimeParameters, ExportParameters, CapacityParameters,
 ):
     """Every parameter of a study."""
 

@@ -9,9 +9,10 @@ from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
 
-# Run only when asked for by name: the scaling sweep trains several models (~30 minutes);
-# export writes the prompts as an lm-evaluation-harness task folder.
-NOT_IN_DEFAULT = ("scaling", "export")
+# Run only when asked for by name: the scaling and capacity sweeps train several models
+# (~30 and ~45 minutes), checkpoints quantizes every training checkpoint, and export writes
+# the prompts as an lm-evaluation-harness task folder.
+NOT_IN_DEFAULT = ("scaling", "capacity", "checkpoints", "export")
 
 
 def register_pipelines() -> dict[str, Pipeline]:

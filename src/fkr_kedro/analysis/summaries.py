@@ -13,6 +13,10 @@ from .capture import ActivationCache
 from .readouts import cnst_table
 
 
+# Metrics that also come per relation, as ``<metric>.<relation>``.
+PER_RELATION = ("one_hop.accuracy", "stored_bits")
+
+
 def recall_table(specs: Sequence[VariantSpec], metrics: Mapping[str, dict], footprints: Mapping[str, dict]) -> pd.DataFrame:
     """One tidy table: a row per variant and metric (relation-level metrics keep their
     relation in its own column), with the variant's method, bits, group size and
@@ -20,7 +24,8 @@ def recall_table(specs: Sequence[VariantSpec], metrics: Mapping[str, dict], foot
     rows = []
     for spec in specs:
         for key, value in {**metrics[spec.name], **footprints[spec.name]}.items():
-            relation = key.removeprefix("one_hop.accuracy.") if key.startswith("one_hop.accuracy.") else None
+            prefix = next((p for p in PER_RELATION if key.startswith(f"{p}.")), None)
+            relation = key.removeprefix(f"{prefix}.") if prefix else None
             rows.append(
                 {
                     "variant": spec.name,
@@ -28,7 +33,7 @@ def recall_table(specs: Sequence[VariantSpec], metrics: Mapping[str, dict], foot
                     "bits": spec.bits,
                     "group_size": spec.group_size,
                     "calibration_size": spec.calibration_size,
-                    "metric": "one_hop.accuracy" if relation else key,
+                    "metric": prefix or key,
                     "relation": relation,
                     "value": float(value),
                 }

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Collection
 from typing import Literal
 
 import torch
@@ -107,8 +108,12 @@ def train_causal_lm(
     shape: ModelShape,
     config: TrainConfig,
     progress: bool = True,
+    checkpoint: Callable[[int, LlamaForCausalLM], None] | None = None,
+    checkpoint_steps: Collection[int] = (),
 ) -> tuple[LlamaForCausalLM, list[dict]]:
-    """Train from scratch; return the model (eval mode) and the loss history."""
+    """Train from scratch; return the model (eval mode) and the loss history.
+    ``checkpoint(step, model)`` is called after each optimizer step whose count (1-based)
+    is in ``checkpoint_steps`` (e.g. to save the model there); it must not change the model."""
     torch.manual_seed(config.seed)
     data = tokenize_corpus(corpus, tokenizer)
     if data.shape[1] > shape.max_position_embeddings:
@@ -147,6 +152,8 @@ def train_causal_lm(
         optimizer.step()
         schedule.step()
         # The step has ended: the model holds the weights after ``step + 1`` updates.
+        if checkpoint is not None and step + 1 in checkpoint_steps:
+            checkpoint(step + 1, model)
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if step % config.log_every == 0 or step == config.steps - 1:
             bar.set_postfix(loss=f"{running:.3f}")

@@ -110,6 +110,98 @@ def accuracy_vs_bits(recall: pd.DataFrame, reference: str = "fp") -> Figure:
     return fig
 
 
+def stored_bits_vs_bits(recall: pd.DataFrame, reference: str = "fp") -> Figure:
+    """Knowledge in bits (Physics of LMs 3.3's estimator, every one-hop fact) against
+    effective bits per weight, one line per method: the stored bits, and the stored bits per
+    stored weight bit. A placeholder when the table carries no bits metrics."""
+    info = headline(recall)
+    if "stored_bits" not in info.columns:
+        fig, ax = _subplots(1, 1, figsize=(6, 2))
+        ax.text(0.5, 0.5, "no knowledge-bits metrics (a study without one-hop facts)", ha="center", va="center")
+        ax.set_axis_off()
+        return fig
+    fig, axes = _subplots(1, 2, figsize=(11, 4.4), layout="constrained")
+    quantized = info.drop(index=reference, errors="ignore")
+    panels = [("stored_bits", "stored knowledge bits"), ("stored_bits_per_weight_bit", "stored bits per stored weight bit")]
+    for ax, (metric, label) in zip(axes, panels):
+        for method, rows in quantized.groupby("method", sort=False):
+            rows = rows.sort_values("effective_bits")
+            ax.plot(rows["effective_bits"], rows[metric], color=METHOD_COLORS.get(method, "gray"),
+                    marker=METHOD_MARKERS.get(method, "o"), linewidth=1.6, markersize=7, label=method)
+        if reference in info.index:
+            ax.axhline(info.loc[reference, metric], color="black", linestyle="--", linewidth=1.4,
+                       label=f"{reference} ({info.loc[reference, 'effective_bits']:.0f} bits)")
+        if metric == "stored_bits" and "knowledge_load_bits" in info:
+            ax.axhline(float(info["knowledge_load_bits"].max()), color="gray", linestyle=":", linewidth=1.4,
+                       label="knowledge load")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("effective bits per weight (stored format, log scale)")
+        ax.set_ylabel(label)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", fontsize=9)
+    fig.suptitle("Knowledge in bits vs effective bits per weight, by quantization method", fontsize=12)
+    return fig
+
+
+def capacity_curves(points: pd.DataFrame) -> Figure:
+    """Capacity curves: stored knowledge bits against the knowledge load, one panel per
+    exposures per fact, one line per format (colour by method, line style by bit width) and
+    model size (marker); the dotted diagonal stores the whole load."""
+    exposures = sorted(points["exposures"].unique())
+    fig, axes = _subplots(1, len(exposures), figsize=(6.2 * len(exposures), 5), layout="constrained", squeeze=False)
+    size_markers = dict(zip(sorted(points["size"].unique()), "osD^vP"))
+    for ax, e in zip(axes[0], exposures):
+        part = points[points["exposures"] == e]
+        for (size, variant), rows in part.groupby(["size", "variant"], sort=False):
+            rows = rows.sort_values("load_bits")
+            method, bits = str(rows["method"].iloc[0]), rows["bits"].iloc[0]
+            ax.plot(
+                rows["load_bits"], rows["stored_bits"], color=METHOD_COLORS.get(method, "gray"),
+                linestyle="-" if method == "fp" or pd.isna(bits) else BITS_LINESTYLES.get(int(bits), "-"),
+                marker=size_markers[size], linewidth=2.4 if method == "fp" else 1.3, markersize=5,
+                label=f"{variant} ({size})",
+            )
+        top = float(part["load_bits"].max())
+        ax.plot([0, top], [0, top], color="gray", linestyle=":", linewidth=1, label="whole load stored")
+        ax.set_xlabel("knowledge load (bits)")
+        ax.set_ylabel("stored knowledge bits")
+        ax.set_title(f"{e:g} exposures per fact", fontsize=11)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", fontsize=7, ncols=2)
+    fig.suptitle("Capacity: stored bits vs knowledge load, per format and model size", fontsize=12)
+    return fig
+
+
+def damage_along_training(damage: pd.DataFrame) -> Figure:
+    """Quantization damage against training steps: one panel per measure (one-hop accuracy
+    and held-out composition lost, in points; share of stored bits lost), one line per
+    format with its interval over seeds (shaded)."""
+    titles = {
+        "one_hop_accuracy": ("one-hop accuracy lost (points)", 100),
+        "held_out_accuracy": ("held-out composition lost (points)", 100),
+        "stored_bits": ("share of stored bits lost", 1),
+    }
+    fig, axes = _subplots(1, len(titles), figsize=(5 * len(titles), 4.2), layout="constrained", squeeze=False)
+    for ax, (measure, (title, scale)) in zip(axes[0], titles.items()):
+        part = damage[damage["measure"] == measure]
+        for variant, rows in part.groupby("variant", sort=False):
+            rows = rows.sort_values("step")
+            color = METHOD_COLORS.get(str(rows["method"].iloc[0]), None)
+            ax.plot(rows["step"], scale * rows["loss_mean"], marker="o", markersize=4, color=color, label=variant)
+            ax.fill_between(rows["step"], scale * rows["loss_low"], scale * rows["loss_high"], color=color, alpha=0.15)
+        ax.axhline(0, color="gray", linewidth=0.8)
+        ax.set_xlabel("training step")
+        ax.set_title(title, fontsize=11)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", fontsize=9)
+    fig.suptitle("Quantization damage along training (mean over seeds, shaded: interval)", fontsize=12)
+    return fig
+
+
 def _plot_curves(ax, curves: pd.DataFrame, styles: dict[str, dict]) -> None:
     """One line per variant column of ``curves`` (index = layer), in the variants' styles."""
     for variant, style in styles.items():

@@ -49,6 +49,8 @@ def summary_table(tables: StudyTables, settings: ReportSettings) -> pd.DataFrame
         table[f"one-hop vs {ref} (points)"] = 100 * (info["one_hop.accuracy"] - info.loc[ref, "one_hop.accuracy"])
     for column, metric in (
         ("answer log-prob", "one_hop.answer_logprob"),
+        ("stored knowledge bits", "stored_bits"),
+        ("stored bits per weight", "stored_bits_per_param"),
         ("two-hop seen", "two_hop.seen.accuracy"),
         ("two-hop held-out", "two_hop.held_out.accuracy"),
     ):

@@ -30,13 +30,15 @@ def _sample(one_hop: pd.DataFrame, two_hop: pd.DataFrame, sample: EvaluationSamp
 
 def generate_synthetic_world(
     world: WorldConfig, evaluation_sample: EvaluationSample
-) -> tuple[pd.DataFrame, pd.DataFrame, str, dict]:
+) -> tuple[pd.DataFrame, pd.DataFrame, str, dict, pd.DataFrame]:
     """Evaluation prompts (one-hop facts and two-hop chains, a seeded sample of at most
     ``evaluation_sample`` rows per relation, and per composition and split), the training
-    corpus (every fact, one statement a line) and a summary with the knowledge load in bits."""
+    corpus (every fact, one statement a line), a summary with the knowledge load in bits, and
+    every one-hop fact (the knowledge-bits estimate sums over all of them)."""
     generated = generate_world(world)
     corpus = generated.corpus()
-    one_hop, two_hop = _sample(generated.one_hop_table(), generated.two_hop_table(), evaluation_sample)
+    facts = generated.one_hop_table()
+    one_hop, two_hop = _sample(facts, generated.two_hop_table(), evaluation_sample)
     prompts = prompt_summary(one_hop, two_hop)
     summary = {
         "entities": {kind: len(names) for kind, names in generated.entities.items()},
@@ -53,14 +55,15 @@ def generate_synthetic_world(
         summary["one_hop_facts"], summary["knowledge_bits"], len(corpus), len(one_hop), len(two_hop),
         int((two_hop["split"] == "held_out").sum()),
     )
-    return one_hop, two_hop, "\n".join(corpus) + "\n", summary
+    return one_hop, two_hop, "\n".join(corpus) + "\n", summary, facts
 
 
-def prepare_world_facts(evaluation_sample: EvaluationSample) -> tuple[pd.DataFrame, pd.DataFrame, str, dict]:
+def prepare_world_facts(evaluation_sample: EvaluationSample) -> tuple[pd.DataFrame, pd.DataFrame, str, dict, pd.DataFrame]:
     """The project's hand-written world facts: every fact and chain is evaluated (a few
     hundred); the calibration corpus is one statement per fact."""
     facts = load_world_facts()
-    one_hop, two_hop = _sample(facts.one_hop_table(), facts.two_hop_table(), evaluation_sample)
+    all_one_hop = facts.one_hop_table()
+    one_hop, two_hop = _sample(all_one_hop, facts.two_hop_table(), evaluation_sample)
     corpus = facts.statements()
     prompts = prompt_summary(one_hop, two_hop)
     summary = {
@@ -78,7 +81,7 @@ def prepare_world_facts(evaluation_sample: EvaluationSample) -> tuple[pd.DataFra
         "World facts v%s: %d one-hop facts over %d relations, %d two-hop chains over %d compositions",
         FACTS_VERSION, len(one_hop), one_hop["relation"].nunique(), len(two_hop), two_hop["composition"].nunique(),
     )
-    return one_hop, two_hop, "\n".join(corpus) + "\n", summary
+    return one_hop, two_hop, "\n".join(corpus) + "\n", summary, all_one_hop
 
 
 def prepare_knowledge_sources(
@@ -87,7 +90,7 @@ def prepare_knowledge_sources(
     twohopfact: TwoHopFactSettings,
     base_model: ModelSource,
     evaluation_sample: EvaluationSample,
-) -> tuple[pd.DataFrame, pd.DataFrame, str, dict, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+) -> tuple[pd.DataFrame, pd.DataFrame, str, dict, pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """One-hop prompts from ``knowledge.one_hop`` (LRE, the world facts or none) and two-hop
     chains from ``knowledge.two_hop`` (TwoHopFact, the world facts or none), each read from a
     local copy (downloaded into data/01_raw when missing and the network allows). LRE subjects
@@ -129,6 +132,7 @@ def prepare_knowledge_sources(
         sources.append(f"world facts v{FACTS_VERSION} (chains)")
     else:
         two_hop = empty_two_hop()
+    all_one_hop = one_hop  # every placed fact: the knowledge-bits estimate sums over all of them
     one_hop, two_hop = _sample(one_hop, two_hop, evaluation_sample)
     if len(one_hop):
         corpus = [f"{p} {o}." for p, o in zip(one_hop["prompt"], one_hop["object"])]
@@ -148,4 +152,6 @@ def prepare_knowledge_sources(
         "corpus_statements": len(corpus),
         "calibration_texts": calibration,
     }
-    return one_hop, two_hop, "\n".join(corpus) + "\n", summary, lre_counts, lre_unplaced, twohopfact_rejected
+    return (
+        one_hop, two_hop, "\n".join(corpus) + "\n", summary, all_one_hop, lre_counts, lre_unplaced, twohopfact_rejected
+    )

@@ -9,7 +9,9 @@ from fkr_kedro.run_config import study_parameters
 
 from .nodes import generate_synthetic_world, prepare_knowledge_sources, prepare_world_facts
 
-OUTPUTS = ["one_hop_prompts", "two_hop_prompts", "train_corpus", "world_summary"]
+# one_hop_facts: every one-hop fact of the source (not the evaluation sample), for the
+# knowledge-bits estimate of the evaluate pipeline.
+OUTPUTS = ["one_hop_prompts", "two_hop_prompts", "train_corpus", "world_summary", "one_hop_facts"]
 
 
 def create_pipeline(**kwargs) -> Pipeline:

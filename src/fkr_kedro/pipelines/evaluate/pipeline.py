@@ -5,7 +5,7 @@ from kedro.pipeline import Pipeline, node
 from fkr_kedro.pipelines.wiring import per_namespace
 from fkr_kedro.run_config import active_variants, bind
 
-from .nodes import evaluate_recall, measure_footprint, tabulate_variants
+from .nodes import estimate_knowledge_bits, evaluate_recall, measure_footprint, tabulate_variants
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -16,7 +16,10 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 bind(tabulate_variants, specs=specs),
-                inputs={**per_namespace(names, "recall_metrics"), **per_namespace(names, "footprint")},
+                inputs={
+                    **per_namespace(names, "recall_metrics"), **per_namespace(names, "footprint"),
+                    **per_namespace(names, "knowledge_bits"),
+                },
                 outputs="recall_by_variant",
                 name="tabulate_variants",
             )
@@ -40,9 +43,18 @@ def variant_pipeline(name: str, method: str) -> Pipeline:
                 name="evaluate_recall",
             ),
             node(measure_footprint, inputs={"model_dir": "model@dir"}, outputs="footprint", name="measure_footprint"),
+            node(
+                estimate_knowledge_bits,
+                inputs={
+                    "model": "model@variant", "one_hop_facts": "one_hop_facts", "footprint": "footprint",
+                    "evaluate": "params:evaluate",
+                },
+                outputs="knowledge_bits",
+                name="estimate_knowledge_bits",
+            ),
         ],
         namespace=name,
-        inputs={"one_hop_prompts", "two_hop_prompts"},
+        inputs={"one_hop_prompts", "two_hop_prompts", "one_hop_facts"},
         parameters={"params:evaluate"},
         tags=["evaluate", method],
     )

@@ -9,6 +9,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from PIL.Image import Image
 
+from fkr_kedro.analysis.knowledge_bits import knowledge_bits_sentences
+from fkr_kedro.capacity.study import default_load_sentences
 from fkr_kedro.modeling.load import ModelSource
 from fkr_kedro.parameters import KnowledgeSettings
 from fkr_kedro.pipelines.wiring import by_namespace
@@ -45,6 +47,12 @@ FIGURES = {
         "Cosine similarity and linear CKA of each variant's residual stream against full precision, "
         "per capture site.",
     ),
+    "stored_bits_vs_bits": (
+        "Knowledge in bits vs effective bits",
+        "Stored bits of one-hop knowledge (Physics of LMs 3.3's lower bound, every fact of the world: "
+        "log2 of the candidates plus log2 of the whole object name's probability, summed per relation; "
+        "docs/capacity.md), and the same per stored weight bit; dashed: full precision, dotted: the load.",
+    ),
     "cnst_score": (
         "CnstScore per variant",
         "Consistency of the two-hop answer distribution with the one-hop one (0 = identical); "
@@ -55,6 +63,10 @@ FIGURES = {
 
 def plot_accuracy_vs_bits(recall_by_variant: pd.DataFrame, report: ReportSettings) -> tuple[Figure, bytes]:
     return _with_png(figures.accuracy_vs_bits(recall_by_variant, report.reference))
+
+
+def plot_stored_bits_vs_bits(recall_by_variant: pd.DataFrame, report: ReportSettings) -> tuple[Figure, bytes]:
+    return _with_png(figures.stored_bits_vs_bits(recall_by_variant, report.reference))
 
 
 def plot_probe_by_layer(probe_results: pd.DataFrame, recall_by_variant: pd.DataFrame, report: ReportSettings) -> tuple[Figure, bytes]:
@@ -120,6 +132,10 @@ def build_report(
     scaling_conclusion: dict | None,
     scaling_figure: Image | None,
     missing_variants: list[str] | tuple[str, ...] = (),
+    capacity_saturation: pd.DataFrame | None = None,
+    capacity_conclusion: dict | None = None,
+    capacity_figure: Image | None = None,
+    world_summary: dict | None = None,
     **images: bytes,
 ) -> tuple[pd.DataFrame, str]:
     """The summary table and the HTML report. ``images`` are the PNGs the figure nodes drew:
@@ -151,12 +167,23 @@ def build_report(
         Section("What the numbers show", sentences=sentences),
         Section("Summary", tables=[("One row per variant; percentages are accuracies.", format_table(summary, percent))]),
         Section("Recall", figures=[cross["accuracy_vs_bits"]]),
-        Section("Inside the network", figures=[f for n, f in cross.items() if n != "accuracy_vs_bits"]),
+        Section(
+            "Knowledge in bits", sentences=knowledge_bits_sentences(recall_by_variant, report.reference),
+            figures=[cross["stored_bits_vs_bits"]],
+        ),
+        Section(
+            "Inside the network",
+            figures=[f for n, f in cross.items() if n not in ("accuracy_vs_bits", "stored_bits_vs_bits")],
+        ),
         Section("Each variant against full precision", figures=per_variant),
     ]
     scaling = _scaling_section(scaling_exponents, scaling_fit_metrics, scaling_conclusion, scaling_figure)
     if scaling is not None:
         sections.append(scaling)
+    capacity = _capacity_section(capacity_saturation, capacity_conclusion, capacity_figure, world_summary,
+                                 recall_by_variant, report.reference)
+    if capacity is not None:
+        sections.append(capacity)
     meta = [
         f"Model: {describe_model(base_model)}. Knowledge: {describe_dataset(knowledge)}.",
         f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from data/08_reporting "
@@ -194,6 +221,34 @@ def _scaling_section(
         section.tables.append(("Fit metrics.", format_table(fit)))
     if image is not None:
         section.figures.append(ReportFigure("Predicted vs observed", _png(image), "One point per sweep point and task."))
+    return section
+
+
+def _capacity_section(
+    saturation: pd.DataFrame | None, conclusion: dict | None, image: Image | None, world_summary: dict | None,
+    recall_by_variant: pd.DataFrame, reference: str,
+) -> Section | None:
+    """The capacity pipeline's results (its computed conclusion, the bits-per-parameter
+    table at saturation, the curves) and the default world's load beside them."""
+    load = default_load_sentences(world_summary, recall_by_variant, saturation, reference)
+    if saturation is None and conclusion is None and image is None:
+        return Section("Knowledge load", sentences=load) if load else None
+    section = Section(
+        "Capacity: stored bits vs knowledge load",
+        intro="From the capacity pipeline (`kedro run --pipeline=capacity`): worlds of increasing knowledge load "
+        "trained into each model size at a fixed number of exposures per fact, then quantized; stored bits by "
+        "Physics of LMs 3.3's estimator (docs/capacity.md).",
+        sentences=load + ([str(s) for s in conclusion.get("statements", [])] if conclusion else []),
+    )
+    if saturation is not None:
+        columns = ["exposures", "size", "n_params", "variant", "b_eff", "saturation_bits", "bits_per_param",
+                   "kept_vs_fp", "within_5pct_every_load", "fp_flattened"]
+        section.tables.append((
+            "Bits per parameter at saturation (the most stored over the loads) per format, size and exposures per fact.",
+            format_table(saturation[[c for c in columns if c in saturation]].set_index("variant"), ["kept_vs_fp"]),
+        ))
+    if image is not None:
+        section.figures.append(ReportFigure("Capacity curves", _png(image), "Stored bits against the load; dotted: the whole load."))
     return section
 
 

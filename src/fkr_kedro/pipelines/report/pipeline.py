@@ -16,6 +16,7 @@ from .nodes import (
     plot_entrec_by_layer,
     plot_neuron_retention_by_layer,
     plot_probe_by_layer,
+    plot_stored_bits_vs_bits,
     plot_variant_layers,
 )
 
@@ -23,6 +24,7 @@ from .nodes import (
 TABLES = ("recall_by_variant", "probe_results", "entrec_results", "attribution_results", "drift_results", "cnst_results")
 PLOTTERS = {
     "accuracy_vs_bits": (plot_accuracy_vs_bits, ["recall_by_variant"]),
+    "stored_bits_vs_bits": (plot_stored_bits_vs_bits, ["recall_by_variant"]),
     "probe_by_layer": (plot_probe_by_layer, ["probe_results", "recall_by_variant"]),
     "entrec_by_layer": (plot_entrec_by_layer, ["entrec_results", "recall_by_variant"]),
     "neuron_retention_by_layer": (plot_neuron_retention_by_layer, ["attribution_results", "recall_by_variant"]),
@@ -34,6 +36,12 @@ SCALING = {
     "scaling_fit_metrics": "scaling_fit_metrics_if_present",
     "scaling_conclusion": "scaling_conclusion_if_present",
     "scaling_figure": "scaling_predicted_vs_observed_if_present",
+}
+CAPACITY = {
+    "capacity_saturation": "capacity_saturation_if_present",
+    "capacity_conclusion": "capacity_conclusion_if_present",
+    "capacity_figure": "capacity_curves_if_present",
+    "world_summary": "world_summary_if_present",
 }
 
 
@@ -64,6 +72,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "base_model": "params:base_model",
                     "knowledge": "params:knowledge",
                     **SCALING,
+                    **CAPACITY,
                     **{f"{name}_png": f"{name}_png" for name in FIGURES},
                     **per_namespace(names, "layers_png"),
                 },

@@ -1,0 +1,103 @@
+"""Typed settings of the capacity study (``capacity`` in parameters_capacity.yml), checked
+before anything is trained: a bad key, too few loads or sizes, a world too small for a load,
+or a variant a model size cannot take fails here, naming the key and the fix."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ..knowledge.world import WorldConfig
+from .checkpoints import CheckpointSettings
+from ..quantization.methods import METHODS
+from ..quantization.variants import VariantSpec, validate_variants
+from ..scaling.config import SizeSettings
+
+_NAME = re.compile(r"[A-Za-z0-9_]+")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CapacityTraining(_Strict):
+    """The training loop without its length: steps follow from the exposures per fact."""
+
+    batch_size: int = Field(128, gt=0)
+    learning_rate: float = Field(3e-3, gt=0)
+    warmup_steps: int = Field(100, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
+    seed: int = 0
+    log_every: int = Field(500, gt=0)
+
+
+class CapacitySettings(_Strict):
+    sizes: dict[str, SizeSettings]
+    # Knowledge loads: people in the world (each adds a birth city and an employer); the
+    # other entity counts come from ``world``.
+    people: list[int]
+    world: WorldConfig = WorldConfig()
+    exposures: list[float] = [100.0, 400.0]  # expected exposures of each fact's statement
+    training: CapacityTraining = CapacityTraining()
+    variants: dict[str, dict]
+    calibration_size: int = Field(128, ge=1)
+    calibration_seed: int = 0
+    device: str = "cpu"
+    batch_size: int = Field(256, gt=0)  # evaluation batch
+    # Quantization damage along training (`kedro run --pipeline=checkpoints`); None: not configured.
+    checkpoints: CheckpointSettings | None = None
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes(cls, sizes: dict[str, SizeSettings]) -> dict[str, SizeSettings]:
+        if len(sizes) < 2:
+            raise ValueError("list at least two model sizes under capacity.sizes")
+        for name in sizes:
+            if not _NAME.fullmatch(name):
+                raise ValueError(f"size name {name!r}: use letters, digits and underscores")
+        return sizes
+
+    @field_validator("people")
+    @classmethod
+    def _people(cls, people: list[int]) -> list[int]:
+        if len(people) < 2 or sorted(set(people)) != people or people[0] < 1:
+            raise ValueError(f"capacity.people must list at least two increasing loads >= 1; got {people}")
+        return people
+
+    @field_validator("exposures")
+    @classmethod
+    def _exposures(cls, exposures: list[float]) -> list[float]:
+        if not exposures or any(e <= 0 for e in exposures):
+            raise ValueError(f"capacity.exposures must list positive exposures per fact; got {exposures}")
+        return exposures
+
+    @model_validator(mode="after")
+    def _runnable(self) -> "CapacitySettings":
+        names = self.world.n_first_names * self.world.n_last_names
+        if self.people[-1] > names:
+            raise ValueError(
+                f"capacity.people: {self.people[-1]} people need n_first_names * n_last_names >= that "
+                f"(capacity.world gives {names}): raise the name pools"
+            )
+        if "fp" not in self.variants:
+            raise ValueError("capacity.variants must include fp (the full-precision reference)")
+        specs = self.specs()
+        for name, size in self.sizes.items():
+            try:
+                validate_variants(specs, [size.hidden_size, size.intermediate_size])
+            except ValueError as error:
+                raise ValueError(f"capacity.sizes.{name}: {error}") from None
+        return self
+
+    def specs(self) -> list[VariantSpec]:
+        specs = []
+        for name, spec in self.variants.items():
+            method = METHODS.get(spec.get("method"))
+            calibration = {"calibration_size": self.calibration_size} if method is not None and method.calibrated else {}
+            specs.append(VariantSpec(**{"name": name, **calibration, "device": self.device, **spec}))
+        return specs
+
+    def world_for(self, people: int) -> WorldConfig:
+        return replace(self.world, n_people=people)
