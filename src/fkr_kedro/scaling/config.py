@@ -6,6 +6,7 @@ naming the key and the fix."""
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -37,7 +38,7 @@ class SweepSettings(_Strict):
     method: str = "gptq"
     bits: list[int] = [2, 3, 4, 8]
     group_sizes: list[int] = [16, 32, 64]
-    calibration_sizes: list[int] = [16, 128, 512]
+    calibration_sizes: list[int] = [8, 32, 128, 1024]  # the paper's C_b
     group_size_bits: list[int] = [3]  # group sizes vary at these bit widths
     calibration_bits: list[int] = [3, 4]  # calibration sizes vary at these bit widths
     centre_group_size: int = 32
@@ -75,6 +76,9 @@ class FitSettings(_Strict):
     confidence: float = Field(0.95, gt=0, lt=1)
     seed: int = 0
     reference_task: str = "km"  # memorization, compared with every utilization task
+    # "size": cluster bootstrap over model sizes (and seeds); "point": points resampled as if
+    # independent (kept for comparison only: it understates the spread)
+    bootstrap_unit: Literal["size", "point"] = "size"
 
 
 class ScalingSettings(_Strict):

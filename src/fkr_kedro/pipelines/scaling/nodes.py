@@ -64,7 +64,7 @@ def fit_scaling_laws(scaling: ScalingSettings, **size_points: pd.DataFrame) -> t
     fit = scaling.fit
     study = fit_study(
         pd.concat(by_namespace(size_points, "scaling_points").values(), ignore_index=True), fit.exclude_bits,
-        fit.bootstrap, fit.confidence, fit.seed, fit.reference_task,
+        fit.bootstrap, fit.confidence, fit.seed, fit.reference_task, fit.bootstrap_unit,
     )
     log.info("Scaling law per task (adjusted R^2, points in fit):\n  %s", "\n  ".join(
         f"{task}: adj R^2 {f.fit.adj_r2:.3f} on {f.fit.n} points; "
