@@ -354,3 +354,52 @@ def test_the_configured_design_has_twelve_gptq_points_and_a_reference():
 def test_bad_settings_fail_before_training(sweep, message):
     with pytest.raises(ValueError, match=message):
         _settings(**sweep).validate_all()
+
+
+def test_a_size_near_chance_at_full_precision_is_left_out_of_that_task_only():
+    points = law_points(sizes=SIZES[:4])
+    fp = points.drop_duplicates("model").assign(method="fp", bits=None, b_eff=32.0, group_size=None, calibration_size=None)
+    fp["accuracy"] = 0.9
+    fp.loc[fp["n_params"] == SIZES[0], "accuracy"] = 0.25  # 2.5 x chance (0.1) at full precision
+    study = fit_study(pd.concat([points, fp], ignore_index=True), exclude_bits=[], n_boot=50, min_reference_over_chance=3.0)
+    table = study.points
+    left_out = table["excluded_reason"] == "reference_near_chance"
+    assert set(table.loc[left_out, "model"]) == {f"n{int(SIZES[0])}"} and left_out.sum() == 36
+    assert study.metrics["km.excluded_reference_near_chance"] == 36 and study.metrics["km.sizes_in_fit"] == 3
+    assert study.fits["km"].fit.n == 3 * 36
+    # With the gate off every size is fitted.
+    assert fit_study(pd.concat([points, fp], ignore_index=True), exclude_bits=[], n_boot=50).fits["km"].fit.n == 4 * 36
+
+
+def test_exposures_per_fact_sets_the_steps_of_every_size():
+    from fkr_kedro.scaling.config import ScalingSettings
+
+    size = {"hidden_size": 64, "num_layers": 1, "num_heads": 4, "intermediate_size": 256}
+    settings = ScalingSettings(
+        sizes={"a": size, "b": {**size, "num_layers": 2}}, training={"steps": 10, "batch_size": 100}, exposures_per_fact=30,
+    )
+    assert settings.training_for(1000).steps == 300 and settings.training_for(1001).steps == 301  # ceil(30 * n / 100)
+    assert settings.training_for(1000).batch_size == 100
+    assert ScalingSettings(sizes=settings.sizes, training={"steps": 10}).training_for(1000).steps == 10  # unset: steps as given
+
+
+def test_training_summary_measures_how_flat_the_curve_ends():
+    from fkr_kedro.reporting.figures import scaling_training_curves
+    from fkr_kedro.scaling.sweep import training_summary
+
+    def record(n, losses):
+        history = [{"step": 100.0 * i, "loss": l, "seconds": float(i)} for i, l in enumerate(losses)]
+        return {"n_params": n, "fingerprint": {"training": {"steps": 100 * len(losses), "batch_size": 10}},
+                "seconds": float(len(losses)), "final_loss": losses[-1], "n_statements": 100,
+                "exposures_per_fact": 10.0 * len(losses), "history": history}
+
+    flat = record(2000, [4.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    falling = record(1000, [4.0, 3.6, 3.2, 2.8, 2.4, 2.0, 1.6, 1.2, 0.8, 0.4])
+    table = training_summary({"big": flat, "small": falling})
+    assert list(table["model"]) == ["small", "big"]  # by n_params
+    assert table.loc[1, "loss_drop_last_fifth"] == pytest.approx(0.0)
+    assert table.loc[0, "loss_drop_last_fifth"] == pytest.approx((1.2 - 0.4) / 1.2)
+    fig = scaling_training_curves({"big": flat, "small": falling})
+    lines = fig.axes[0].get_lines()
+    assert [l.get_label() for l in lines] == ["small (N=1,000)", "big (N=2,000)"]
+    assert lines[0].get_xdata()[-1] == pytest.approx(901 * 10 / 100)  # exposures per statement

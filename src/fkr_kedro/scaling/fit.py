@@ -331,9 +331,15 @@ def fit_study(
     seed: int = 0,
     reference_task: str = "km",
     bootstrap_unit: str = "size",
+    min_reference_over_chance: float = 0.0,
 ) -> ScalingStudy:
     """Fit the law per task on the quantized points (``method != 'fp'``; full-precision rows
     stay in the table as references), then compare every other task with ``reference_task``.
+
+    A model size whose full-precision accuracy on a task is below
+    ``min_reference_over_chance`` times the task's chance rate is left out of that task's fit
+    (reason 'reference_near_chance'): quantization cannot remove an ability the model does
+    not have, so its points would only measure noise around chance.
 
     ``points`` needs: model, n_params, method, bits, b_eff, group_size, calibration_size,
     task, accuracy, chance."""
@@ -346,6 +352,11 @@ def fit_study(
     quantized = table["method"] != "fp"
     table["excluded_reason"] = "reference"
     table.loc[quantized, "excluded_reason"] = fit_eligibility(table[quantized], exclude_bits)
+    reference = table[~quantized].set_index(["model", "task"])
+    ratio = (reference["accuracy"] / reference["chance"]).groupby(level=[0, 1]).mean()
+    weak = [key for key, r in ratio.items() if r < min_reference_over_chance]
+    weak_rows = quantized & pd.Series(list(zip(table["model"], table["task"])), index=table.index).isin(weak)
+    table.loc[weak_rows & (table["excluded_reason"] == ""), "excluded_reason"] = "reference_near_chance"
     table["in_fit"] = table["excluded_reason"] == ""
     table["predicted_neg_log_acc_adj"] = np.nan
     table["predicted_accuracy"] = np.nan
@@ -362,6 +373,8 @@ def fit_study(
                 f"{task}.excluded_at_or_below_chance": float((reasons == "at_or_below_chance").sum()),
                 f"{task}.excluded_perfect": float((reasons == "perfect").sum()),
                 f"{task}.excluded_bits": float((reasons == "excluded_bits").sum()),
+                f"{task}.excluded_reference_near_chance": float((reasons == "reference_near_chance").sum()),
+                f"{task}.sizes_in_fit": float(rows.loc[reasons == "", "model"].nunique()),
                 f"{task}.chance": float(rows["chance"].mean()),
             }
         )
