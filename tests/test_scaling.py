@@ -336,6 +336,22 @@ def test_the_configured_design_has_twelve_gptq_points_and_a_reference():
     root = Path(__file__).resolve().parents[1]
     params = validate_parameters(OmegaConfigLoader(str(root / "conf"), base_env="base", default_run_env="local")["parameters"])
     names = [p.name for p in params.scaling.validate_all().points()]
+    # At least 5 sizes, varying depth and width, spanning at least 8x in non-embedding parameters.
+    from transformers import LlamaForCausalLM
+
+    from fkr_kedro.modeling.train import llama_config, non_embedding_parameters
+
+    class Vocab:
+        bos_token_id, eos_token_id, pad_token_id = 0, 1, 2
+
+        def __len__(self):
+            return 16
+
+    sizes = params.scaling.sizes.values()
+    n = [non_embedding_parameters(LlamaForCausalLM(llama_config(s.shape(), Vocab()))) for s in sizes]
+    assert len(n) >= 5 and max(n) / min(n) >= 8
+    assert len({s.num_layers for s in sizes}) > 1 and len({s.hidden_size for s in sizes}) > 1
+    assert params.scaling.exposures_per_fact is not None
     assert names[0] == "fp" and len(names) == 13 and len(set(names)) == 13
     assert {f"gptq_w{b}_g32_c{c}" for b in (3, 4) for c in (8, 32, 128, 1024)} <= set(names)
     assert {"gptq_w2_g32_c128", "gptq_w8_g32_c128", "gptq_w3_g16_c128", "gptq_w3_g64_c128"} <= set(names)
