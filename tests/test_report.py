@@ -151,15 +151,22 @@ def test_report_gets_a_scaling_section_only_when_scaling_ran(tables):
     assert "Scaling" not in without
     assert "Model: X dequantized from Q4_1 (the fp reference is this model). Knowledge: synthetic world" in without
     assert without.count('src="data:image/png;base64,') == len(FIGURES) + 3
-    exponents = pd.DataFrame({"task": ["km"], "factor": ["N"], "estimate": [0.5], "ci_low": [0.4], "ci_high": [0.6]})
+    exponents = pd.DataFrame({
+        "task": ["km"] * 4, "factor": ["alpha", "beta", "gamma", "delta"], "estimate": [0.5, -1.0, -0.1, 0.05],
+        "ci_low": [0.4, -1.2, -0.2, 0.01], "ci_high": [0.6, -0.8, 0.0, 0.09], "adj_r2": [0.91] * 4,
+    })
     conclusion = {"rule": "sensitivity = |exponent|", "statements": ["N: km more sensitive than ku (...)"]}
+    metrics = {"km.adj_r2": 0.93, "km.loso_abs_error.l1": 0.031, "km.loso_abs_error_mean": 0.031, "km.loso_abs_error_max": 0.031}
     _, with_scaling = build_report(
-        **inputs, scaling_exponents=exponents, scaling_fit_metrics={"km.adj_r2": 0.93}, scaling_conclusion=conclusion,
+        **inputs, scaling_exponents=exponents, scaling_fit_metrics=metrics, scaling_conclusion=conclusion,
         scaling_figure=Image.new("RGB", (4, 4)), **images,
     )
     assert "Scaling: memorization vs utilization" in with_scaling
     assert "<li>N: km more sensitive than ku (...)</li>" in with_scaling  # the scaling pipeline's own words
     assert "km.adj_r2" in with_scaling and ">0.4<" in with_scaling
+    # The exponent table beside the paper's values, and the leave-one-size-out errors.
+    assert "0.500 [0.400, 0.600]" in with_scaling and "paper KM (L1 memorization)" in with_scaling and ">-0.315<" in with_scaling
+    assert "Leave-one-size-out" in with_scaling and ">0.031<" in with_scaling
     assert with_scaling.count('src="data:image/png;base64,') == len(FIGURES) + 3 + 1
 
 

@@ -68,7 +68,8 @@ def test_scaling_pipeline_split_by_size_then_resumed(kedro_project):
         assert metrics[f"{task}.points"] == 10
         counted = sum(
             metrics[f"{task}.{k}"]
-            for k in ("points_in_fit", "excluded_at_or_below_chance", "excluded_perfect", "excluded_bits")
+            for k in ("points_in_fit", "excluded_at_or_below_chance", "excluded_perfect", "excluded_bits",
+                      "excluded_reference_near_chance")
         )
         assert counted == metrics[f"{task}.points"]
     conclusion = json.loads((reporting / "scaling_conclusion.json").read_text())
@@ -76,3 +77,18 @@ def test_scaling_pipeline_split_by_size_then_resumed(kedro_project):
     exponents = pd.read_csv(reporting / "scaling_exponents.csv")
     assert list(exponents.columns[:5]) == ["task", "factor", "factor_name", "estimate", "ci_low"]
     assert (reporting / "scaling_predicted_vs_observed.png").stat().st_size > 10_000
+    # Two sizes: leaving one out leaves N constant, so no size can be predicted (reported).
+    assert metrics["km.loso_sizes_not_fitted"] == 2
+    # Each size's training curve, and its summary.
+    training = pd.read_csv(reporting / "scaling_training.csv")
+    assert list(training["model"]) == ["l1", "l2"] and (training["steps"] == 300).all()
+    assert training["exposures_per_fact"].gt(0).all() and training["loss_drop_last_fifth"].notna().all()
+    assert (reporting / "scaling_training_curves.png").stat().st_size > 10_000
+
+    # One size rerun alone: only its missing point is computed, the other size is untouched.
+    lost = kedro_project / "data/07_model_output/scaling/scaling_l2/points/gptq_w3_g16_c32.json"
+    lost.unlink()
+    run_kedro(kedro_project, pipeline="scaling", namespaces=["scaling_l2"])
+    assert lost.exists()
+    assert {p: p.stat().st_mtime_ns for p in cached if p != lost} == {p: t for p, t in before.items() if p != lost}
+    assert [m.stat().st_mtime_ns for m in models] == model_mtimes

@@ -433,6 +433,28 @@ def scaling_predicted_vs_observed(points: pd.DataFrame) -> Figure:
     return fig
 
 
+def scaling_training_curves(records: dict[str, dict]) -> Figure:
+    """The smoothed training loss of each scaling model size against exposures per
+    statement (``records``: size -> its training record, :func:`fkr_kedro.scaling.sweep.train_or_reuse`)."""
+    fig, ax = _subplots(figsize=(6, 4))
+    ordered = sorted(records.items(), key=lambda item: item[1]["n_params"])
+    colours = colormaps["viridis"](np.linspace(0.05, 0.9, max(1, len(ordered))))
+    for colour, (size, record) in zip(colours, ordered):
+        history = pd.DataFrame(record.get("history", []))
+        if history.empty:
+            continue
+        batch = record["fingerprint"]["training"]["batch_size"]
+        x = (history["step"] + 1) * batch / record.get("n_statements", 1)
+        ax.plot(x, history["loss"], color=colour, label=f"{size} (N={int(record['n_params']):,})")
+    ax.set_yscale("log")
+    ax.set_xlabel("exposures per statement")
+    ax.set_ylabel("training loss (smoothed)")
+    ax.set_title("Scaling models: training curves", fontsize=10)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    return fig
+
+
 def _subplots(nrows: int = 1, ncols: int = 1, figsize=None, squeeze: bool = True, layout="constrained", **kwargs):
     figure = Figure(figsize=figsize, layout=layout)
     return figure, figure.subplots(nrows, ncols, squeeze=squeeze, **kwargs)

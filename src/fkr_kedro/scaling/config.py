@@ -5,11 +5,14 @@ naming the key and the fix."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..knowledge.utilization import InContextConfig
+from ..modeling.exposures import steps_for_exposures
 from ..modeling.train import ModelShape, TrainConfig
 from ..quantization.methods import METHODS
 from ..quantization.variants import VariantSpec, validate_variants
@@ -37,7 +40,7 @@ class SweepSettings(_Strict):
     method: str = "gptq"
     bits: list[int] = [2, 3, 4, 8]
     group_sizes: list[int] = [16, 32, 64]
-    calibration_sizes: list[int] = [16, 128, 512]
+    calibration_sizes: list[int] = [8, 32, 128, 1024]  # the paper's C_b
     group_size_bits: list[int] = [3]  # group sizes vary at these bit widths
     calibration_bits: list[int] = [3, 4]  # calibration sizes vary at these bit widths
     centre_group_size: int = 32
@@ -75,11 +78,22 @@ class FitSettings(_Strict):
     confidence: float = Field(0.95, gt=0, lt=1)
     seed: int = 0
     reference_task: str = "km"  # memorization, compared with every utilization task
+    # "size": cluster bootstrap over model sizes (and seeds); "point": points resampled as if
+    # independent (kept for comparison only: it understates the spread)
+    bootstrap_unit: Literal["size", "point"] = "size"
+    # A size enters a task's fit only when its full-precision accuracy is at least this many
+    # times the task's chance rate (0: every size); e.g. held-out two-hop composition that a
+    # small model cannot do at all is left out for that size, counted, not fitted.
+    min_reference_over_chance: float = Field(3.0, ge=0)
 
 
 class ScalingSettings(_Strict):
     sizes: dict[str, SizeSettings]
     training: TrainConfig = TrainConfig()  # the same for every size
+    # When set, every size trains to this many expected exposures of each corpus statement
+    # (fkr_kedro.modeling.exposures): training.steps is then computed from the corpus size,
+    # so the criterion stays the same when the world or the in-context task changes.
+    exposures_per_fact: float | None = Field(None, gt=0)
     sweep: SweepSettings = SweepSettings()
     fit: FitSettings = FitSettings()
     in_context: InContextConfig = InContextConfig()
@@ -93,6 +107,13 @@ class ScalingSettings(_Strict):
             if not _NAME.fullmatch(name):
                 raise ValueError(f"size name {name!r}: use letters, digits and underscores (it becomes a namespace)")
         return sizes
+
+    def training_for(self, n_statements: int) -> TrainConfig:
+        """The training settings of every size on a corpus of ``n_statements``."""
+        if self.exposures_per_fact is None:
+            return self.training
+        steps = steps_for_exposures(n_statements, self.training.batch_size, self.exposures_per_fact)
+        return dataclasses.replace(self.training, steps=steps)
 
     def points(self) -> list[VariantSpec]:
         s = self.sweep

@@ -3,9 +3,12 @@
     -ln(Acc_adj) = A * N^alpha * (log2 B_eff)^beta * (log2 C_b)^gamma * G^delta
     Acc_adj = (Acc - chance) / (1 - chance)
 
-fitted by ordinary least squares on logs, one fit per task, with percentile bootstrap
-intervals of the exponents (points resampled with replacement), adjusted R^2 on the log
-scale, and the error of predicting the largest model's points from a fit on the others.
+fitted by ordinary least squares on logs, one fit per task, with adjusted R^2 on the log
+scale, percentile intervals of the exponents from a cluster bootstrap (whole model sizes are
+resampled, and seeds within a size when there are several: points of one model share its
+training, so they are not independent draws), leave-one-size-out prediction (the law fitted
+on the other sizes predicts each size's points: mean absolute error in accuracy), and the
+error of predicting the largest model's points from a fit on the smaller ones.
 
 Points the law cannot take are excluded and counted, never clipped: Acc_adj <= 0 (at or
 below chance: -ln is undefined) and Acc_adj = 1 (no error: ln 0). Points with excluded bit
@@ -137,25 +140,72 @@ class TaskFit:
     magnitude_intervals: dict[str, tuple[float, float]]  # |exponent| -> (low, high)
     bootstrap_samples: int  # resamples that identified the law
     extrapolation: dict[str, float]  # predicting the largest model from the others
+    loso: pd.DataFrame  # leave-one-size-out prediction error per size
+    bootstrap_unit: str = "size"  # "size": cluster bootstrap; "point": points resampled
 
 
 def bootstrap_exponents(
     points: pd.DataFrame, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0
 ) -> tuple[np.ndarray, int]:
-    """Exponent estimates on ``n_boot`` resamples of the points (with replacement); resamples
-    in which a factor does not vary are skipped. Returns (samples [k, 4], k)."""
+    """Exponent estimates on ``n_boot`` resamples of the *points* (with replacement), for
+    comparison only: it treats every point as independent, which understates the spread when
+    points share a model. :func:`cluster_bootstrap_exponents` is the one the study uses.
+    Resamples in which a factor does not vary are skipped. Returns (samples [k, 4], k)."""
     rng = np.random.default_rng(seed)
     y, x = log_loss(points), design_matrix(points)
     samples = []
     for _ in range(n_boot):
         idx = rng.integers(0, len(y), len(y))
-        xb = x[idx]
-        if np.linalg.matrix_rank(xb) < xb.shape[1] or len(idx) <= xb.shape[1]:
-            continue
-        coef, *_ = np.linalg.lstsq(xb, y[idx], rcond=None)
-        samples.append(coef[1:])
+        coef = _identified_lstsq(x[idx], y[idx])
+        if coef is not None:
+            samples.append(coef[1:])
     if not samples:
         raise ScalingFitError("no bootstrap resample identified the law: add points")
+    return np.array(samples), len(samples)
+
+
+def _identified_lstsq(x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+    if len(y) <= x.shape[1] or np.linalg.matrix_rank(x) < x.shape[1]:
+        return None
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    return coef
+
+
+def cluster_resample(points: pd.DataFrame, rng: np.random.Generator, size_column: str = "model",
+                     seed_column: str = "seed") -> np.ndarray:
+    """Row positions of one cluster-bootstrap resample: as many model sizes as there are,
+    drawn with replacement, each bringing all of its points; when a size was trained with
+    more than one seed (``seed_column``), its seeds are drawn with replacement in turn."""
+    sizes = points[size_column].to_numpy()
+    seeds = points[seed_column].to_numpy() if seed_column in points else np.zeros(len(points))
+    unique_sizes = pd.unique(sizes)
+    rows = []
+    for size in rng.choice(unique_sizes, len(unique_sizes), replace=True):
+        in_size = sizes == size
+        size_seeds = pd.unique(seeds[in_size])
+        for s in rng.choice(size_seeds, len(size_seeds), replace=True) if len(size_seeds) > 1 else size_seeds:
+            rows.append(np.flatnonzero(in_size & (seeds == s)))
+    return np.concatenate(rows)
+
+
+def cluster_bootstrap_exponents(
+    points: pd.DataFrame, n_boot: int = 1000, seed: int = 0, size_column: str = "model"
+) -> tuple[np.ndarray, int]:
+    """Exponent estimates on ``n_boot`` cluster resamples (:func:`cluster_resample`);
+    resamples that do not identify the law (e.g. one size drawn every time, so N does not
+    vary) are skipped. Returns (samples [k, 4], k)."""
+    if points[size_column].nunique() < 2:
+        raise ScalingFitError(f"the cluster bootstrap needs at least two model sizes ({size_column}); got one")
+    rng = np.random.default_rng(seed)
+    y, x = log_loss(points), design_matrix(points)
+    samples = []
+    for _ in range(n_boot):
+        idx = cluster_resample(points, rng, size_column)
+        coef = _identified_lstsq(x[idx], y[idx])
+        if coef is not None:
+            samples.append(coef[1:])
+    if not samples:
+        raise ScalingFitError("no cluster-bootstrap resample identified the law: add model sizes")
     return np.array(samples), len(samples)
 
 
@@ -177,10 +227,40 @@ def extrapolation_error(points: pd.DataFrame) -> dict[str, float]:
     }
 
 
-def fit_task(points: pd.DataFrame, task: str, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0) -> TaskFit:
-    """The law on one task's eligible points, with bootstrap intervals and extrapolation."""
+def leave_one_size_out(points: pd.DataFrame, size_column: str = "model") -> pd.DataFrame:
+    """For each model size: the law fitted on the other sizes' points predicts this size's
+    points. One row per size: model, n_params, points, abs_error (mean absolute error in
+    accuracy), log_rmse (of ln(-ln Acc_adj)), and ``problem`` (why it could not be fitted,
+    '' when it was)."""
+    rows = []
+    for size, test in points.groupby(size_column, sort=False):
+        train = points[points[size_column] != size]
+        row = {size_column: size, "n_params": float(test["n_params"].iloc[0]), "points": float(len(test))}
+        try:
+            fit = fit_law(train)
+        except ScalingFitError as error:
+            rows.append({**row, "abs_error": float("nan"), "log_rmse": float("nan"), "problem": str(error)})
+            continue
+        abs_error = np.abs(fit.predict_accuracy(test) - test["accuracy"].to_numpy(float)).mean()
+        log_rmse = np.sqrt(((fit.predict_log_loss(test) - log_loss(test)) ** 2).mean())
+        rows.append({**row, "abs_error": float(abs_error), "log_rmse": float(log_rmse), "problem": ""})
+    return pd.DataFrame(rows).sort_values("n_params", ignore_index=True)
+
+
+def fit_task(
+    points: pd.DataFrame, task: str, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0,
+    bootstrap_unit: str = "size",
+) -> TaskFit:
+    """The law on one task's eligible points, with bootstrap intervals (``bootstrap_unit``
+    'size': whole model sizes resampled; 'point': points resampled, which treats points of
+    one model as independent), leave-one-size-out errors and extrapolation."""
     fit = fit_law(points)
-    samples, used = bootstrap_exponents(points, n_boot, confidence, seed)
+    if bootstrap_unit == "size":
+        samples, used = cluster_bootstrap_exponents(points, n_boot, seed)
+    elif bootstrap_unit == "point":
+        samples, used = bootstrap_exponents(points, n_boot, confidence, seed)
+    else:
+        raise ValueError(f"bootstrap_unit must be 'size' or 'point'; got {bootstrap_unit!r}")
     low, high = percentile_interval(samples, confidence)
     mag_low, mag_high = percentile_interval(np.abs(samples), confidence)
     try:
@@ -195,6 +275,8 @@ def fit_task(points: pd.DataFrame, task: str, n_boot: int = 1000, confidence: fl
         magnitude_intervals={f: (float(lo), float(hi)) for f, lo, hi in zip(FACTORS, mag_low, mag_high)},
         bootstrap_samples=used,
         extrapolation=extrapolation,
+        loso=leave_one_size_out(points),
+        bootstrap_unit=bootstrap_unit,
     )
 
 
@@ -248,9 +330,16 @@ def fit_study(
     confidence: float = 0.95,
     seed: int = 0,
     reference_task: str = "km",
+    bootstrap_unit: str = "size",
+    min_reference_over_chance: float = 0.0,
 ) -> ScalingStudy:
     """Fit the law per task on the quantized points (``method != 'fp'``; full-precision rows
     stay in the table as references), then compare every other task with ``reference_task``.
+
+    A model size whose full-precision accuracy on a task is below
+    ``min_reference_over_chance`` times the task's chance rate is left out of that task's fit
+    (reason 'reference_near_chance'): quantization cannot remove an ability the model does
+    not have, so its points would only measure noise around chance.
 
     ``points`` needs: model, n_params, method, bits, b_eff, group_size, calibration_size,
     task, accuracy, chance."""
@@ -263,6 +352,11 @@ def fit_study(
     quantized = table["method"] != "fp"
     table["excluded_reason"] = "reference"
     table.loc[quantized, "excluded_reason"] = fit_eligibility(table[quantized], exclude_bits)
+    reference = table[~quantized].set_index(["model", "task"])
+    ratio = (reference["accuracy"] / reference["chance"]).groupby(level=[0, 1]).mean()
+    weak = [key for key, r in ratio.items() if r < min_reference_over_chance]
+    weak_rows = quantized & pd.Series(list(zip(table["model"], table["task"])), index=table.index).isin(weak)
+    table.loc[weak_rows & (table["excluded_reason"] == ""), "excluded_reason"] = "reference_near_chance"
     table["in_fit"] = table["excluded_reason"] == ""
     table["predicted_neg_log_acc_adj"] = np.nan
     table["predicted_accuracy"] = np.nan
@@ -279,11 +373,13 @@ def fit_study(
                 f"{task}.excluded_at_or_below_chance": float((reasons == "at_or_below_chance").sum()),
                 f"{task}.excluded_perfect": float((reasons == "perfect").sum()),
                 f"{task}.excluded_bits": float((reasons == "excluded_bits").sum()),
+                f"{task}.excluded_reference_near_chance": float((reasons == "reference_near_chance").sum()),
+                f"{task}.sizes_in_fit": float(rows.loc[reasons == "", "model"].nunique()),
                 f"{task}.chance": float(rows["chance"].mean()),
             }
         )
         try:
-            result = fit_task(rows[reasons == ""], task, n_boot, confidence, seed)
+            result = fit_task(rows[reasons == ""], task, n_boot, confidence, seed, bootstrap_unit)
         except ScalingFitError as error:
             problems[task] = str(error)
             metrics[f"{task}.fitted"] = 0.0
@@ -303,6 +399,12 @@ def fit_study(
             metrics[f"{task}.{factor}_ci_low"] = low
             metrics[f"{task}.{factor}_ci_high"] = high
         metrics.update({f"{task}.{k}": v for k, v in result.extrapolation.items() if np.isfinite(v)})
+        loso = result.loso[result.loso["problem"] == ""]
+        metrics.update({f"{task}.loso_abs_error.{m}": e for m, e in zip(loso["model"], loso["abs_error"])})
+        if len(loso):
+            metrics[f"{task}.loso_abs_error_mean"] = float(loso["abs_error"].mean())
+            metrics[f"{task}.loso_abs_error_max"] = float(loso["abs_error"].max())
+        metrics[f"{task}.loso_sizes_not_fitted"] = float((result.loso["problem"] != "").sum())
 
     exponents = pd.DataFrame(
         [
@@ -365,3 +467,55 @@ def conclude(
                 f"[{other['ci'][0]:.3f}, {other['ci'][1]:.3f}])"
             )
     return out
+
+
+# --- the paper's exponents, side by side ------------------------------------------------------
+
+# Zhou et al., arXiv 2508.18609 (v4, Findings of ACL 2026), main table of exponents (Qwen3
+# 0.6B-14B, GPTQ, 3/4/8 bits), as transcribed in a third-party paper note; not checked here
+# against the PDF. v4 splits knowledge into L1 memorization (the KM tier), L2 application and
+# L3 reasoning (together the KU tier of the earlier version).
+PAPER_SOURCE = "Zhou et al., arXiv 2508.18609 v4, table of scaling exponents (Qwen3 0.6B-14B, GPTQ 3/4/8-bit)"
+PAPER_EXPONENTS: dict[str, dict[str, float]] = {
+    "paper KM (L1 memorization)": {"alpha": -0.315, "beta": -0.964, "gamma": -0.040, "delta": 0.064, "adj_r2": 0.935},
+    "paper KU (L2 application)": {"alpha": -0.400, "beta": -1.100, "gamma": -0.030, "delta": 0.075, "adj_r2": 0.950},
+    "paper KU (L3 reasoning)": {"alpha": -0.320, "beta": -1.200, "gamma": -0.025, "delta": 0.085, "adj_r2": 0.930},
+}
+
+
+def exponents_vs_paper(exponents: pd.DataFrame, fit_metrics: dict | None = None) -> pd.DataFrame:
+    """One row per exponent (and adjusted R^2): each fitted task's estimate with its
+    bootstrap interval ("-0.31 [-0.45, -0.20]"), then the paper's values. ``exponents`` is
+    the study's exponents table; ``fit_metrics`` (optional) adds leave-one-size-out errors."""
+    rows = []
+    tasks = list(dict.fromkeys(exponents["task"]))
+    for factor in FACTORS:
+        row = {"factor": f"{factor} ({FACTOR_NAMES[factor]})"}
+        for task in tasks:
+            e = exponents[(exponents["task"] == task) & (exponents["factor"] == factor)].iloc[0]
+            row[task] = f"{e['estimate']:.3f} [{e['ci_low']:.3f}, {e['ci_high']:.3f}]"
+        row.update({name: f"{values[factor]:.3f}" for name, values in PAPER_EXPONENTS.items()})
+        rows.append(row)
+    r2 = {"factor": "adjusted R^2"}
+    for task in tasks:
+        r2[task] = f"{exponents.loc[exponents['task'] == task, 'adj_r2'].iloc[0]:.3f}"
+    r2.update({name: f"{values['adj_r2']:.3f}" for name, values in PAPER_EXPONENTS.items()})
+    rows.append(r2)
+    if fit_metrics:
+        loso = {"factor": "leave-one-size-out abs. error (mean, max)"}
+        for task in tasks:
+            mean, worst = fit_metrics.get(f"{task}.loso_abs_error_mean"), fit_metrics.get(f"{task}.loso_abs_error_max")
+            loso[task] = f"{mean:.3f}, {worst:.3f}" if mean is not None and worst is not None else "-"
+        loso.update({name: "0.03-0.09 (MAE, all tiers)" for name in PAPER_EXPONENTS})
+        rows.append(loso)
+    return pd.DataFrame(rows).set_index("factor")
+
+
+def loso_table(fit_metrics: dict) -> pd.DataFrame:
+    """Leave-one-size-out error per task (rows) and size (columns) from the flat metrics."""
+    cells = {}
+    for key, value in fit_metrics.items():
+        task, sep, rest = key.partition(".loso_abs_error.")
+        if sep:
+            cells.setdefault(task, {})[rest] = value
+    return pd.DataFrame(cells).T

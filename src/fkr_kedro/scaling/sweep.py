@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from ..analysis.recall import score_prompts
 from ..knowledge.chance import chance_rate
+from ..modeling.exposures import exposures_per_fact
 from ..modeling.load import CausalLM
 from ..modeling.storage import is_model_directory, staged_directory, staged_file
 from ..modeling.tokenizer import build_word_tokenizer
@@ -158,6 +159,10 @@ def train_or_reuse(
         "n_params": non_embedding_parameters(model),
         "final_loss": float(history[-1]["loss"]),
         "seconds": float(history[-1]["seconds"]),
+        "n_statements": len(statements),
+        "exposures_per_fact": exposures_per_fact(training.steps, training.batch_size, len(statements)),
+        # The training curve (smoothed loss every log_every steps), to see convergence.
+        "history": [{k: float(v) for k, v in h.items()} for h in history],
     }
     with staged_directory(model_dir) as staging:
         CausalLM(model, tokenizer).save(staging)
@@ -167,6 +172,30 @@ def train_or_reuse(
         model_dir.name, record["n_params"], record["final_loss"], record["seconds"],
     )
     return {**record, "reused": False}
+
+
+def training_summary(records: dict[str, dict]) -> pd.DataFrame:
+    """One row per size from its training record: n_params, steps, exposures per statement,
+    seconds, final loss, and ``loss_drop_last_fifth``: the relative fall of the (smoothed)
+    loss over the last fifth of training, near 0 once the curve has flattened."""
+    rows = []
+    for size, record in records.items():
+        history = pd.DataFrame(record.get("history", []))
+        drop = float("nan")
+        if len(history) >= 5:
+            last = history["step"].iloc[-1]
+            before = history.loc[history["step"] <= 0.8 * last, "loss"].iloc[-1]
+            drop = float((before - history["loss"].iloc[-1]) / before)
+        rows.append({
+            "model": size,
+            "n_params": int(record["n_params"]),
+            "steps": int(record["fingerprint"]["training"]["steps"]),
+            "exposures_per_fact": float(record.get("exposures_per_fact", float("nan"))),
+            "seconds": float(record["seconds"]),
+            "final_loss": float(record["final_loss"]),
+            "loss_drop_last_fifth": drop,
+        })
+    return pd.DataFrame(rows).sort_values("n_params", ignore_index=True)
 
 
 def weights_sha256(model_dir: Path) -> str:

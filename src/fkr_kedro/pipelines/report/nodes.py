@@ -19,6 +19,7 @@ from fkr_kedro.reporting.describe import describe_dataset, describe_model
 from fkr_kedro.reporting.findings import ReportSettings, findings, summary_table
 from fkr_kedro.reporting.html import ReportFigure, Section, format_table, render
 from fkr_kedro.reporting.tables import StudyTables, headline
+from fkr_kedro.scaling.fit import PAPER_SOURCE, exponents_vs_paper, loso_table
 
 # The cross-variant figures: catalog name (``{name}_plot``), title and caption in the report.
 FIGURES = {
@@ -214,6 +215,18 @@ def _scaling_section(
     )
     if conclusion:
         section.sentences = [str(s) for s in conclusion.get("statements", [])]
+    if exponents is not None and not exponents.empty:
+        section.tables.append((
+            "Exponents (95% cluster-bootstrap intervals: model sizes resampled) beside Zhou et al.'s. "
+            + PAPER_SOURCE + "; memorization is the KM tier, application and reasoning the paper's KU tiers.",
+            format_table(exponents_vs_paper(exponents, fit_metrics)),
+        ))
+    if fit_metrics and not loso_table(fit_metrics).empty:
+        section.tables.append((
+            "Leave-one-size-out prediction: the law fitted on the other sizes predicts each size's points "
+            "(mean absolute error in accuracy).",
+            format_table(loso_table(fit_metrics)),
+        ))
     if exponents is not None:
         section.tables.append(("Exponents with bootstrap intervals.", format_table(exponents.set_index("task"))))
     if fit_metrics:

@@ -11,10 +11,10 @@ import pandas as pd
 from fkr_kedro.knowledge.utilization import in_context_task
 from fkr_kedro.knowledge.world import WorldConfig, generate_world
 from fkr_kedro.pipelines.wiring import by_namespace
-from fkr_kedro.reporting.figures import scaling_predicted_vs_observed
+from fkr_kedro.reporting.figures import scaling_predicted_vs_observed, scaling_training_curves
 from fkr_kedro.scaling.config import ScalingSettings
 from fkr_kedro.scaling.fit import fit_study
-from fkr_kedro.scaling.sweep import PointCache, TrainedModel, TrainingJob, run_sweep, scaling_tasks
+from fkr_kedro.scaling.sweep import PointCache, TrainedModel, TrainingJob, run_sweep, scaling_tasks, training_summary
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +30,10 @@ def build_in_context_task(world: WorldConfig, scaling: ScalingSettings) -> tuple
 
 
 def plan_training(train_corpus: str, in_context_corpus: str, scaling: ScalingSettings, size: str) -> TrainingJob:
-    """Every model size trains on the world's corpus plus the in-context statements."""
+    """Every model size trains on the world's corpus plus the in-context statements, for the
+    same number of exposures per statement (``scaling.exposures_per_fact``) when it is set."""
     corpus = tuple(train_corpus.splitlines() + in_context_corpus.splitlines())
-    return TrainingJob(corpus=corpus, shape=scaling.sizes[size].shape(), training=scaling.training)
+    return TrainingJob(corpus=corpus, shape=scaling.sizes[size].shape(), training=scaling.training_for(len(corpus)))
 
 
 def sweep_model(
@@ -64,7 +65,8 @@ def fit_scaling_laws(scaling: ScalingSettings, **size_points: pd.DataFrame) -> t
     fit = scaling.fit
     study = fit_study(
         pd.concat(by_namespace(size_points, "scaling_points").values(), ignore_index=True), fit.exclude_bits,
-        fit.bootstrap, fit.confidence, fit.seed, fit.reference_task,
+        fit.bootstrap, fit.confidence, fit.seed, fit.reference_task, fit.bootstrap_unit,
+        fit.min_reference_over_chance,
     )
     log.info("Scaling law per task (adjusted R^2, points in fit):\n  %s", "\n  ".join(
         f"{task}: adj R^2 {f.fit.adj_r2:.3f} on {f.fit.n} points; "
@@ -73,6 +75,17 @@ def fit_scaling_laws(scaling: ScalingSettings, **size_points: pd.DataFrame) -> t
     ) or "no task could be fitted")
     log.info("Conclusion:\n  %s", "\n  ".join(study.conclusion["statements"]))
     return study.points, study.exponents, study.metrics, study.conclusion
+
+
+def summarize_training(**size_models: TrainedModel) -> tuple[pd.DataFrame, object]:
+    """Each size's training (steps, exposures per statement, seconds, final loss and how much
+    the loss still fell over the last fifth of training) and its loss curve, one figure."""
+    records = {
+        ns.removeprefix("scaling_"): model.record for ns, model in by_namespace(size_models, "scaling_model").items()
+    }
+    table = training_summary(records)
+    log.info("Scaling models:\n%s", table.to_string(index=False))
+    return table, scaling_training_curves(records)
 
 
 def plot_scaling_fit(scaling_points: pd.DataFrame):

@@ -13,7 +13,7 @@ from fkr_kedro.pipelines.wiring import per_namespace
 from fkr_kedro.run_config import bind, study_parameters
 from fkr_kedro.scaling.config import namespace
 
-from .nodes import build_in_context_task, fit_scaling_laws, plan_training, plot_scaling_fit, sweep_model
+from .nodes import build_in_context_task, fit_scaling_laws, plan_training, plot_scaling_fit, summarize_training, sweep_model
 
 SHARED = {"train_corpus", "one_hop_prompts", "two_hop_prompts", "scaling_in_context_corpus", "scaling_in_context_prompts"}
 
@@ -44,6 +44,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="fit_scaling_laws",
             ),
             node(plot_scaling_fit, inputs={"scaling_points": "scaling_points"}, outputs="scaling_predicted_vs_observed", name="plot_scaling_fit"),
+            node(
+                summarize_training,
+                inputs=per_namespace(map(namespace, settings.sizes), "scaling_model"),
+                outputs=["scaling_training", "scaling_training_curves"],
+                name="summarize_scaling_training",
+            ),
         ],
         tags=["scaling"],
     )
