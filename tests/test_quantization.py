@@ -43,10 +43,10 @@ VARIANTS = [
     VariantSpec(method="hqq", bits=8, group_size=32, device="cpu"),
     VariantSpec(method="hqq", bits=4, group_size=32, device="cpu"),
     VariantSpec(method="hqq", bits=3, group_size=32, device="cpu"),
-    VariantSpec(method="torchao", bits=8, group_size=-1, device="cpu"),
-    VariantSpec(method="torchao", bits=4, group_size=32, device="cpu"),
+    VariantSpec(method="torchao_int8", device="cpu"),
+    VariantSpec(method="torchao_int4", group_size=32, device="cpu"),
 ]
-EIGHT_BIT = ["bnb_int8", "gptq_w8_g32", "rtn_w8_g32", "hqq_w8_g32", "torchao_w8_perchannel"]
+EIGHT_BIT = ["bnb_int8", "gptq_w8_g32", "rtn_w8_g32", "hqq_w8_g32", "torchao_int8"]
 
 
 def _corpus() -> list[str]:
@@ -143,7 +143,7 @@ def test_stored_formats(variants):
     assert keys("gptq_w4_g32") == keys("rtn_w2_g32") == {"qweight", "qzeros", "scales", "g_idx"}
     assert keys("awq_w4_g32") == {"qweight", "qzeros", "scales"}
     assert keys("hqq_w4_g32") == keys("hqq_w3_g32") == {"W_q", "scale", "zero"}
-    assert keys("torchao_w8_perchannel") == keys("torchao_w4_g32") == {
+    assert keys("torchao_int8") == keys("torchao_int4_w4_g32") == {
         "_weight_qdata", "_weight_scale", "_weight_zero_point",
     }  # fmt: skip
 
@@ -215,17 +215,15 @@ def test_effective_bits_of_torchao(variants):
     """torchao int8 per row: int8 codes, a float32 scale and an int8 zero point per row. Its
     saveable CPU int4 format keeps each 4-bit code in an int8 byte, with a float32 scale and
     an int8 zero point per group of 32: 8 + 40/32 bits, not 4."""
-    for layer_name, (weights, stored) in _layer_bits(variants, "torchao_w8_perchannel").items():
+    for layer_name, (weights, stored) in _layer_bits(variants, "torchao_int8").items():
         rows = weights // _in_features(layer_name)
         assert stored == 8 * weights + (32 + 8) * rows, layer_name
-    for _, (weights, stored) in _layer_bits(variants, "torchao_w4_g32").items():
+    for _, (weights, stored) in _layer_bits(variants, "torchao_int4_w4_g32").items():
         assert stored / weights == 8 + (32 + 8) / 32
 
 
 def test_four_bit_grids_lose_more_than_eight_bit(variants):
-    for method in ("hqq", "torchao"):
-        four = next(n for n in variants if n.startswith(f"{method}_w4"))
-        eight = next(n for n in variants if n.startswith(f"{method}_w8"))
+    for four, eight in (("hqq_w4_g32", "hqq_w8_g32"), ("torchao_int4_w4_g32", "torchao_int8")):
         assert variants[four].diff > 2 * variants[eight].diff
 
 
@@ -261,14 +259,17 @@ def config(source):
 def test_default_names():
     assert [s.name for s in VARIANTS] == [
         "fp", "bnb_int8", "bnb_nf4", "bnb_fp4", "gptq_w8_g32", "gptq_w4_g32", "awq_w4_g32", "rtn_w8_g32", "rtn_w2_g32",
-        "hqq_w8_g32", "hqq_w4_g32", "hqq_w3_g32", "torchao_w8_perchannel", "torchao_w4_g32",
+        "hqq_w8_g32", "hqq_w4_g32", "hqq_w3_g32", "torchao_int8", "torchao_int4_w4_g32",
     ]  # fmt: skip
     assert variant_name("gptq", 3, -1) == "gptq_w3_perchannel"
     assert variant_name("gptq", 4, 128, sym=True, desc_act=True) == "gptq_w4_g128_sym_descact"
     assert VariantSpec(method="gptq").name == "gptq_w4_g128"
-    assert set(METHODS) == {"fp", "bnb_int8", "bnb_nf4", "bnb_fp4", "gptq", "awq", "rtn", "hqq", "torchao"}
+    assert set(METHODS) == {
+        "fp", "bnb_int8", "bnb_nf4", "bnb_fp4", "gptq", "awq", "rtn", "hqq", "torchao_int8", "torchao_int4",
+    }  # fmt: skip
     assert VariantSpec(method="hqq").name == "hqq_w4_g64"
-    assert VariantSpec(method="torchao").name == "torchao_w8_perchannel"
+    assert VariantSpec(method="torchao_int8").name == "torchao_int8"
+    assert VariantSpec(method="torchao_int4").name == "torchao_int4_w4_g128"
 
 
 def test_valid_variants_pass(config):
@@ -279,7 +280,7 @@ def test_valid_variants_pass(config):
 @pytest.mark.parametrize(
     "spec, problem, fix",
     [
-        (dict(method="gptqq"), "unknown method 'gptqq'", "use one of fp, bnb_int8, bnb_nf4, bnb_fp4, gptq, awq, rtn, hqq, torchao"),
+        (dict(method="gptqq"), "unknown method 'gptqq'", "use one of fp, bnb_int8, bnb_nf4, bnb_fp4, gptq, awq, rtn, hqq, torchao_int8, torchao_int4"),
         (dict(method="bnb_nf4", bits=3), "does not support 3-bit", "3-bit is offered by gptq, rtn, hqq"),
         (dict(method="bnb_int8", bits=4), "does not support 4-bit", "bits in [8]; 4-bit is offered by bnb_nf4"),
         (dict(method="gptq", bits=5, group_size=32), "does not support 5-bit", "use bits in [2, 3, 4, 8]"),
@@ -294,8 +295,9 @@ def test_valid_variants_pass(config):
         (dict(method="hqq", bits=5, group_size=32), "does not support 5-bit", "use bits in [1, 2, 3, 4, 8]"),
         (dict(method="hqq", bits=4, group_size=-1), "group_size -1 is not supported by hqq", "[16, 32, 64"),
         (dict(method="hqq", bits=4, group_size=256), "group_size 256 does not divide", "[16, 32, 64]"),
-        (dict(method="torchao", bits=3, group_size=32), "does not support 3-bit", "use bits in [4, 8]"),
-        (dict(method="torchao", bits=4, group_size=48), "group_size 48 is not supported", "use one of [-1, 16"),
+        (dict(method="torchao_int4", bits=3, group_size=32), "does not support 3-bit", "use bits in [4]"),
+        (dict(method="torchao_int4", group_size=48), "group_size 48 is not supported", "use one of [-1, 16"),
+        (dict(method="torchao_int8", group_size=32), "has no group size", "remove group_size"),
         (dict(method="hqq", group_size=32, sym=True), "takes no sym", "remove sym"),
         (dict(method="fp", name="fp.full"), "not a valid Kedro namespace", "letters, digits and underscores"),
     ],

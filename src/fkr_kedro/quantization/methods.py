@@ -70,8 +70,12 @@ METHODS: dict[str, Method] = {
             description="HQQ (half-quadratic solver for scale and zero per group, no calibration) through hqq",
         ),
         Method(
-            "torchao", "torchao", (8, 4), TORCHAO_GROUP_SIZES, -1,
-            description="torchao weight-only int8 (per row) / intx int4 or int8 per group, through TorchAoConfig",
+            "torchao_int8", "torchao", (8,),
+            description="torchao weight-only int8, a scale per row (Int8WeightOnlyConfig via TorchAoConfig)",
+        ),
+        Method(
+            "torchao_int4", "torchao", (4,), TORCHAO_GROUP_SIZES, 128,
+            description="torchao weight-only int4 per group (IntxWeightOnlyConfig via TorchAoConfig; one code per byte)",
         ),
     )
 }

@@ -1,8 +1,8 @@
 """torchao weight-only int8 and int4 through transformers' ``TorchAoConfig``, on CPU as on CUDA.
 
-- 8-bit, ``group_size: -1``: ``Int8WeightOnlyConfig`` (int8 weights, one float32 scale per
-  output row), torchao's standard int8 weight-only format.
-- 4-bit (and 8-bit per group): ``IntxWeightOnlyConfig(weight_dtype=int4 | int8,
+- ``torchao_int8``: ``Int8WeightOnlyConfig`` (int8 weights, one float32 scale and int8 zero
+  point per output row), torchao's standard int8 weight-only format.
+- ``torchao_int4``: ``IntxWeightOnlyConfig(weight_dtype=int4,
   granularity=PerGroup(group_size))`` (``PerAxis(0)``, one group per row, for -1),
   symmetric, a float32 scale and an int8 zero point per group. This is the int4 format of torchao 0.18 that both runs on a CPU and can be saved: its
   ``Int4WeightOnlyConfig`` formats need CUDA kernels (plain: mslk; tile_packed_to_4d:
@@ -32,13 +32,12 @@ def torchao_config(spec: VariantSpec):
     from torchao.quantization import Int8WeightOnlyConfig, IntxWeightOnlyConfig, PerAxis, PerGroup
     from transformers import TorchAoConfig
 
-    if spec.bits == 8 and spec.group_size == -1:
+    if spec.method == "torchao_int8":
         # set_inductor_config off: it would change torch.compile settings process-wide.
         quant_type = Int8WeightOnlyConfig(set_inductor_config=False)
     else:
-        dtype = {8: torch.int8, 4: torch.int4}[spec.bits]
         granularity = PerAxis(0) if spec.group_size == -1 else PerGroup(spec.group_size)
-        quant_type = IntxWeightOnlyConfig(weight_dtype=dtype, granularity=granularity)
+        quant_type = IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=granularity)
     return TorchAoConfig(quant_type, modules_to_not_convert=["lm_head"])
 
 

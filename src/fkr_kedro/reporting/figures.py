@@ -28,12 +28,13 @@ METHOD_COLORS = {
     "bnb_nf4": "tab:orange",
     "bnb_fp4": "tab:brown",
     "hqq": "tab:cyan",
-    "torchao": "tab:olive",
+    "torchao_int8": "tab:olive",
+    "torchao_int4": "gold",
 }
 BITS_LINESTYLES = {8: "-", 4: "--", 3: "-.", 2: ":"}
 METHOD_MARKERS = {"fp": "o", "gptq": "s", "awq": "D", "rtn": "v", "bnb_int8": "^", "bnb_nf4": "P", "bnb_fp4": "X",
-                  "hqq": "h", "torchao": "*"}  # fmt: skip
-_EXTRA_COLORS = itertools.cycle(["tab:pink", "tab:gray", "gold", "teal"])
+                  "hqq": "h", "torchao_int8": "*", "torchao_int4": "p"}  # fmt: skip
+_EXTRA_COLORS = itertools.cycle(["tab:pink", "tab:gray", "teal", "navy"])
 
 PROBE_TITLES = {
     "subject": "subject probe (subject's last token)",
