@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
+# The single-node Slurm of the submit tests (tests/test_submit.py).
+from slurm_cluster import slurm_cluster  # noqa: F401
+
 # Session fixtures of the tracking, report, kedro-viz and notebook tests: one tracked run of
 # the test configuration against a real MLflow server, shared by all of them.
 from tracked_study import PROJECT_ROOT, copy_project, mlflow_server, tracked_study  # noqa: F401
-# The single-node Slurm of the submit tests (tests/test_submit.py).
-from slurm_cluster import slurm_cluster  # noqa: F401
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
