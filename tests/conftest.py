@@ -19,7 +19,8 @@ def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (`-n 2 --dist loadgroup`), every test of the one tracked test study
     runs on the same worker, so the study runs once per suite, not once per worker."""
     for item in items:
-        if {"tracked_study", "mlflow_server"} & set(getattr(item, "fixturenames", ())):
+        # The Slurm tests too: one single-node Slurm per suite (tests/slurm_cluster.py).
+        if {"tracked_study", "mlflow_server", "slurm_cluster"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.xdist_group("tracked_study"))
 
 
