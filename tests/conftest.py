@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+# The single-node Slurm of the submit tests (tests/test_submit.py).
+from slurm_cluster import slurm_cluster  # noqa: F401
+
 # Session fixtures of the tracking, report, kedro-viz and notebook tests: one tracked run of
 # the test configuration against a real MLflow server, shared by all of them.
 from tracked_study import PROJECT_ROOT, copy_project, mlflow_server, tracked_study  # noqa: F401
@@ -16,7 +19,8 @@ def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (`-n 2 --dist loadgroup`), every test of the one tracked test study
     runs on the same worker, so the study runs once per suite, not once per worker."""
     for item in items:
-        if {"tracked_study", "mlflow_server"} & set(getattr(item, "fixturenames", ())):
+        # The Slurm tests too: one single-node Slurm per suite (tests/slurm_cluster.py).
+        if {"tracked_study", "mlflow_server", "slurm_cluster"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.xdist_group("tracked_study"))
 
 

@@ -34,7 +34,7 @@ class SlurmCluster:
     cpus: int
 
     def run(self, *command: str, check: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run(command, env={**os.environ, **self.env}, capture_output=True, text=True, timeout=60)
+        result = subprocess.run(command, env={**os.environ, **self.env}, capture_output=True, text=True, timeout=60, check=False)
         if check and result.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}): {result.stderr}")
         return result
@@ -68,7 +68,7 @@ def _free_port() -> int:
 
 def _node_resources() -> tuple[int, int]:
     """This machine's CPUs and memory (MB), as slurmd reports them (``slurmd -C``)."""
-    out = subprocess.run([_which("slurmd"), "-C"], capture_output=True, text=True, timeout=60).stdout
+    out = subprocess.run([_which("slurmd"), "-C"], capture_output=True, text=True, timeout=60, check=False).stdout
     fields = dict(item.split("=", 1) for item in out.split() if "=" in item)
     cpus = int(fields.get("CPUs", os.cpu_count() or 1))
     memory = int(fields.get("RealMemory", 1024))

@@ -5,7 +5,6 @@ FAILED and named by the report, completed by a second `kedro submit`."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from tracked_study import copy_project, kedro
 
 from fkr_kedro.scaleout import (
     JobGraphError,
@@ -25,8 +25,6 @@ from fkr_kedro.scaleout import (
     plan_jobs,
     render_script,
 )
-from slurm_cluster import slurm_cluster  # noqa: F401
-from tracked_study import copy_project, kedro
 
 
 @dataclass
@@ -78,13 +76,12 @@ def test_namespace_groups_in_a_cycle_are_an_error():
 def test_kedros_namespace_check_passes_and_every_variant_but_the_reference_is_an_array_task(monkeypatch):
     import warnings
 
+    from kedro.framework.startup import bootstrap_project
     from kedro.pipeline import Pipeline
+    from tracked_study import PROJECT_ROOT
 
     from fkr_kedro.pipeline_registry import register_pipelines
     from fkr_kedro.run_config import active_variants
-    from tracked_study import PROJECT_ROOT
-
-    from kedro.framework.startup import bootstrap_project
 
     monkeypatch.chdir(PROJECT_ROOT)
     monkeypatch.setenv("KEDRO_ENV", "test")

@@ -148,7 +148,7 @@ def _persisted(catalog, name: str) -> bool:
 
     try:
         dataset = catalog.get(name)
-    except Exception:
+    except Exception:  # noqa: BLE001 - a name no entry or factory resolves: not a file
         return False
     return dataset is not None and not isinstance(dataset, MemoryDataset)
 
@@ -244,7 +244,7 @@ def _slurm_config(loader):
         data = loader["slurm"]
     except MissingConfigException:
         data = None
-    except Exception as error:  # unreadable YAML
+    except Exception as error:  # noqa: BLE001 - unreadable YAML, named with its file
         from .scaleout import SlurmConfigError
 
         raise SlurmConfigError(f"{source}: {error}") from None
@@ -279,9 +279,11 @@ def _parent_run(project: Path, env: str, names: list[str], uri: str, experiment:
     if state.exists():
         previous = json.loads(state.read_text())
         if previous.get("tracking_uri") == uri and previous.get("pipelines") == names:
+            from mlflow.exceptions import MlflowException
+
             try:
                 run = client.get_run(previous["parent_run_id"])
-            except Exception:
+            except MlflowException:  # deleted from the store: a new study run
                 run = None
             if run is not None and run.info.lifecycle_stage == "active":
                 client.update_run(run.info.run_id, status="RUNNING")

@@ -4,7 +4,7 @@ array task per namespace, one job for what reads every namespace), written as pl
 CLI (``kedro submit``, ``fkr_kedro.cli``) hands it the pipeline's namespace groups.
 """
 
-from .config import SlurmConfig, SlurmConfigError, JobResources, load_slurm_config
+from .config import JobResources, SlurmConfig, SlurmConfigError, load_slurm_config
 from .graph import JobGraph, JobGraphError, plan_jobs
 from .sbatch import (
     JobScript,

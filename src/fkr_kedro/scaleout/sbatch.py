@@ -66,7 +66,7 @@ def render_script(
         lines += [
             f"NAMESPACES=({_quote(array)})",
             'NAMESPACE="${NAMESPACES[$SLURM_ARRAY_TASK_ID]}"',
-            f'echo "array task $SLURM_ARRAY_TASK_ID: namespace $NAMESPACE"',
+            'echo "array task $SLURM_ARRAY_TASK_ID: namespace $NAMESPACE"',
             f'{command} --namespaces="$NAMESPACE"',
         ]
         if done_dir is not None:
@@ -98,7 +98,7 @@ def check_slurm(partitions: Iterable[str | None], env: Mapping[str, str] | None 
     wanted = sorted({p for p in partitions if p})
     if not wanted:
         return
-    result = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, env=env, timeout=60)
+    result = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, env=env, timeout=60, check=False)
     if result.returncode != 0:
         raise SlurmError(f"sinfo failed ({result.returncode}): {result.stderr.strip()}")
     known = {line.strip().rstrip("*") for line in result.stdout.split()}
@@ -115,7 +115,7 @@ def submit_script(path: Path, dependency: str | None = None, env: Mapping[str, s
     if dependency:
         command.append(f"--dependency={dependency}")
     command.append(str(path))
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=False)
     if result.returncode != 0:
         raise SlurmError(f"{' '.join(command)} failed ({result.returncode}): {result.stderr.strip()}")
     return result.stdout.strip().split(";")[0]
