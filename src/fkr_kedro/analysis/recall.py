@@ -156,8 +156,18 @@ def teacher_forced(
                 decidable = False  # the token after the name shows nothing: generation decides
             rows.append({"greedy": bool(greedy[b]) and decidable, "text": texts[b], "text_alone": alone_texts[b],
                          "tokens": len(answer_ids[b]), "first": firsts[b], "answer_logprob": float(scores[b]),
-                         "decidable": decidable})
-    return pd.DataFrame(rows, columns=["greedy", "text", "text_alone", "tokens", "first", "answer_logprob", "decidable"])
+                         "decidable": decidable, "first_id": int(best[b, max(start - 1, 0)])})
+    columns = ["greedy", "text", "text_alone", "tokens", "first", "answer_logprob", "decidable", "first_id"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _first_answer_token(tokenizer, prompt: str, answer: str) -> int | None:
+    """The first token of ``answer`` in the tokenization of ``prompt + " " + answer``."""
+    enc = tokenizer(f"{prompt} {answer}", return_offsets_mapping=True)
+    for token, (_, end) in zip(enc["input_ids"], enc["offset_mapping"]):
+        if end > len(prompt):
+            return token
+    return None
 
 
 def teacher_forced_verdicts(
@@ -170,20 +180,36 @@ def teacher_forced_verdicts(
 
     ``max_new_tokens`` mirrors generation's bound: an alias longer than it is never
     generated whole, and one exactly as long ends the generated text (no next token)."""
-    pairs = [(r, p, alias) for r, (p, a, al) in enumerate(zip(prompts, answers, aliases)) for alias in dict.fromkeys([a, *al])]
-    scored = teacher_forced(model, tokenizer, [p for _, p, _ in pairs], [a for _, _, a in pairs], batch_size, progress)
     out = [{"correct": False, "generated": None, "answer_logprob": float("nan"), "decidable": True} for _ in prompts]
-    for (r, _, alias), row in zip(pairs, scored.itertuples()):
-        o = out[r]
-        if o["generated"] is None:  # the answer itself comes first for each row
-            o["generated"], o["answer_logprob"] = row.first, row.answer_logprob
-        o["decidable"] &= bool(row.decidable)
-        if max_new_tokens is not None and row.tokens >= max_new_tokens:
-            text = row.text_alone if row.tokens == max_new_tokens else None
-        else:
-            text = row.text
-        if row.greedy and text is not None and is_whole_name_match(text, [alias]):
-            o["correct"], o["generated"] = True, text
+
+    def take(pairs: list[tuple[int, str, str]]) -> None:
+        scored = teacher_forced(model, tokenizer, [p for _, p, _ in pairs], [a for _, _, a in pairs], batch_size, progress)
+        for (r, _, alias), row in zip(pairs, scored.itertuples()):
+            o = out[r]
+            if o["generated"] is None:  # the answer itself: its log-prob, the first greedy token
+                o["generated"], o["answer_logprob"], o["first"] = row.first, row.answer_logprob, row.first_id
+            o["decidable"] &= bool(row.decidable)
+            if max_new_tokens is not None and row.tokens >= max_new_tokens:
+                text = row.text_alone if row.tokens == max_new_tokens else None
+            else:
+                text = row.text
+            if row.greedy and text is not None and is_whole_name_match(text, [alias]):
+                o["correct"], o["generated"] = True, text
+
+    take([(r, p, a) for r, (p, a) in enumerate(zip(prompts, answers))])
+    # Other aliases only where the answer was not recalled, and only those whose first token
+    # is the greedy first token (any other cannot be the greedy continuation verbatim).
+    rest = []
+    for r, (p, a, al) in enumerate(zip(prompts, answers, aliases)):
+        if out[r]["correct"] or not out[r]["decidable"]:
+            continue
+        for alias in dict.fromkeys(al):
+            if alias != a and _first_answer_token(tokenizer, p, alias) == out[r]["first"]:
+                rest.append((r, p, alias))
+    if rest:
+        take(rest)
+    for o in out:
+        o.pop("first", None)
     return pd.DataFrame(out)
 
 
