@@ -125,6 +125,9 @@ def teacher_forced(
     device = module_device(model)
     rows = []
     eos = tokenizer.eos_token_id
+    # Longest texts first, in batches of similar length (less padding); rows go back in order.
+    order = sorted(range(len(prompts)), key=lambda i: -len(f"{prompts[i]} {answers[i]}"))
+    prompts, answers = [prompts[i] for i in order], [answers[i] for i in order]
     for i in tqdm(range(0, len(prompts), batch_size), desc="teacher-forced", disable=not progress):
         ps, ans = list(prompts[i : i + batch_size]), list(answers[i : i + batch_size])
         texts = [f"{p} {a}" for p, a in zip(ps, ans)]
@@ -138,8 +141,12 @@ def teacher_forced(
         is_answer = (offsets[:, :, 1] > torch.tensor([len(p) for p in ps])[:, None]) & enc["attention_mask"].cpu().bool()
         best = logits.argmax(-1)
         hit = best[:, :-1] == ids[:, 1:]  # hit[b, t]: token t + 1 is the argmax after token t
-        token_logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
-        scores = (token_logp * is_answer[:, 1:]).sum(1)
+        # log p of each answer token, normalised only where one is predicted (not the whole grid)
+        where = is_answer[:, 1:].nonzero(as_tuple=True)
+        picked = logits[:, :-1][where]
+        token_logp = torch.zeros(is_answer[:, 1:].shape)
+        token_logp[where] = picked.gather(-1, ids[:, 1:][where][:, None])[:, 0] - picked.logsumexp(-1)
+        scores = token_logp.sum(1)
         greedy = (hit | ~is_answer[:, 1:]).all(1)
         starts = torch.where(is_answer.any(1), is_answer.float().argmax(1), lengths)
         answer_ids = [ids[b, int(starts[b]) : int(lengths[b])].tolist() for b in range(len(ps))]
@@ -158,7 +165,8 @@ def teacher_forced(
                          "tokens": len(answer_ids[b]), "first": firsts[b], "answer_logprob": float(scores[b]),
                          "decidable": decidable, "first_id": int(best[b, max(start - 1, 0)])})
     columns = ["greedy", "text", "text_alone", "tokens", "first", "answer_logprob", "decidable", "first_id"]
-    return pd.DataFrame(rows, columns=columns)
+    frame = pd.DataFrame(rows, columns=columns, index=order)
+    return frame.sort_index().reset_index(drop=True)
 
 
 def _first_answer_token(tokenizer, prompt: str, answer: str) -> int | None:
