@@ -107,9 +107,10 @@ def compare() -> None:
     same_greedy = sum(lm["acc"][i] == us["greedy"][i] for i in ids)
     same_verdict = sum(lm["acc"][i] == us["correct"][i] for i in ids)
     print(f"{n} prompts; lm-eval acc (is_greedy) {sum(lm['acc'].values()) / n:.4f}, "
-          f"ours whole-name {sum(us['correct'].values()) / n:.4f}, generate {sum(us['generate'].values()) / n:.4f}")
-    print(f"is_greedy agreement with lm-eval: {same_greedy}/{n}; whole-name verdict vs lm-eval acc: {same_verdict}/{n}; "
-          f"teacher-forced vs generate: {sum(us['correct'][i] == us['generate'][i] for i in ids)}/{n}")
+          f"ours is_greedy {sum(us['greedy'].values()) / n:.4f}, whole-name {sum(us['correct'].values()) / n:.4f}")
+    print(f"is_greedy agreement with lm-eval: {same_greedy}/{n}; whole-name verdict vs lm-eval acc: {same_verdict}/{n}"
+          + (f"; teacher-forced vs generate: {sum(us['correct'][i] == us['generate'][i] for i in ids)}/{n}"
+             if us["generate_seconds"] == us["generate_seconds"] else ""))
     print(f"time: lm-eval {lm['seconds']:.2f} s (load {lm['load'][0]:.1f}), ours teacher-forced {us['seconds']:.2f} s "
           f"(load {us['load'][0]:.1f}), generate {us['generate_seconds']:.2f} s; lm-eval / ours = {lm['seconds'] / us['seconds']:.2f}x")
 

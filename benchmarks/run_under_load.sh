@@ -19,6 +19,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap "exit 130" INT TERM
 export KEDRO_DISABLE_TELEMETRY=true DO_NOT_TRACK=1
 unset OMP_NUM_THREADS MKL_NUM_THREADS
 export PYTHONPATH="$here/src${PYTHONPATH:+:$PYTHONPATH}"

@@ -125,6 +125,9 @@ def teacher_forced(
     device = module_device(model)
     rows = []
     eos = tokenizer.eos_token_id
+    # Longest texts first, in batches of similar length (less padding); rows go back in order.
+    order = sorted(range(len(prompts)), key=lambda i: -len(f"{prompts[i]} {answers[i]}"))
+    prompts, answers = [prompts[i] for i in order], [answers[i] for i in order]
     for i in tqdm(range(0, len(prompts), batch_size), desc="teacher-forced", disable=not progress):
         ps, ans = list(prompts[i : i + batch_size]), list(answers[i : i + batch_size])
         texts = [f"{p} {a}" for p, a in zip(ps, ans)]
@@ -138,8 +141,12 @@ def teacher_forced(
         is_answer = (offsets[:, :, 1] > torch.tensor([len(p) for p in ps])[:, None]) & enc["attention_mask"].cpu().bool()
         best = logits.argmax(-1)
         hit = best[:, :-1] == ids[:, 1:]  # hit[b, t]: token t + 1 is the argmax after token t
-        token_logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
-        scores = (token_logp * is_answer[:, 1:]).sum(1)
+        # log p of each answer token, normalised only where one is predicted (not the whole grid)
+        where = is_answer[:, 1:].nonzero(as_tuple=True)
+        picked = logits[:, :-1][where]
+        token_logp = torch.zeros(is_answer[:, 1:].shape)
+        token_logp[where] = picked.gather(-1, ids[:, 1:][where][:, None])[:, 0] - picked.logsumexp(-1)
+        scores = token_logp.sum(1)
         greedy = (hit | ~is_answer[:, 1:]).all(1)
         starts = torch.where(is_answer.any(1), is_answer.float().argmax(1), lengths)
         answer_ids = [ids[b, int(starts[b]) : int(lengths[b])].tolist() for b in range(len(ps))]
@@ -156,8 +163,19 @@ def teacher_forced(
                 decidable = False  # the token after the name shows nothing: generation decides
             rows.append({"greedy": bool(greedy[b]) and decidable, "text": texts[b], "text_alone": alone_texts[b],
                          "tokens": len(answer_ids[b]), "first": firsts[b], "answer_logprob": float(scores[b]),
-                         "decidable": decidable})
-    return pd.DataFrame(rows, columns=["greedy", "text", "text_alone", "tokens", "first", "answer_logprob", "decidable"])
+                         "decidable": decidable, "first_id": int(best[b, max(start - 1, 0)])})
+    columns = ["greedy", "text", "text_alone", "tokens", "first", "answer_logprob", "decidable", "first_id"]
+    frame = pd.DataFrame(rows, columns=columns, index=order)
+    return frame.sort_index().reset_index(drop=True)
+
+
+def _first_answer_token(tokenizer, prompt: str, answer: str) -> int | None:
+    """The first token of ``answer`` in the tokenization of ``prompt + " " + answer``."""
+    enc = tokenizer(f"{prompt} {answer}", return_offsets_mapping=True)
+    for token, (_, end) in zip(enc["input_ids"], enc["offset_mapping"]):
+        if end > len(prompt):
+            return token
+    return None
 
 
 def teacher_forced_verdicts(
@@ -170,20 +188,36 @@ def teacher_forced_verdicts(
 
     ``max_new_tokens`` mirrors generation's bound: an alias longer than it is never
     generated whole, and one exactly as long ends the generated text (no next token)."""
-    pairs = [(r, p, alias) for r, (p, a, al) in enumerate(zip(prompts, answers, aliases)) for alias in dict.fromkeys([a, *al])]
-    scored = teacher_forced(model, tokenizer, [p for _, p, _ in pairs], [a for _, _, a in pairs], batch_size, progress)
     out = [{"correct": False, "generated": None, "answer_logprob": float("nan"), "decidable": True} for _ in prompts]
-    for (r, _, alias), row in zip(pairs, scored.itertuples()):
-        o = out[r]
-        if o["generated"] is None:  # the answer itself comes first for each row
-            o["generated"], o["answer_logprob"] = row.first, row.answer_logprob
-        o["decidable"] &= bool(row.decidable)
-        if max_new_tokens is not None and row.tokens >= max_new_tokens:
-            text = row.text_alone if row.tokens == max_new_tokens else None
-        else:
-            text = row.text
-        if row.greedy and text is not None and is_whole_name_match(text, [alias]):
-            o["correct"], o["generated"] = True, text
+
+    def take(pairs: list[tuple[int, str, str]]) -> None:
+        scored = teacher_forced(model, tokenizer, [p for _, p, _ in pairs], [a for _, _, a in pairs], batch_size, progress)
+        for (r, _, alias), row in zip(pairs, scored.itertuples()):
+            o = out[r]
+            if o["generated"] is None:  # the answer itself: its log-prob, the first greedy token
+                o["generated"], o["answer_logprob"], o["first"] = row.first, row.answer_logprob, row.first_id
+            o["decidable"] &= bool(row.decidable)
+            if max_new_tokens is not None and row.tokens >= max_new_tokens:
+                text = row.text_alone if row.tokens == max_new_tokens else None
+            else:
+                text = row.text
+            if row.greedy and text is not None and is_whole_name_match(text, [alias]):
+                o["correct"], o["generated"] = True, text
+
+    take([(r, p, a) for r, (p, a) in enumerate(zip(prompts, answers))])
+    # Other aliases only where the answer was not recalled, and only those whose first token
+    # is the greedy first token (any other cannot be the greedy continuation verbatim).
+    rest = []
+    for r, (p, a, al) in enumerate(zip(prompts, answers, aliases)):
+        if out[r]["correct"] or not out[r]["decidable"]:
+            continue
+        for alias in dict.fromkeys(al):
+            if alias != a and _first_answer_token(tokenizer, p, alias) == out[r]["first"]:
+                rest.append((r, p, alias))
+    if rest:
+        take(rest)
+    for o in out:
+        o.pop("first", None)
     return pd.DataFrame(out)
 
 
