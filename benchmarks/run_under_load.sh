@@ -9,7 +9,8 @@
 # (empty data/, the project's conf/ without conf/local), so nothing of this checkout is read
 # or written. OMP_NUM_THREADS is unset: the threads are the project's own setting
 # (runtime.threads in conf/base/parameters_runtime.yml). Run it on an otherwise quiet
-# machine; the load averages are printed beside the times.
+# machine; the load averages are printed beside the times. KEEP_OUTPUTS=<folder> keeps each
+# run's data/08_reporting there (idle/, busy/), e.g. to compare them with another runner's.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 work="$(mktemp -d "${TMPDIR:-/tmp}/run_under_load.XXXXXX")"
@@ -50,6 +51,9 @@ timed_run() {  # label, project folder, kedro arguments...
     exit 1
   }
   end=$(date +%s.%N)
+  if [[ -n "${KEEP_OUTPUTS:-}" ]]; then
+    mkdir -p "$KEEP_OUTPUTS/$label" && cp -r "$project/data/08_reporting/." "$KEEP_OUTPUTS/$label/"
+  fi
   echo "[$label] load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
   python -c "print(f'{$end - $start:.1f}')"
 }
