@@ -7,7 +7,12 @@ import pandas as pd
 import pytest
 
 from fkr_kedro.capacity.config import CapacitySettings
-from fkr_kedro.capacity.study import capacity_conclusion, default_load_sentences, run_capacity, saturation_table
+from fkr_kedro.capacity.study import (
+    capacity_conclusion,
+    default_load_sentences,
+    run_capacity,
+    saturation_table,
+)
 
 TINY = {
     "sizes": {
