@@ -7,7 +7,12 @@ import pandas as pd
 import pytest
 
 from fkr_kedro.capacity.config import CapacitySettings
-from fkr_kedro.capacity.study import capacity_conclusion, default_load_sentences, run_capacity, saturation_table
+from fkr_kedro.capacity.study import (
+    capacity_conclusion,
+    default_load_sentences,
+    run_capacity,
+    saturation_table,
+)
 
 TINY = {
     "sizes": {
@@ -81,3 +86,18 @@ def test_bad_settings_are_named():
         CapacitySettings(**{**TINY, "people": [20, 10]})
     with pytest.raises(ValueError, match="raise the name pools"):
         CapacitySettings(**{**TINY, "people": [10, 1000]})
+
+
+@pytest.mark.slow
+def test_the_capacity_pipeline_runs_and_the_report_shows_it(kedro_project):
+    """`kedro run --pipeline=capacity` on the test configuration, then the report section
+    with the curves and the bits-per-parameter table (no other pipeline's tables needed
+    beyond what the report reads: the test study is run first)."""
+    from conftest import run_kedro
+
+    run_kedro(kedro_project, pipeline="capacity")
+    saturation = pd.read_csv(kedro_project / "data/08_reporting/capacity_saturation.csv")
+    assert set(saturation["variant"]) == {"fp", "bnb_int8", "rtn_w4_g32", "gptq_w3_g32"}
+    assert set(saturation["size"]) == {"a", "b"} and (kedro_project / "data/08_reporting/capacity_curves.png").exists()
+    points = pd.read_csv(kedro_project / "data/08_reporting/capacity_points.csv")
+    assert len(points) == 2 * 2 * 4 and (points["stored_bits"] <= points["load_bits"] + 1e-6).all()

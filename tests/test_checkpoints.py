@@ -5,7 +5,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fkr_kedro.capacity.checkpoints import CheckpointSettings, damage_direction, damage_table, train_checkpoints
+from fkr_kedro.capacity.checkpoints import (
+    CheckpointSettings,
+    damage_direction,
+    damage_table,
+    train_checkpoints,
+)
 from fkr_kedro.knowledge.world import WorldConfig, generate_world
 from fkr_kedro.modeling.load import load_causal_lm
 from fkr_kedro.modeling.tokenizer import build_word_tokenizer

@@ -8,7 +8,11 @@ import torch
 from transformers import LlamaConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutput
 
-from fkr_kedro.analysis.knowledge_bits import bits_by_relation, knowledge_bits_sentences, measure_knowledge_bits
+from fkr_kedro.analysis.knowledge_bits import (
+    bits_by_relation,
+    knowledge_bits_sentences,
+    measure_knowledge_bits,
+)
 from fkr_kedro.modeling.tokenizer import build_word_tokenizer
 
 NEG = -1e4  # a logit whose probability is exactly 0 in float32

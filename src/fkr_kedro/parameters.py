@@ -27,11 +27,11 @@ from pydantic import (
 
 from .analysis.capture import CaptureConfig
 from .analysis.probes import ProbeConfig
+from .capacity.config import CapacitySettings
 from .knowledge.world import WorldConfig
 from .modeling.load import ModelSource
 from .modeling.train import ModelShape, TrainConfig
 from .reporting.findings import ReportSettings
-from .capacity.config import CapacitySettings
 from .scaling.config import ScalingSettings
 
 

@@ -10,10 +10,10 @@ from dataclasses import replace
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..knowledge.world import WorldConfig
-from .checkpoints import CheckpointSettings
 from ..quantization.methods import METHODS
 from ..quantization.variants import VariantSpec, validate_variants
 from ..scaling.config import SizeSettings
+from .checkpoints import CheckpointSettings
 
 _NAME = re.compile(r"[A-Za-z0-9_]+")
 
@@ -74,7 +74,7 @@ class CapacitySettings(_Strict):
         return exposures
 
     @model_validator(mode="after")
-    def _runnable(self) -> "CapacitySettings":
+    def _runnable(self) -> CapacitySettings:
         names = self.world.n_first_names * self.world.n_last_names
         if self.people[-1] > names:
             raise ValueError(

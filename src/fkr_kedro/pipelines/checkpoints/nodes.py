@@ -6,7 +6,11 @@ import logging
 
 import pandas as pd
 
-from fkr_kedro.capacity.checkpoints import damage_direction, damage_table, run_checkpoint_study
+from fkr_kedro.capacity.checkpoints import (
+    damage_direction,
+    damage_table,
+    run_checkpoint_study,
+)
 from fkr_kedro.capacity.config import CapacitySettings
 from fkr_kedro.reporting.figures import damage_along_training
 from fkr_kedro.scaling.sweep import PointCache
