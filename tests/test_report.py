@@ -182,7 +182,9 @@ def test_report_of_the_test_run(tracked_study):
     html = (reporting / "report.html").read_text()
     # Self-contained: every image embedded, nothing fetched from elsewhere.
     assert not re.search(r'(src|href)="(https?:)?//', html) and "<link" not in html
-    assert html.count('src="data:image/png;base64,') == 6 + len(VARIANTS)
+    from fkr_kedro.pipelines.report.nodes import FIGURES
+
+    assert html.count('src="data:image/png;base64,') == len(FIGURES) + len(VARIANTS)
     for variant in VARIANTS:
         assert f"{variant} layer by layer" in html
         with Image.open(reporting / "figures" / f"layers_{variant}.png") as image:
