@@ -21,7 +21,7 @@ def test_scaling_is_not_part_of_the_default_run(monkeypatch):
     set_active_config_loader(None)
     configure_project("fkr_kedro")
     scaling = {n.name for n in pipelines["scaling"].nodes}
-    assert {"fit_scaling_laws", "scaling_l1.train_scaling_model", "scaling_l4.sweep_points"} <= scaling
+    assert {"fit_scaling_laws", "scaling_d2w64.train_scaling_model", "scaling_d5w128.sweep_points"} <= scaling
     default = {n.name for n in pipelines["__default__"].nodes}
     assert not {n for n in scaling if "scaling" in n} & default
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from tracked_study import copy_project, kedro
+from tracked_study import copy_project, kedro, running_mlflow_server
 
 from fkr_kedro.scaleout import (
     JobGraphError,
@@ -183,7 +183,9 @@ def test_the_scaling_sweep_is_one_array_task_per_model_size(tmp_path):
     variant = out.split("# ---- variant.sbatch ----")[1].split("# ----")[0]
     assert f"#SBATCH --array=0-{len(sizes) - 1}" in variant
     assert f"NAMESPACES=({' '.join(namespace(size) for size in sizes)})" in variant
-    assert "--from-nodes=fit_scaling_laws" in out.split("# ---- report.sbatch ----")[1]
+    report = out.split("# ---- report.sbatch ----")[1]
+    from_nodes = re.search(r"--from-nodes=(\S+)", report).group(1).split(",")
+    assert "fit_scaling_laws" in from_nodes and "summarize_scaling_training" in from_nodes
 
 
 def _squeue_empty(cluster, timeout: float) -> None:
@@ -199,11 +201,20 @@ def _job_logs(project: Path) -> str:
     return "\n".join(f"--- {p.name} ---\n{p.read_text()[-4000:]}" for p in sorted(project.glob("logs/slurm/*/*/*.out")))
 
 
+@pytest.fixture
+def submit_mlflow_server(tmp_path):
+    """A tracking server of its own: the tracked study's server must hold that one study only."""
+    with running_mlflow_server(tmp_path / "mlflow-server") as server:
+        yield server
+
+
 @pytest.mark.slow
 def test_a_submitted_study_equals_kedro_run_isolates_a_cancelled_variant_and_resumes(
-    slurm_cluster, mlflow_server, tracked_study, tmp_path
+    slurm_cluster, submit_mlflow_server, tracked_study, tmp_path
 ):
     from mlflow.tracking import MlflowClient
+
+    mlflow_server = submit_mlflow_server
 
     project = copy_project(tmp_path / "project")
     env = {**slurm_cluster.env, "MLFLOW_TRACKING_URI": mlflow_server.uri}

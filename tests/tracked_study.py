@@ -3,6 +3,7 @@ kedro-viz and notebook tests (session-scoped fixtures; conftest.py imports them)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,11 +76,11 @@ class TrackedStudy:
     log: str
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory) -> MlflowServer:
-    """A real `mlflow server` on a free localhost port: SQLite backend, artifacts served
-    by the server (clients upload through HTTP)."""
-    root = tmp_path_factory.mktemp("mlflow-server")
+@contextlib.contextmanager
+def running_mlflow_server(root: Path) -> Iterator[MlflowServer]:
+    """A real `mlflow server` on a free localhost port: SQLite backend in ``root``, artifacts
+    served by the server (clients upload through HTTP); stopped on exit."""
+    root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log = root / "server.log"
     command = [
@@ -98,6 +100,13 @@ def mlflow_server(tmp_path_factory) -> MlflowServer:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory) -> Iterator[MlflowServer]:
+    """The tracking server of the one tracked test study (tests/test_tracking.py reads it)."""
+    with running_mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
