@@ -383,8 +383,11 @@ def test_a_run_stopped_by_a_signal_ends_killed(mlflow_server, tmp_path, signum):
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": mlflow_server.uri}
     log = tmp_path / "kedro.log"
     with log.open("w") as out:
+        # The default disposition: a shell that starts pytest in the background (`cmd &`) leaves
+        # SIGINT ignored in its children, and an ignored SIGINT stays ignored (RunGuard).
         process = subprocess.Popen([*KEDRO, "run", "--env=test"], cwd=project, env=environment, stdout=out,
-                                   stderr=subprocess.STDOUT)
+                                   stderr=subprocess.STDOUT,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         client = MlflowClient(mlflow_server.uri)
         parent = _wait_for_variant_runs(client, process.pid, process)
