@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import tempfile
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -24,18 +23,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy import stats
 from tqdm.auto import tqdm
 
-from ..analysis.knowledge_bits import measure_knowledge_bits
+from ..analysis.knowledge_bits import KnowledgeBits, bits_by_relation
 from ..analysis.recall import score_prompts
 from ..knowledge.world import WorldConfig, generate_world
 from ..modeling.load import CausalLM
 from ..modeling.storage import is_model_directory, staged_directory
 from ..modeling.tokenizer import build_word_tokenizer
 from ..modeling.train import TrainConfig, train_causal_lm
-from ..quantization.api import load_quantized, quantize
-from ..quantization.footprint import footprint
 from ..quantization.variants import VariantSpec
 from ..scaling.config import SizeSettings
-from ..scaling.sweep import PointCache, Task, point_key, weights_sha256
+from ..scaling.sweep import PointCache, Task, point_key, scratch_variant, weights_sha256
 
 log = logging.getLogger(__name__)
 
@@ -132,18 +129,14 @@ def run_checkpoint_study(settings: CheckpointSettings, root: Path, progress: boo
 def _measure(model_dir: Path, spec: VariantSpec, calibration: list[str], facts: pd.DataFrame, held_out: pd.DataFrame,
              batch_size: int) -> dict:
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix=f"{spec.name}.") as work:
-        variant_dir = Path(work) / spec.name
-        quantize(model_dir, spec, calibration, variant_dir)
-        fp = footprint(variant_dir)
-        lm = load_quantized(variant_dir, device=spec.device)
+    with scratch_variant(model_dir, spec, calibration) as (lm, fp):
         one_hop = score_prompts(lm.model, lm.tokenizer, facts["prompt"].tolist(), facts["object"].tolist(),
                                 batch_size=batch_size)
         composition = score_prompts(lm.model, lm.tokenizer, held_out["prompt_two_hop"].tolist(),
                                     held_out["e3"].tolist(), batch_size=batch_size)
-        bits = measure_knowledge_bits(lm.model, lm.tokenizer, facts, fp.quantized_weights,
-                                      fp.effective_bits * fp.quantized_weights, batch_size)
-        del lm
+    # The one-hop scores already hold each fact's teacher-forced log-probability: no second pass.
+    scored = facts[["relation", "object"]].reset_index(drop=True).assign(answer_logprob=one_hop["answer_logprob"].to_numpy())
+    bits = KnowledgeBits(bits_by_relation(scored), fp.quantized_weights, fp.effective_bits * fp.quantized_weights)
     return {
         "b_eff": fp.effective_bits,
         "one_hop_accuracy": float(one_hop["correct"].mean()),

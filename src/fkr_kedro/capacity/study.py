@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import random
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +29,15 @@ from ..analysis.knowledge_bits import measure_knowledge_bits
 from ..knowledge.world import generate_world
 from ..modeling.exposures import steps_for_exposures
 from ..modeling.train import ModelShape, TrainConfig
-from ..quantization.api import load_quantized, quantize
-from ..quantization.footprint import footprint
 from ..quantization.variants import VariantSpec
-from ..scaling.sweep import PointCache, Task, point_key, train_or_reuse, weights_sha256
+from ..scaling.sweep import (
+    PointCache,
+    Task,
+    point_key,
+    scratch_variant,
+    train_or_reuse,
+    weights_sha256,
+)
 from .config import CapacitySettings
 
 log = logging.getLogger(__name__)
@@ -129,15 +133,10 @@ def run_capacity(
 
 def _compute_point(model_dir: Path, spec: VariantSpec, calibration: list[str], facts: pd.DataFrame, batch_size: int) -> dict:
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix=f"{spec.name}.") as work:
-        variant_dir = Path(work) / spec.name
-        quantize(model_dir, spec, calibration, variant_dir)
-        fp = footprint(variant_dir)
-        lm = load_quantized(variant_dir, device=spec.device)
+    with scratch_variant(model_dir, spec, calibration) as (lm, fp):
         bits = measure_knowledge_bits(
             lm.model, lm.tokenizer, facts, fp.quantized_weights, fp.effective_bits * fp.quantized_weights, batch_size
         )
-        del lm
     return {
         "b_eff": fp.effective_bits,
         "quantized_weights": fp.quantized_weights,

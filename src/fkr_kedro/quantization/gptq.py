@@ -47,7 +47,7 @@ from typing import Any
 import torch
 
 from ..modeling.load import CausalLM, resolve_device
-from .common import load_tokenizer, source_dtype
+from .common import load_tokenizer, quiet_load_report, source_dtype
 from .methods import quantizable_linears
 from .variants import VariantSpec
 
@@ -298,28 +298,13 @@ def load(model_dir: Path, device: str = "auto", dtype: torch.dtype | None = None
     expected = {f"{n}.weight" for n in quantizable_linears(config)}
     if missing := sorted(expected - set(weights)):
         raise ValueError(f"{model_dir}: no quantized weights for {missing[:3]}{'...' if len(missing) > 3 else ''}")
-    with _quiet_missing_weights():
+    with quiet_load_report():
         model = AutoModelForCausalLM.from_pretrained(model_dir, config=config, dtype=dtype)
     state = model.state_dict()
     for key, w in weights.items():
         state[key].copy_(w.to(state[key].dtype))
     model = model.to(resolve_device(device)).eval()
     return CausalLM(model=model, tokenizer=load_tokenizer(model_dir))
-
-
-@contextmanager
-def _quiet_missing_weights() -> Iterator[None]:
-    """transformers reports the quantized linears' ``weight`` as missing (and ``qweight``
-    etc. as unexpected) when it loads the directory as a dense model; they are filled in
-    from the dequantized weights right after, so its load report is silenced."""
-    from transformers.utils import logging as hf_logging
-
-    before = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(before)
 
 
 @contextmanager

@@ -24,7 +24,8 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,9 +38,14 @@ from ..modeling.exposures import exposures_per_fact
 from ..modeling.load import CausalLM
 from ..modeling.storage import is_model_directory, staged_directory, staged_file
 from ..modeling.tokenizer import build_word_tokenizer
-from ..modeling.train import ModelShape, TrainConfig, non_embedding_parameters, train_causal_lm
+from ..modeling.train import (
+    ModelShape,
+    TrainConfig,
+    non_embedding_parameters,
+    train_causal_lm,
+)
 from ..quantization.api import load_quantized, quantize
-from ..quantization.footprint import footprint
+from ..quantization.footprint import Footprint, footprint
 from ..quantization.variants import VariantSpec, variant_name
 
 log = logging.getLogger(__name__)
@@ -327,17 +333,28 @@ def run_sweep(
     return SweepResult(_tidy(records, tasks, model), computed, reused)
 
 
+@contextmanager
+def scratch_variant(model_dir: Path, spec: VariantSpec, calibration_texts: Sequence[str]) -> Iterator[tuple[CausalLM, Footprint]]:
+    """A sweep point's variant: quantized into a temporary directory, loaded, and yielded with
+    its footprint; the directory is removed afterwards (sweeps keep only the measurements)."""
+    with tempfile.TemporaryDirectory(prefix=f"{spec.name}.") as work:
+        variant_dir = Path(work) / spec.name
+        quantize(model_dir, spec, list(calibration_texts), variant_dir)
+        measured = footprint(variant_dir)
+        lm = load_quantized(variant_dir, device=spec.device)
+        try:
+            yield lm, measured
+        finally:
+            del lm
+
+
 def _compute_point(
     model_dir: Path, spec: VariantSpec, calibration_texts: Sequence[str], tasks: Sequence[Task], batch_size: int
 ) -> dict:
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix=f"{spec.name}.") as work:
-        variant_dir = Path(work) / spec.name
-        quantize(model_dir, spec, list(calibration_texts), variant_dir)
-        b_eff = footprint(variant_dir).effective_bits
-        lm = load_quantized(variant_dir, device=spec.device)
+    with scratch_variant(model_dir, spec, calibration_texts) as (lm, measured):
+        b_eff = measured.effective_bits
         results = evaluate_tasks(lm, tasks, batch_size)
-        del lm
     return {
         "point": spec.model_dump(exclude={"device"}),
         "b_eff": b_eff,
