@@ -32,8 +32,11 @@ TINY = {
 def test_a_resumed_sweep_computes_only_missing_points(tmp_path):
     settings = CapacitySettings(**TINY)
     models, cache = tmp_path / "models", tmp_path / "cache"
+    only_a, done = run_capacity(settings, models, cache, progress=False, sizes=["a"])  # one size's namespace
+    assert sorted(done["computed"]) == ["a_p10_e5/bnb_int8", "a_p10_e5/fp", "a_p20_e5/bnb_int8", "a_p20_e5/fp"]
+    assert set(only_a["size"]) == {"a"}
     first, done = run_capacity(settings, models, cache, progress=False)
-    assert len(done["computed"]) == 8 and done["reused"] == []
+    assert len(done["computed"]) == 4 and len(done["reused"]) == 4 and set(first["size"]) == {"a", "b"}
     assert set(first["variant"]) == {"fp", "bnb_int8"} and len(first) == 8
     again, done = run_capacity(settings, models, cache, progress=False)
     assert done["computed"] == [] and len(done["reused"]) == 8
@@ -95,7 +98,16 @@ def test_the_capacity_pipeline_runs_and_the_report_shows_it(kedro_project):
     beyond what the report reads: the test study is run first)."""
     from conftest import run_kedro
 
+    # One size in its own run (its namespace, as a Slurm task would), then the whole pipeline,
+    # which reuses that size's models and points.
+    run_kedro(kedro_project, pipeline="capacity", namespaces=["capacity_a"])
+    assert (kedro_project / "data/07_model_output/capacity/capacity_a/points.csv").exists()
+    assert not (kedro_project / "data/08_reporting/capacity_points.csv").exists()
+    a_points = sorted(p.name for p in (kedro_project / "data/07_model_output/capacity/points").iterdir())
+    assert a_points == ["a_p20_e20", "a_p60_e20"]
+    stamp = {p: p.stat().st_mtime_ns for p in (kedro_project / "data/07_model_output/capacity/points").rglob("*.json")}
     run_kedro(kedro_project, pipeline="capacity")
+    assert all(p.stat().st_mtime_ns == t for p, t in stamp.items())  # size a's points were read, not recomputed
     saturation = pd.read_csv(kedro_project / "data/08_reporting/capacity_saturation.csv")
     assert set(saturation["variant"]) == {"fp", "bnb_int8", "rtn_w4_g32", "gptq_w3_g32"}
     assert set(saturation["size"]) == {"a", "b"} and (kedro_project / "data/08_reporting/capacity_curves.png").exists()

@@ -94,22 +94,85 @@ def answer_logprobs(
     model, tokenizer, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 256
 ) -> np.ndarray:
     """Sum of log p(answer tokens | prompt), teacher-forced, for ``prompt + " " + answer``."""
-    device = module_device(model)
     scores = np.zeros(len(prompts))
-    for i in range(0, len(prompts), batch_size):
-        ps, ans = prompts[i : i + batch_size], answers[i : i + batch_size]
-        texts = [f"{p} {a}" for p, a in zip(ps, ans)]
-        enc = tokenizer(texts, return_tensors="pt", padding=True, padding_side="right", return_offsets_mapping=True)
-        offsets = enc.pop("offset_mapping")
-        # Answer tokens: those that end after the prompt's last character.
-        ends = offsets[:, :, 1]
-        is_answer = (ends > torch.tensor([len(p) for p in ps])[:, None]) & enc["attention_mask"].bool()
-        logits = model(**enc.to(device)).logits.float().cpu()
-        logp = torch.log_softmax(logits[:, :-1], dim=-1)
-        target = enc["input_ids"][:, 1:].cpu()
-        token_logp = logp.gather(-1, target[..., None])[..., 0]
-        scores[i : i + len(ps)] = (token_logp * is_answer[:, 1:]).sum(1).numpy()
+    for window in _answer_windows(model, tokenizer, prompts, answers, batch_size):
+        scores[window.rows] = window.answer_logprobs().numpy()
     return scores
+
+
+def _accepts_logits_to_keep(model) -> bool:
+    import inspect
+
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
+@dataclass
+class _AnswerWindow:
+    """One batch of ``prompt + " " + answer`` texts, left-padded (so every answer ends the
+    batch), with the logits from the position before the earliest answer token to the end."""
+
+    rows: list[int]  # the batch's row numbers in the caller's order
+    prompts: list[str]
+    ids: torch.Tensor  # [B, width] token ids
+    pads: torch.Tensor  # [B] left padding of each row
+    starts: torch.Tensor  # [B] grid position of each row's first answer token (width: none)
+    is_answer: torch.Tensor  # [B, width]
+    logits: torch.Tensor  # [B, keep, vocabulary], float32 on the CPU: logits[:, j] follow grid position first_kept + j
+
+    @property
+    def first_kept(self) -> int:
+        return self.ids.shape[1] - self.logits.shape[1]
+
+    def answer_logprobs(self) -> torch.Tensor:
+        """Per row, the sum of log p of its answer tokens, normalised only where one is
+        predicted (not over the whole window)."""
+        targets, answer_mask = self.ids[:, self.first_kept + 1 :], self.is_answer[:, self.first_kept + 1 :]
+        where = answer_mask.nonzero(as_tuple=True)
+        picked = self.logits[:, :-1][where]
+        token_logp = torch.zeros(answer_mask.shape)
+        token_logp[where] = picked.gather(-1, targets[where][:, None])[:, 0] - picked.logsumexp(-1)
+        return token_logp.sum(1)
+
+
+def _accepts_logits_to_keep(model) -> bool:
+    import inspect
+
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
+def _answer_windows(
+    model, tokenizer, prompts: Sequence[str], answers: Sequence[str], batch_size: int, progress: bool = False,
+    desc: str = "teacher-forced",
+):
+    """:class:`_AnswerWindow` batches over ``prompt + " " + answer``, longest texts first (less
+    padding). Position ids come from the attention mask, as generation's do; the
+    unembedding runs only over the last positions (``logits_to_keep``: the longest answer
+    plus the position before it), not over the prompts: on SmolLM2 the 49,152 x 576
+    unembedding at every position was a fifth of the forward pass, on the paper_sim model
+    most of it."""
+    device = module_device(model)
+    slice_logits = _accepts_logits_to_keep(model)
+    texts = [f"{p} {a}" for p, a in zip(prompts, answers)]
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    for i in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress):
+        rows = order[i : i + batch_size]
+        ps = [prompts[r] for r in rows]
+        enc = tokenizer([texts[r] for r in rows], return_tensors="pt", padding=True, padding_side="left",
+                        return_offsets_mapping=True)
+        offsets = enc.pop("offset_mapping")
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        width = ids.shape[1]
+        # Answer tokens: those that end after the prompt's last character.
+        is_answer = (offsets[:, :, 1] > torch.tensor([len(p) for p in ps])[:, None]) & mask.bool()
+        starts = torch.where(is_answer.any(1), is_answer.float().argmax(1), torch.full((len(rows),), width))
+        keep = int(width - (starts - 1).clamp(min=0).min())
+        inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(1) - 1).clamp(min=0)}
+        inputs = {k: v.to(device) for k, v in inputs.items()}
+        if slice_logits:
+            logits = model(**inputs, logits_to_keep=keep).logits
+        else:
+            logits = model(**inputs).logits[:, width - keep :]
+        yield _AnswerWindow(rows, ps, ids, width - mask.sum(1), starts, is_answer, logits.float().cpu())
 
 
 @torch.inference_mode()
@@ -122,51 +185,31 @@ def teacher_forced(
     position, decoded), ``answer_logprob`` (as :func:`answer_logprobs`) and ``decidable``
     (False where the prompt's tokens change once the answer is appended, or the answer has
     no token, or the token after the name is not end-of-text yet decodes to nothing)."""
-    device = module_device(model)
-    rows = []
+    rows: dict[int, dict] = {}
     eos = tokenizer.eos_token_id
-    # Longest texts first, in batches of similar length (less padding); rows go back in order.
-    order = sorted(range(len(prompts)), key=lambda i: -len(f"{prompts[i]} {answers[i]}"))
-    prompts, answers = [prompts[i] for i in order], [answers[i] for i in order]
-    for i in tqdm(range(0, len(prompts), batch_size), desc="teacher-forced", disable=not progress):
-        ps, ans = list(prompts[i : i + batch_size]), list(answers[i : i + batch_size])
-        texts = [f"{p} {a}" for p, a in zip(ps, ans)]
-        enc = tokenizer(texts, return_tensors="pt", padding=True, padding_side="right", return_offsets_mapping=True)
-        offsets = enc.pop("offset_mapping")
-        alone = tokenizer(ps)["input_ids"]
-        logits = model(**enc.to(device)).logits.float().cpu()
-        ids = enc["input_ids"].cpu()
-        lengths = enc["attention_mask"].sum(1).cpu()
-        # Answer tokens: those that end after the prompt's last character.
-        is_answer = (offsets[:, :, 1] > torch.tensor([len(p) for p in ps])[:, None]) & enc["attention_mask"].cpu().bool()
-        best = logits.argmax(-1)
-        hit = best[:, :-1] == ids[:, 1:]  # hit[b, t]: token t + 1 is the argmax after token t
-        # log p of each answer token, normalised only where one is predicted (not the whole grid)
-        where = is_answer[:, 1:].nonzero(as_tuple=True)
-        picked = logits[:, :-1][where]
-        token_logp = torch.zeros(is_answer[:, 1:].shape)
-        token_logp[where] = picked.gather(-1, ids[:, 1:][where][:, None])[:, 0] - picked.logsumexp(-1)
-        scores = token_logp.sum(1)
-        greedy = (hit | ~is_answer[:, 1:]).all(1)
-        starts = torch.where(is_answer.any(1), is_answer.float().argmax(1), lengths)
-        answer_ids = [ids[b, int(starts[b]) : int(lengths[b])].tolist() for b in range(len(ps))]
-        nxt = best[torch.arange(len(ps)), lengths - 1].tolist()
-        texts = tokenizer.batch_decode([a + [n] for a, n in zip(answer_ids, nxt)], skip_special_tokens=True)
+    for w in _answer_windows(model, tokenizer, prompts, answers, batch_size, progress):
+        alone = tokenizer(w.prompts)["input_ids"]
+        width, first_kept, n = w.ids.shape[1], w.first_kept, len(w.rows)
+        best = w.logits.argmax(-1)  # best[b, j]: the argmax after grid position first_kept + j
+        hit = best[:, :-1] == w.ids[:, first_kept + 1 :]
+        greedy = (hit | ~w.is_answer[:, first_kept + 1 :]).all(1)
+        scores = w.answer_logprobs()
+        answer_ids = [w.ids[b, int(w.starts[b]) :].tolist() for b in range(n)]
+        nxt = best[:, -1].tolist()  # after each row's last token: left padding puts it at the end
+        first_ids = [int(best[b, max(int(w.starts[b]) - 1 - first_kept, 0)]) for b in range(n)]
+        texts = tokenizer.batch_decode([a + [t] for a, t in zip(answer_ids, nxt)], skip_special_tokens=True)
         alone_texts = tokenizer.batch_decode(answer_ids, skip_special_tokens=True)
-        firsts = tokenizer.batch_decode(
-            [[int(best[b, max(int(starts[b]) - 1, 0)])] for b in range(len(ps))], skip_special_tokens=True
-        )
-        for b in range(len(ps)):
-            start = int(starts[b])
-            decidable = 0 < start < int(lengths[b]) and ids[b, :start].tolist() == alone[b]
+        firsts = tokenizer.batch_decode([[f] for f in first_ids], skip_special_tokens=True)
+        for b, row in enumerate(w.rows):
+            start, pad = int(w.starts[b]), int(w.pads[b])
+            decidable = pad < start < width and w.ids[b, pad:start].tolist() == alone[b]
             if nxt[b] != eos and texts[b] == alone_texts[b]:
                 decidable = False  # the token after the name shows nothing: generation decides
-            rows.append({"greedy": bool(greedy[b]) and decidable, "text": texts[b], "text_alone": alone_texts[b],
+            rows[row] = {"greedy": bool(greedy[b]) and decidable, "text": texts[b], "text_alone": alone_texts[b],
                          "tokens": len(answer_ids[b]), "first": firsts[b], "answer_logprob": float(scores[b]),
-                         "decidable": decidable, "first_id": int(best[b, max(start - 1, 0)])})
+                         "decidable": decidable, "first_id": first_ids[b]}
     columns = ["greedy", "text", "text_alone", "tokens", "first", "answer_logprob", "decidable", "first_id"]
-    frame = pd.DataFrame(rows, columns=columns, index=order)
-    return frame.sort_index().reset_index(drop=True)
+    return pd.DataFrame([rows[r] for r in range(len(prompts))], columns=columns)
 
 
 def _first_answer_token(tokenizer, prompt: str, answer: str) -> int | None:

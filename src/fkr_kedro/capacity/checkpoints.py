@@ -130,10 +130,11 @@ def _measure(model_dir: Path, spec: VariantSpec, calibration: list[str], facts: 
              batch_size: int) -> dict:
     start = time.perf_counter()
     with scratch_variant(model_dir, spec, calibration) as (lm, fp):
+        # Teacher-forced verdicts: equal to generation's on the word-tokenized worlds (docs/performance.md).
         one_hop = score_prompts(lm.model, lm.tokenizer, facts["prompt"].tolist(), facts["object"].tolist(),
-                                batch_size=batch_size)
+                                batch_size=batch_size, mode="teacher_forced")
         composition = score_prompts(lm.model, lm.tokenizer, held_out["prompt_two_hop"].tolist(),
-                                    held_out["e3"].tolist(), batch_size=batch_size)
+                                    held_out["e3"].tolist(), batch_size=batch_size, mode="teacher_forced")
     # The one-hop scores already hold each fact's teacher-forced log-probability: no second pass.
     scored = facts[["relation", "object"]].reset_index(drop=True).assign(answer_logprob=one_hop["answer_logprob"].to_numpy())
     bits = KnowledgeBits(bits_by_relation(scored), fp.quantized_weights, fp.effective_bits * fp.quantized_weights)

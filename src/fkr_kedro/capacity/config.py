@@ -101,3 +101,8 @@ class CapacitySettings(_Strict):
 
     def world_for(self, people: int) -> WorldConfig:
         return replace(self.world, n_people=people)
+
+
+def namespace(size: str) -> str:
+    """The Kedro namespace of one model size's sweep (``kedro run --namespaces=capacity_<size>``)."""
+    return f"capacity_{size}"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,12 +58,13 @@ class Setting:
         return f"{self.size}_p{self.people}_e{self.exposures:g}"
 
 
-def settings_of(capacity: CapacitySettings) -> list[Setting]:
-    """Every (exposures, size, load), smallest first within each."""
+def settings_of(capacity: CapacitySettings, sizes: Collection[str] | None = None) -> list[Setting]:
+    """Every (exposures, size, load) of the named sizes (all by default), smallest first within each."""
     return [
         Setting(size, spec.shape(), people, exposures)
         for exposures in capacity.exposures
         for size, spec in capacity.sizes.items()
+        if sizes is None or size in sizes
         for people in capacity.people
     ]
 
@@ -86,14 +88,15 @@ def facts_task(facts: pd.DataFrame) -> Task:
 
 
 def run_capacity(
-    capacity: CapacitySettings, models_dir: Path, cache_dir: Path, progress: bool = True
+    capacity: CapacitySettings, models_dir: Path, cache_dir: Path, progress: bool = True,
+    sizes: Collection[str] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, list[str]]]:
-    """Train every setting (or reuse it) and measure every format's stored bits on it (or
-    read it from the cache). Returns one row per point and the point names computed and
-    reused in this call."""
+    """Train every setting of the named sizes (all by default; or reuse it) and measure every
+    format's stored bits on it (or read it from the cache). Returns one row per point and the
+    point names computed and reused in this call."""
     rows, computed, reused = [], [], []
     specs = capacity.specs()
-    for setting in settings_of(capacity):
+    for setting in settings_of(capacity, sizes):
         facts = world_facts(capacity, setting.people)
         corpus = fact_corpus(facts)
         t = capacity.training

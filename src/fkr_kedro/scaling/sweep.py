@@ -121,12 +121,13 @@ def scaling_tasks(one_hop: pd.DataFrame, two_hop: pd.DataFrame, in_context: pd.D
 
 
 def evaluate_tasks(lm: CausalLM, tasks: Sequence[Task], batch_size: int = 256) -> dict[str, dict[str, float]]:
-    """Greedy whole-name accuracy of each task (the same scoring as the evaluate pipeline)."""
+    """Greedy whole-name accuracy of each task (the same scoring as the evaluate pipeline;
+    teacher-forced, whose verdicts equal generation's on the word-tokenized world)."""
     out = {}
     for task in tasks:
         scored = score_prompts(
             lm.model, lm.tokenizer, list(task.prompts), list(task.answers), [list(a) for a in task.aliases],
-            batch_size=batch_size,
+            batch_size=batch_size, mode="teacher_forced",
         )
         out[task.name] = {
             "accuracy": float(scored["correct"].mean()),
