@@ -82,6 +82,12 @@ def test_the_default_load_is_set_beside_the_four_bit_capacity():
     assert "200 bits, 0.100 bits per weight" in lines[0] and "fp stores 150 of them (75.0%)" in lines[0]
     # nf4 keeps 120 bits over 1,000 weights: 0.12 bits/param; the default's 0.1 is 0.83 times that.
     assert "keep 0.120 bits per parameter" in lines[1] and "0.83 times that: below" in lines[1]
+    # Two sizes: "s" saturates, "t" does not and holds the lowest 4-bit figure: that figure is
+    # only a lower bound of t's capacity, whatever s did.
+    t = _points({"fp": [100, 150, 300], "nf4": [90, 100, 110]}).assign(size="t")
+    both = saturation_table(pd.concat([_points({"fp": [100, 180, 190], "nf4": [90, 120, 95]}), t]))
+    lines = default_load_sentences({"knowledge_bits": 200.0}, recall, both)
+    assert "keep at least 0.110 bits per parameter" in lines[1] and "nf4 on t; full precision not yet saturated" in lines[1]
 
 
 def test_bad_settings_are_named():

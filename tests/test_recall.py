@@ -162,3 +162,41 @@ def test_teacher_forced_checks_the_whole_name_boundary_and_aliases():
     # Generation's bound: a name as long as max_new_tokens ends the generated text.
     for mode in ("generate", "teacher_forced"):
         assert score_prompts(model, tok, prompts[:1], answers[:1], max_new_tokens=1, mode=mode)["correct"].tolist() == [True]
+
+
+def test_answer_window_scoring_equals_unbatched_full_logits(world):
+    """Left-padded batches scoring only the answer window (``logits_to_keep``) give each row's
+    answer log-probability and greedy verdict as one unpadded forward pass over the whole
+    text does, on a real (random) Llama whose forward takes ``logits_to_keep``."""
+    from transformers import LlamaForCausalLM
+
+    from fkr_kedro.analysis.recall import answer_logprobs
+
+    one_hop = world.one_hop_table().head(40)
+    tok = build_word_tokenizer(world.corpus())
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=2, pad_token_id=tok.pad_token_id,
+                                         eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)).eval()
+    prompts = one_hop["prompt"].tolist()
+    # Answers of one to three words, so the batch's windows and paddings differ.
+    answers = [" ".join(one_hop["object"].iloc[(i + k) % len(one_hop)] for k in range(1 + i % 3)) for i in range(len(prompts))]
+    expected_logprob, expected_greedy, expected_first = [], [], []
+    with torch.no_grad():
+        for p, a in zip(prompts, answers):
+            n_prompt = len(tok(p)["input_ids"])
+            ids = tok(f"{p} {a}", return_tensors="pt")["input_ids"]
+            logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
+            targets = ids[0, n_prompt:]
+            steps = logp[n_prompt - 1 :]
+            expected_logprob.append(float(steps.gather(-1, targets[:, None]).sum()))
+            expected_greedy.append(bool((steps.argmax(-1) == targets).all()))
+            expected_first.append(int(steps[0].argmax()))
+    got = answer_logprobs(model, tok, prompts, answers, batch_size=16)
+    assert got.tolist() == pytest.approx(expected_logprob, abs=1e-4)
+    forced = teacher_forced(model, tok, prompts, answers, batch_size=16)
+    assert forced["answer_logprob"].tolist() == pytest.approx(expected_logprob, abs=1e-4)
+    assert forced["first_id"].tolist() == expected_first
+    decided = forced["decidable"].to_numpy()  # greedy needs the token after the name to show
+    assert decided.sum() >= len(prompts) // 2
+    assert forced["greedy"][decided].tolist() == [g for g, d in zip(expected_greedy, decided) if d]

@@ -258,7 +258,10 @@ def default_load_sentences(
     if four.empty:
         return lines
     low = four.sort_values("bits_per_param").iloc[0]
-    saturated = bool(most[most["variant"] == reference]["fp_flattened"].any()) if reference in set(most["variant"]) else False
+    # Saturated means: full precision's curve flattened for the size this lowest row comes from
+    # (otherwise its bits per parameter are a lower bound of that size's 4-bit capacity).
+    low_ref = most[(most["variant"] == reference) & (most["size"] == low["size"])]
+    saturated = bool(low_ref["fp_flattened"].any())
     kept = float(low["bits_per_param"])
     ratio = (load / weights) / kept if kept else float("inf")
     lines.append(
