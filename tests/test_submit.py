@@ -188,6 +188,18 @@ def test_the_scaling_sweep_is_one_array_task_per_model_size(tmp_path):
     assert "fit_scaling_laws" in from_nodes and "summarize_scaling_training" in from_nodes
 
 
+@pytest.mark.slow
+def test_the_capacity_sweep_is_one_array_task_per_model_size(tmp_path):
+    project = copy_project(tmp_path / "project")
+    result = kedro(project, "submit", "--env=test", "--pipelines=capacity", "--dry-run")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-5000:]
+    variant = out.split("# ---- variant.sbatch ----")[1].split("# ----")[0]
+    assert "#SBATCH --array=0-1" in variant and "NAMESPACES=(capacity_a capacity_b)" in variant
+    report = out.split("# ---- report.sbatch ----")[1]
+    assert re.search(r"--from-nodes=(\S+)", report).group(1).split(",") == ["gather_capacity_points"]
+
+
 def _squeue_empty(cluster, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -87,6 +87,7 @@ def _plan(context, names: list[str]):
     from kedro.framework.project import pipelines as registry
     from kedro.pipeline import Pipeline
 
+    from .capacity.config import namespace as capacity_namespace
     from .pipelines.probe.nodes import REFERENCE
     from .run_config import active_variants, study_parameters
     from .scaleout import JobGraphError, plan_jobs
@@ -112,6 +113,8 @@ def _plan(context, names: list[str]):
     parallel = [spec.name for spec in active_variants(params)]  # the configured order
     if params.scaling is not None:
         parallel += [scaling_namespace(size) for size in params.scaling.sizes]
+    if params.capacity is not None:
+        parallel += [capacity_namespace(size) for size in params.capacity.sizes]
     groups = pipeline.group_nodes_by("namespace")
     parents = {node.name: {p.name for p in deps} for node, deps in pipeline.node_dependencies.items()}
     graph = plan_jobs(groups, parallel=parallel, first={REFERENCE}, node_parents=parents)
