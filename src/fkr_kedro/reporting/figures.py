@@ -10,6 +10,7 @@ notebook.
 from __future__ import annotations
 
 import itertools
+import re
 
 import numpy as np
 import pandas as pd
@@ -191,7 +192,10 @@ def damage_along_training(damage: pd.DataFrame) -> Figure:
         for variant, rows in part.groupby("variant", sort=False):
             rows = rows.sort_values("step")
             color = METHOD_COLORS.get(str(rows["method"].iloc[0]), None)
-            ax.plot(rows["step"], scale * rows["loss_mean"], marker="o", markersize=4, color=color, label=variant)
+            bits = re.search(r"_w(\d+)_", str(variant))  # one colour per method, one line style per bit width
+            style = BITS_LINESTYLES.get(int(bits.group(1)), "-") if bits else "-"
+            ax.plot(rows["step"], scale * rows["loss_mean"], marker="o", markersize=4, color=color, linestyle=style,
+                    label=variant)
             ax.fill_between(rows["step"], scale * rows["loss_low"], scale * rows["loss_high"], color=color, alpha=0.15)
         ax.axhline(0, color="gray", linewidth=0.8)
         ax.set_xlabel("training step")
