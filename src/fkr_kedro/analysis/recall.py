@@ -23,6 +23,7 @@ name decodes to nothing) are generated. docs/performance.md has the measured agr
 
 from __future__ import annotations
 
+import inspect
 import re
 import time
 import unicodedata
@@ -100,12 +101,6 @@ def answer_logprobs(
     return scores
 
 
-def _accepts_logits_to_keep(model) -> bool:
-    import inspect
-
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
-
-
 @dataclass
 class _AnswerWindow:
     """One batch of ``prompt + " " + answer`` texts, left-padded (so every answer ends the
@@ -135,14 +130,11 @@ class _AnswerWindow:
 
 
 def _accepts_logits_to_keep(model) -> bool:
-    import inspect
-
     return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
 def _answer_windows(
-    model, tokenizer, prompts: Sequence[str], answers: Sequence[str], batch_size: int, progress: bool = False,
-    desc: str = "teacher-forced",
+    model, tokenizer, prompts: Sequence[str], answers: Sequence[str], batch_size: int, progress: bool = False
 ):
     """:class:`_AnswerWindow` batches over ``prompt + " " + answer``, longest texts first (less
     padding). Position ids come from the attention mask, as generation's do; the
@@ -154,7 +146,7 @@ def _answer_windows(
     slice_logits = _accepts_logits_to_keep(model)
     texts = [f"{p} {a}" for p, a in zip(prompts, answers)]
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-    for i in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress):
+    for i in tqdm(range(0, len(order), batch_size), desc="teacher-forced", disable=not progress):
         rows = order[i : i + batch_size]
         ps = [prompts[r] for r in rows]
         enc = tokenizer([texts[r] for r in rows], return_tensors="pt", padding=True, padding_side="left",

@@ -8,8 +8,8 @@ import logging
 import pandas as pd
 
 from fkr_kedro.capacity.config import CapacitySettings
-from fkr_kedro.pipelines.wiring import by_namespace
 from fkr_kedro.capacity.study import capacity_conclusion, run_capacity, saturation_table
+from fkr_kedro.pipelines.wiring import by_namespace
 from fkr_kedro.reporting.figures import capacity_curves
 from fkr_kedro.scaling.sweep import PointCache
 
