@@ -169,34 +169,34 @@ def test_dry_run_of_the_paper_env_asks_one_gpu_per_variant_task_without_a_gpu(tm
     assert "nothing submitted" in out and not (project / "logs" / "slurm" / "paper" / "study.json").exists()
 
 
+def _dry_run_scripts(tmp_path, pipeline: str):
+    """`kedro submit --env=test --pipelines=<pipeline> --dry-run` on a copy of the project:
+    the project folder, and the printed variant (array) and report sbatch scripts."""
+    project = copy_project(tmp_path / "project")
+    result = kedro(project, "submit", "--env=test", f"--pipelines={pipeline}", "--dry-run")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-5000:]
+    return project, out.split("# ---- variant.sbatch ----")[1].split("# ----")[0], out.split("# ---- report.sbatch ----")[1]
+
+
 @pytest.mark.slow
 def test_the_scaling_sweep_is_one_array_task_per_model_size(tmp_path):
     from fkr_kedro.scaling.config import namespace
 
-    project = copy_project(tmp_path / "project")
-    result = kedro(project, "submit", "--env=test", "--pipelines=scaling", "--dry-run")
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out[-5000:]
     import yaml
 
+    project, variant, report = _dry_run_scripts(tmp_path, "scaling")
     sizes = yaml.safe_load((project / "conf" / "test" / "parameters_scaling.yml").read_text())["scaling"]["sizes"]
-    variant = out.split("# ---- variant.sbatch ----")[1].split("# ----")[0]
     assert f"#SBATCH --array=0-{len(sizes) - 1}" in variant
     assert f"NAMESPACES=({' '.join(namespace(size) for size in sizes)})" in variant
-    report = out.split("# ---- report.sbatch ----")[1]
     from_nodes = re.search(r"--from-nodes=(\S+)", report).group(1).split(",")
     assert "fit_scaling_laws" in from_nodes and "summarize_scaling_training" in from_nodes
 
 
 @pytest.mark.slow
 def test_the_capacity_sweep_is_one_array_task_per_model_size(tmp_path):
-    project = copy_project(tmp_path / "project")
-    result = kedro(project, "submit", "--env=test", "--pipelines=capacity", "--dry-run")
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out[-5000:]
-    variant = out.split("# ---- variant.sbatch ----")[1].split("# ----")[0]
+    _, variant, report = _dry_run_scripts(tmp_path, "capacity")
     assert "#SBATCH --array=0-1" in variant and "NAMESPACES=(capacity_a capacity_b)" in variant
-    report = out.split("# ---- report.sbatch ----")[1]
     assert re.search(r"--from-nodes=(\S+)", report).group(1).split(",") == ["gather_capacity_points"]
 
 
