@@ -98,8 +98,11 @@ def main() -> None:
     parser.add_argument("--world-seed", type=int, default=0, help="another draw of the same world")
     parser.add_argument("--steps", type=int, help="training steps (conf/base: 11000)")
     parser.add_argument("--weight-decay", type=float, help="AdamW weight decay (conf/base: 0.1)")
+    parser.add_argument("--batch-size", type=int, help="sequences a step (conf/base: 128)")
+    parser.add_argument("--learning-rate", type=float, help="peak learning rate (conf/base: 0.003)")
     parser.add_argument("--layers", type=int, help="decoder layers (conf/base: 4)")
     parser.add_argument("--width", type=int, help="hidden size, MLP 4x; divisible by 8 (conf/base: 64)")
+    parser.add_argument("--mlp", type=int, help="MLP width (default: 4x the hidden size)")
     parser.add_argument("--chains", type=int, default=150, help="chains evaluated per composition and split")
     args = parser.parse_args()
 
@@ -119,11 +122,17 @@ def main() -> None:
         shape = dataclasses.replace(shape, num_layers=args.layers)
     if args.width is not None:
         shape = dataclasses.replace(shape, hidden_size=args.width, intermediate_size=4 * args.width)
+    if args.mlp is not None:
+        shape = dataclasses.replace(shape, intermediate_size=args.mlp)
     config = TrainConfig(**train_params["training"])
     if args.steps is not None:
         config = dataclasses.replace(config, steps=args.steps)
     if args.weight_decay is not None:
         config = dataclasses.replace(config, weight_decay=args.weight_decay)
+    if args.batch_size is not None:
+        config = dataclasses.replace(config, batch_size=args.batch_size)
+    if args.learning_rate is not None:
+        config = dataclasses.replace(config, learning_rate=args.learning_rate)
     start = time.perf_counter()
     model, history = train_causal_lm(corpus, tokenizer, shape, config, progress=False)
     print(f"trained in {time.perf_counter() - start:.0f} s, final loss {history[-1]['loss']:.3f}")

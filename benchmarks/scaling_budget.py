@@ -1,7 +1,7 @@
 """Benchmark (not a test): how long the embedded scaling study's training takes, per size.
 
 Trains every size of conf/base/parameters_scaling.yml for a few steps on the real corpus
-(the world's statements plus the in-context task's), in one process, and prints each size's
+(the scaling world's statements plus the in-context task's), in one process, and prints each size's
 steps per second, its cost relative to the first size (a ratio measured in one run, which
 survives a loaded machine better than the absolute figures), its configured steps
 (``exposures_per_fact``) and the projected training time at the measured rate.
@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from fkr_kedro.knowledge.utilization import in_context_task
-from fkr_kedro.knowledge.world import WorldConfig, generate_world
+from fkr_kedro.knowledge.world import generate_world
 from fkr_kedro.modeling.tokenizer import build_word_tokenizer
 from fkr_kedro.modeling.train import non_embedding_parameters, train_causal_lm
 from fkr_kedro.scaling.config import ScalingSettings
@@ -37,8 +37,7 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = ScalingSettings(**yaml.safe_load((CONF / "parameters_scaling.yml").read_text())["scaling"])
-    world_config = WorldConfig(**yaml.safe_load((CONF / "parameters_data_prep.yml").read_text())["world"])
-    world = generate_world(world_config)
+    world = generate_world(settings.world)
     task = in_context_task(world, settings.in_context)
     corpus = world.corpus() + list(task.train_statements)
     tokenizer = build_word_tokenizer(corpus)

@@ -30,7 +30,7 @@ def test_scaling_is_not_part_of_the_default_run(monkeypatch):
 def test_scaling_pipeline_split_by_size_then_resumed(kedro_project):
     """Shared inputs first, then each size in its own run (as separate processes would), then
     the whole pipeline, which must train nothing and compute no point."""
-    run_kedro(kedro_project, pipeline="scaling", node_names=["generate_synthetic_world", "build_in_context_task"])
+    run_kedro(kedro_project, pipeline="scaling", node_names=["generate_scaling_world", "build_in_context_task"])
     for size in ("scaling_l1", "scaling_l2"):
         run_kedro(kedro_project, pipeline="scaling", namespaces=[size])
     cached = sorted((kedro_project / "data/07_model_output/scaling").glob("*/points/*.json"))

@@ -103,8 +103,9 @@ def answer_logprobs(
 
 @dataclass
 class _AnswerWindow:
-    """One batch of ``prompt + " " + answer`` texts, left-padded (so every answer ends the
-    batch), with the logits from the position before the earliest answer token to the end."""
+    """One batch of ``prompt + " " + answer`` texts on a left-padded grid (so every answer
+    ends the batch), with the logits from the position before the earliest answer token to
+    the end."""
 
     rows: list[int]  # the batch's row numbers in the caller's order
     prompts: list[str]
@@ -136,35 +137,50 @@ def _accepts_logits_to_keep(model) -> bool:
 def _answer_windows(
     model, tokenizer, prompts: Sequence[str], answers: Sequence[str], batch_size: int, progress: bool = False
 ):
-    """:class:`_AnswerWindow` batches over ``prompt + " " + answer``, longest texts first (less
-    padding). Position ids come from the attention mask, as generation's do; the
-    unembedding runs only over the last positions (``logits_to_keep``: the longest answer
-    plus the position before it), not over the prompts: on SmolLM2 the 49,152 x 576
-    unembedding at every position was a fifth of the forward pass, on the paper_sim model
-    most of it."""
+    """:class:`_AnswerWindow` batches over ``prompt + " " + answer``, longest first in tokens
+    (less padding).
+
+    The forward pass runs right-padded and without an attention mask, as
+    lm-evaluation-harness's loglikelihood does: causal attention keeps every real token blind
+    to the padding after it, positions start at 0 in every row, and attention takes its
+    unmasked causal path (a padding mask makes SDPA build and read a [B, 1, T, T] mask). The
+    logits are then laid out on the left-padded grid the callers index. The unembedding runs
+    only over the positions that hold some row's answer window (``logits_to_keep``), not over
+    the prompts: on SmolLM2 the 49,152 x 576 unembedding at every position was a fifth of the
+    forward pass, on the paper_sim model most of it."""
     device = module_device(model)
     slice_logits = _accepts_logits_to_keep(model)
     texts = [f"{p} {a}" for p, a in zip(prompts, answers)]
-    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
+    order = sorted(range(len(texts)), key=lambda i: -lengths[i])
     for i in tqdm(range(0, len(order), batch_size), desc="teacher-forced", disable=not progress):
         rows = order[i : i + batch_size]
         ps = [prompts[r] for r in rows]
-        enc = tokenizer([texts[r] for r in rows], return_tensors="pt", padding=True, padding_side="left",
+        enc = tokenizer([texts[r] for r in rows], return_tensors="pt", padding=True, padding_side="right",
                         return_offsets_mapping=True)
-        offsets = enc.pop("offset_mapping")
-        ids, mask = enc["input_ids"], enc["attention_mask"]
-        width = ids.shape[1]
+        right_ids, right_mask = enc["input_ids"], enc["attention_mask"].bool()
+        n, width = right_ids.shape
         # Answer tokens: those that end after the prompt's last character.
-        is_answer = (offsets[:, :, 1] > torch.tensor([len(p) for p in ps])[:, None]) & mask.bool()
-        starts = torch.where(is_answer.any(1), is_answer.float().argmax(1), torch.full((len(rows),), width))
-        keep = int(width - (starts - 1).clamp(min=0).min())
-        inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(1) - 1).clamp(min=0)}
-        inputs = {k: v.to(device) for k, v in inputs.items()}
-        if slice_logits:
-            logits = model(**inputs, logits_to_keep=keep).logits
-        else:
-            logits = model(**inputs).logits[:, width - keep :]
-        yield _AnswerWindow(rows, ps, ids, width - mask.sum(1), starts, is_answer, logits.float().cpu())
+        right_answer = (enc["offset_mapping"][:, :, 1] > torch.tensor([len(p) for p in ps])[:, None]) & right_mask
+        # The left-padded grid: grid position j of row b holds right-padded position j - pads[b].
+        pads = width - right_mask.sum(1)
+        source = torch.arange(width)[None, :] - pads[:, None]
+        real = source >= 0
+        source = source.clamp(min=0)
+        ids = torch.where(real, right_ids.gather(1, source), tokenizer.pad_token_id)
+        is_answer = real & right_answer.gather(1, source)
+        starts = torch.where(is_answer.any(1), is_answer.float().argmax(1), torch.full((n,), width))
+        first_kept = int((starts - 1).clamp(min=0).min())  # the grid position before the earliest answer token
+        # Right-padded positions that hold some row's grid positions first_kept .. width - 1.
+        low = max(first_kept - int(pads.max()), 0)
+        with torch.inference_mode():
+            if slice_logits:
+                logits = model(input_ids=right_ids.to(device), logits_to_keep=torch.arange(low, width, device=device)).logits
+            else:
+                logits = model(input_ids=right_ids.to(device)).logits[:, low:]
+        kept = (torch.arange(first_kept, width)[None, :] - pads[:, None] - low).clamp(min=0)  # grid padding: unused
+        logits = logits.float().cpu()[torch.arange(n)[:, None], kept]
+        yield _AnswerWindow(rows, ps, ids, pads, starts, is_answer, logits)
 
 
 @torch.inference_mode()

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..knowledge.utilization import InContextConfig
+from ..knowledge.world import WorldConfig
 from ..modeling.exposures import steps_for_exposures
 from ..modeling.train import ModelShape, TrainConfig
 from ..quantization.methods import METHODS
@@ -89,6 +90,10 @@ class FitSettings(_Strict):
 
 class ScalingSettings(_Strict):
     sizes: dict[str, SizeSettings]
+    # The world the sizes are trained on and evaluated in: a study of its own, so a smaller
+    # world than the default study's keeps several sizes within the time budget, and
+    # `kedro run --pipeline=scaling` leaves the default study's data alone.
+    world: WorldConfig = WorldConfig()
     training: TrainConfig = TrainConfig()  # the same for every size
     # When set, every size trains to this many expected exposures of each corpus statement
     # (fkr_kedro.modeling.exposures): training.steps is then computed from the corpus size,

@@ -9,7 +9,9 @@ import random
 import pandas as pd
 
 from fkr_kedro.knowledge.utilization import in_context_task
-from fkr_kedro.knowledge.world import WorldConfig, generate_world
+from fkr_kedro.knowledge.world import generate_world
+from fkr_kedro.parameters import EvaluationSample
+from fkr_kedro.pipelines.data_prep.nodes import generate_synthetic_world
 from fkr_kedro.pipelines.wiring import by_namespace
 from fkr_kedro.reporting.figures import scaling_predicted_vs_observed, scaling_training_curves
 from fkr_kedro.scaling.config import ScalingSettings
@@ -19,9 +21,18 @@ from fkr_kedro.scaling.sweep import PointCache, TrainedModel, TrainingJob, run_s
 log = logging.getLogger(__name__)
 
 
-def build_in_context_task(world: WorldConfig, scaling: ScalingSettings) -> tuple[str, pd.DataFrame]:
+def generate_scaling_world(
+    scaling: ScalingSettings, evaluation_sample: EvaluationSample
+) -> tuple[pd.DataFrame, pd.DataFrame, str, dict]:
+    """The scaling study's world (``scaling.world``), made as data_prep makes the default
+    study's: evaluation prompts, training corpus and summary."""
+    one_hop, two_hop, corpus, summary, _ = generate_synthetic_world(scaling.world, evaluation_sample)
+    return one_hop, two_hop, corpus, summary
+
+
+def build_in_context_task(scaling: ScalingSettings) -> tuple[str, pd.DataFrame]:
     """Training statements (one a line) and evaluation prompts of the in-context task."""
-    task = in_context_task(generate_world(world), scaling.in_context)
+    task = in_context_task(generate_world(scaling.world), scaling.in_context)
     log.info(
         "In-context task: %d training statements, %d evaluation prompts (%d with held-out bridges)",
         len(task.train_statements), len(task.prompts), int((task.prompts["split"] == "held_out_bridge").sum()),

@@ -1,21 +1,26 @@
-"""The scaling pipeline: data_prep (the world), the in-context task, then per model size one
-namespace (`scaling_<size>`: train, sweep), then the fit over all sizes.
+"""The scaling pipeline: its own world (``scaling.world``) and the in-context task, then per
+model size one namespace (`scaling_<size>`: train, sweep), then the fit over all sizes.
 
 `kedro run --pipeline=scaling` runs it all; the sweep of one size can run in its own process
-with `kedro run --pipeline=scaling --namespaces=scaling_<size>` once data_prep and the
+with `kedro run --pipeline=scaling --namespaces=scaling_<size>` once the world and the
 in-context task exist, and a final `kedro run --pipeline=scaling` reads every cached point.
 """
 
 from kedro.pipeline import Pipeline, node
 
-from fkr_kedro.pipelines.data_prep import create_pipeline as data_prep_pipeline
 from fkr_kedro.pipelines.wiring import per_namespace
 from fkr_kedro.run_config import bind, study_parameters
 from fkr_kedro.scaling.config import namespace
 
-from .nodes import build_in_context_task, fit_scaling_laws, plan_training, plot_scaling_fit, summarize_training, sweep_model
+from .nodes import (
+    build_in_context_task, fit_scaling_laws, generate_scaling_world, plan_training, plot_scaling_fit, summarize_training,
+    sweep_model,
+)
 
-SHARED = {"train_corpus", "one_hop_prompts", "two_hop_prompts", "scaling_in_context_corpus", "scaling_in_context_prompts"}
+SHARED = {
+    "scaling_train_corpus", "scaling_one_hop_prompts", "scaling_two_hop_prompts", "scaling_in_context_corpus",
+    "scaling_in_context_prompts",
+}
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -26,11 +31,17 @@ def create_pipeline(**kwargs) -> Pipeline:
     task = Pipeline(
         [
             node(
+                generate_scaling_world,
+                inputs={"scaling": "params:scaling", "evaluation_sample": "params:evaluation_sample"},
+                outputs=["scaling_one_hop_prompts", "scaling_two_hop_prompts", "scaling_train_corpus", "scaling_world_summary"],
+                name="generate_scaling_world",
+            ),
+            node(
                 build_in_context_task,
-                inputs={"world": "params:world", "scaling": "params:scaling"},
+                inputs={"scaling": "params:scaling"},
                 outputs=["scaling_in_context_corpus", "scaling_in_context_prompts"],
                 name="build_in_context_task",
-            )
+            ),
         ],
         tags=["scaling"],
     )
@@ -53,7 +64,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         ],
         tags=["scaling"],
     )
-    return data_prep_pipeline() + task + sizes + fit
+    return task + sizes + fit
 
 
 def size_pipeline(size: str) -> Pipeline:
@@ -62,7 +73,7 @@ def size_pipeline(size: str) -> Pipeline:
             node(
                 bind(plan_training, size=size),
                 inputs={
-                    "train_corpus": "train_corpus", "in_context_corpus": "scaling_in_context_corpus",
+                    "train_corpus": "scaling_train_corpus", "in_context_corpus": "scaling_in_context_corpus",
                     "scaling": "params:scaling",
                 },
                 outputs="scaling_model",
@@ -73,10 +84,10 @@ def size_pipeline(size: str) -> Pipeline:
                 inputs={
                     "model": "scaling_model",
                     "cache": "scaling_point_cache",
-                    "train_corpus": "train_corpus",
+                    "train_corpus": "scaling_train_corpus",
                     "in_context_corpus": "scaling_in_context_corpus",
-                    "one_hop_prompts": "one_hop_prompts",
-                    "two_hop_prompts": "two_hop_prompts",
+                    "one_hop_prompts": "scaling_one_hop_prompts",
+                    "two_hop_prompts": "scaling_two_hop_prompts",
                     "in_context_prompts": "scaling_in_context_prompts",
                     "scaling": "params:scaling",
                 },
