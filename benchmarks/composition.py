@@ -103,6 +103,9 @@ def main() -> None:
     parser.add_argument("--layers", type=int, help="decoder layers (conf/base: 4)")
     parser.add_argument("--width", type=int, help="hidden size, MLP 4x; divisible by 8 (conf/base: 64)")
     parser.add_argument("--mlp", type=int, help="MLP width (default: 4x the hidden size)")
+    parser.add_argument("--in-context", type=int, default=0,
+                        help="add the scaling study's in-context statements, this many per composition (conf/base: 750)")
+    parser.add_argument("--seed", type=int, help="training seed (conf/base: 0)")
     parser.add_argument("--chains", type=int, default=150, help="chains evaluated per composition and split")
     args = parser.parse_args()
 
@@ -114,6 +117,10 @@ def main() -> None:
         world_params["n_people"] = args.people
     world = generate_world(WorldConfig(**world_params))
     corpus = world.corpus()
+    if args.in_context:
+        from fkr_kedro.knowledge.utilization import InContextConfig, in_context_task
+
+        corpus += in_context_task(world, InContextConfig(train_statements_per_composition=args.in_context)).train_statements
     print(f"{len(corpus)} statements; e.g. {world.two_hop_table()['prompt_two_hop'].iloc[0]!r}")
     tokenizer = build_word_tokenizer(corpus)
     train_params = base_parameters("train")
@@ -129,6 +136,8 @@ def main() -> None:
         config = dataclasses.replace(config, steps=args.steps)
     if args.weight_decay is not None:
         config = dataclasses.replace(config, weight_decay=args.weight_decay)
+    if args.seed is not None:
+        config = dataclasses.replace(config, seed=args.seed)
     if args.batch_size is not None:
         config = dataclasses.replace(config, batch_size=args.batch_size)
     if args.learning_rate is not None:

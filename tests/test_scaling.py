@@ -420,3 +420,24 @@ def test_training_summary_measures_how_flat_the_curve_ends():
     lines = fig.axes[0].get_lines()
     assert [l.get_label() for l in lines] == ["small (N=1,000)", "big (N=2,000)"]
     assert lines[0].get_xdata()[-1] == pytest.approx(901 * 10 / 100)  # exposures per statement
+
+
+def test_two_sizes_give_no_interval_and_no_verdict():
+    """With two sizes every identifying cluster resample is the sample itself: a zero-width
+    interval would pass for certainty, so the fit reports none and decides nothing."""
+    from fkr_kedro.scaling.fit import compare_sensitivity, fit_task
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for model, n in (("a", 1e5), ("b", 4e5)):
+        for bits in (3, 4, 8):
+            for c in (8, 32, 128):
+                for g in (16, 32):
+                    loss = 2.0 * n ** -0.3 * np.log2(bits + 0.5) ** -1.0 * np.log2(c) ** -0.05 * g ** 0.06
+                    acc_adj = np.exp(-loss * np.exp(rng.normal(0, 0.05)))
+                    rows.append({"model": model, "n_params": n, "b_eff": bits + 0.5, "calibration_size": c,
+                                 "group_size": g, "accuracy": acc_adj, "chance": 0.0, "acc_adj": acc_adj})
+    two = fit_task(pd.DataFrame(rows), "km", n_boot=100)
+    assert two.bootstrap_samples == 0
+    assert all(np.isnan(lo) and np.isnan(hi) for lo, hi in two.intervals.values())
+    assert {c["verdict"] for c in compare_sensitivity(two, two).values()} == {"undetermined"}

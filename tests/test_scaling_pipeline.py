@@ -21,7 +21,7 @@ def test_scaling_is_not_part_of_the_default_run(monkeypatch):
     set_active_config_loader(None)
     configure_project("fkr_kedro")
     scaling = {n.name for n in pipelines["scaling"].nodes}
-    assert {"fit_scaling_laws", "scaling_d2w64.train_scaling_model", "scaling_d5w128.sweep_points"} <= scaling
+    assert {"fit_scaling_laws", "generate_scaling_world", "scaling_d2w32.train_scaling_model", "scaling_d4w64m512.sweep_points"} <= scaling
     default = {n.name for n in pipelines["__default__"].nodes}
     assert not {n for n in scaling if "scaling" in n} & default
 
@@ -92,3 +92,11 @@ def test_scaling_pipeline_split_by_size_then_resumed(kedro_project):
     assert lost.exists()
     assert {p: p.stat().st_mtime_ns for p in cached if p != lost} == {p: t for p, t in before.items() if p != lost}
     assert [m.stat().st_mtime_ns for m in models] == model_mtimes
+
+    # The study's MLflow run is named after what the sweep trains, not after the default study.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{kedro_project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("fkr_kedro")
+    names = {r.info.run_name for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("pipeline") == "scaling"}
+    assert names == {"scaling test: 2 sizes trained from scratch (l1, l2) on synthetic world (seed 0, 200 people), 6 variants"}

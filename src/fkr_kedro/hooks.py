@@ -416,15 +416,20 @@ class MlflowVariantHook:
         pipelines = run_params.get("pipeline_names") or [run_params.get("pipeline_name") or "__default__"]
         if isinstance(pipelines, str):
             pipelines = [pipelines]
+        sweep = _sweep_description(pipelines)
+        if sweep is not None:  # a sweep trains its own models on its own worlds: name those
+            source, n_studied = sweep
+        else:
+            n_studied = len(studied or specs)
         env = run_params.get("env") or "local"
         study_name = client.get_run(run_id).data.tags.get(STUDY_NAME_TAG) if self._job is not None else None
         if study_name:  # kedro-mlflow renames the run it resumes after the pipeline: the study's name again
             client.update_run(run_id, name=study_name)
         if self._job is None:  # `kedro submit` names the study's run and tags it once
-            name = study_run_name(env, pipelines, source["model"], source["dataset"], len(studied or specs))
+            name = study_run_name(env, pipelines, source["model"], source["dataset"], n_studied)
             client.update_run(run_id, name=name)
             set_tags(client, run_id, {"pipeline": "+".join(pipelines), "kedro_env": env, "model": source["model"],
-                                      "knowledge_source": source["dataset"], "n_variants": len(studied or specs)})
+                                      "knowledge_source": source["dataset"], "n_variants": n_studied})
 
         self._declarations = _declarations(pipeline, catalog)
         check_declarations(self._declarations.values(), {n: _filepath(catalog, n) for n in self._declarations})
@@ -675,6 +680,24 @@ def _variant_params(spec) -> dict[str, Any]:
         "sym": spec.sym if "sym" in options else None,
         "desc_act": spec.desc_act if "desc_act" in options else None,
     }
+
+
+def _sweep_description(pipelines: list[str]) -> tuple[dict[str, str], int] | None:
+    """For a run of the scaling or capacity sweep alone: its model sizes, its world(s) and its
+    quantized points a model, instead of the default study's model and variants."""
+    from .reporting.describe import describe_dataset
+
+    params = study_parameters()
+    if pipelines == ["scaling"] and params.scaling is not None:
+        sizes = list(params.scaling.sizes)
+        model = f"{len(sizes)} sizes trained from scratch ({', '.join(sizes)})"
+        return {"model": model, "dataset": describe_dataset(None, params.scaling.world)}, len(params.scaling.points())
+    if pipelines == ["capacity"] and params.capacity is not None:
+        sizes = list(params.capacity.sizes)
+        people = ", ".join(str(p) for p in params.capacity.people)
+        model = f"{len(sizes)} sizes trained from scratch ({', '.join(sizes)})"
+        return {"model": model, "dataset": f"synthetic worlds of {people} people"}, len(params.capacity.variants)
+    return None
 
 
 def _source_description(parameters: dict[str, Any]) -> dict[str, str]:

@@ -188,6 +188,10 @@ def cluster_resample(points: pd.DataFrame, rng: np.random.Generator, size_column
     return np.concatenate(rows)
 
 
+# The cluster bootstrap's intervals need this many model sizes in a task's fit (see fit_task).
+MIN_CLUSTER_SIZES = 3
+
+
 def cluster_bootstrap_exponents(
     points: pd.DataFrame, n_boot: int = 1000, seed: int = 0, size_column: str = "model"
 ) -> tuple[np.ndarray, int]:
@@ -255,7 +259,11 @@ def fit_task(
     'size': whole model sizes resampled; 'point': points resampled, which treats points of
     one model as independent), leave-one-size-out errors and extrapolation."""
     fit = fit_law(points)
-    if bootstrap_unit == "size":
+    if bootstrap_unit == "size" and points["model"].nunique() < MIN_CLUSTER_SIZES:
+        # With two sizes every resample that identifies the law is the sample itself, so the
+        # interval would have width 0: report none (NaN), and no verdict rests on it.
+        samples, used = np.full((1, len(FACTORS)), np.nan), 0
+    elif bootstrap_unit == "size":
         samples, used = cluster_bootstrap_exponents(points, n_boot, seed)
     elif bootstrap_unit == "point":
         samples, used = bootstrap_exponents(points, n_boot, confidence, seed)
@@ -461,8 +469,9 @@ def conclude(
         out["comparisons"][task] = {"status": "fitted", "factors": comparison}
         for factor, c in comparison.items():
             ref, other = c[reference_task], c[task]
+            why = "" if all(np.isfinite(ref["ci"] + other["ci"])) else f", no interval with fewer than {MIN_CLUSTER_SIZES} sizes"
             out["statements"].append(
-                f"{c['factor']}: {c['verdict']} ({reference_task} {factor} = {ref['estimate']:.3f} "
+                f"{c['factor']}: {c['verdict']}{why} ({reference_task} {factor} = {ref['estimate']:.3f} "
                 f"[{ref['ci'][0]:.3f}, {ref['ci'][1]:.3f}], {task} {factor} = {other['estimate']:.3f} "
                 f"[{other['ci'][0]:.3f}, {other['ci'][1]:.3f}])"
             )
@@ -493,7 +502,8 @@ def exponents_vs_paper(exponents: pd.DataFrame, fit_metrics: dict | None = None)
         row = {"factor": f"{factor} ({FACTOR_NAMES[factor]})"}
         for task in tasks:
             e = exponents[(exponents["task"] == task) & (exponents["factor"] == factor)].iloc[0]
-            row[task] = f"{e['estimate']:.3f} [{e['ci_low']:.3f}, {e['ci_high']:.3f}]"
+            row[task] = (f"{e['estimate']:.3f} [{e['ci_low']:.3f}, {e['ci_high']:.3f}]" if np.isfinite(e["ci_low"])
+                         else f"{e['estimate']:.3f} [no interval: < {MIN_CLUSTER_SIZES} sizes]")
         row.update({name: f"{values[factor]:.3f}" for name, values in PAPER_EXPONENTS.items()})
         rows.append(row)
     r2 = {"factor": "adjusted R^2"}
