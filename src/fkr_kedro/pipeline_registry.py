@@ -10,8 +10,8 @@ from kedro.pipeline import Pipeline
 
 
 # Run only when asked for by name: the scaling and capacity sweeps train several models
-# (~30 and ~45 minutes), checkpoints quantizes every training checkpoint, and export writes
-# the prompts as an lm-evaluation-harness task folder.
+# (~54 and ~40-72 minutes, docs/scaling.md and docs/capacity.md), checkpoints quantizes every
+# training checkpoint, and export writes the prompts as an lm-evaluation-harness task folder.
 NOT_IN_DEFAULT = ("scaling", "capacity", "checkpoints", "export")
 
 
