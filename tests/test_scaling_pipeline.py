@@ -4,6 +4,7 @@ GPTQ points), and a second run that reads every point from the cache."""
 from __future__ import annotations
 
 import json
+import time
 
 import pandas as pd
 import pytest
@@ -30,6 +31,7 @@ def test_scaling_is_not_part_of_the_default_run(monkeypatch):
 def test_scaling_pipeline_split_by_size_then_resumed(kedro_project):
     """Shared inputs first, then each size in its own run (as separate processes would), then
     the whole pipeline, which must train nothing and compute no point."""
+    started = int(time.time() * 1000)
     run_kedro(kedro_project, pipeline="scaling", node_names=["generate_scaling_world", "build_in_context_task"])
     for size in ("scaling_l1", "scaling_l2"):
         run_kedro(kedro_project, pipeline="scaling", namespaces=[size])
@@ -93,10 +95,10 @@ def test_scaling_pipeline_split_by_size_then_resumed(kedro_project):
     assert {p: p.stat().st_mtime_ns for p in cached if p != lost} == {p: t for p, t in before.items() if p != lost}
     assert [m.stat().st_mtime_ns for m in models] == model_mtimes
 
-    # The study's MLflow run is named after what the sweep trains, not after the default study.
-    from mlflow.tracking import MlflowClient
+    # The study's MLflow runs are named after what the sweep trains, not after the default study.
+    import mlflow
 
-    client = MlflowClient(f"sqlite:///{kedro_project / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("fkr_kedro")
-    names = {r.info.run_name for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("pipeline") == "scaling"}
+    client = mlflow.MlflowClient(mlflow.get_tracking_uri())  # the store kedro-mlflow set for the runs
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    names = {r.info.run_name for r in runs if r.info.start_time >= started and r.data.tags.get("pipeline") == "scaling"}
     assert names == {"scaling test: 2 sizes trained from scratch (l1, l2) on synthetic world (seed 0, 200 people), 6 variants"}
