@@ -689,15 +689,14 @@ def _sweep_description(pipelines: list[str]) -> tuple[dict[str, str], int] | Non
 
     params = study_parameters()
     if pipelines == ["scaling"] and params.scaling is not None:
-        sizes = list(params.scaling.sizes)
-        model = f"{len(sizes)} sizes trained from scratch ({', '.join(sizes)})"
-        return {"model": model, "dataset": describe_dataset(None, params.scaling.world)}, len(params.scaling.points())
-    if pipelines == ["capacity"] and params.capacity is not None:
-        sizes = list(params.capacity.sizes)
+        sweep, dataset, points = params.scaling, describe_dataset(None, params.scaling.world), len(params.scaling.points())
+    elif pipelines == ["capacity"] and params.capacity is not None:
         people = ", ".join(str(p) for p in params.capacity.people)
-        model = f"{len(sizes)} sizes trained from scratch ({', '.join(sizes)})"
-        return {"model": model, "dataset": f"synthetic worlds of {people} people"}, len(params.capacity.variants)
-    return None
+        sweep, dataset, points = params.capacity, f"synthetic worlds of {people} people", len(params.capacity.variants)
+    else:
+        return None
+    model = f"{len(sweep.sizes)} sizes trained from scratch ({', '.join(sweep.sizes)})"
+    return {"model": model, "dataset": dataset}, points
 
 
 def _source_description(parameters: dict[str, Any]) -> dict[str, str]:

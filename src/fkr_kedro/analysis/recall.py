@@ -173,11 +173,10 @@ def _answer_windows(
         first_kept = int((starts - 1).clamp(min=0).min())  # the grid position before the earliest answer token
         # Right-padded positions that hold some row's grid positions first_kept .. width - 1.
         low = max(first_kept - int(pads.max()), 0)
-        with torch.inference_mode():
-            if slice_logits:
-                logits = model(input_ids=right_ids.to(device), logits_to_keep=torch.arange(low, width, device=device)).logits
-            else:
-                logits = model(input_ids=right_ids.to(device)).logits[:, low:]
+        if slice_logits:  # the callers run under torch.inference_mode
+            logits = model(input_ids=right_ids.to(device), logits_to_keep=torch.arange(low, width, device=device)).logits
+        else:
+            logits = model(input_ids=right_ids.to(device)).logits[:, low:]
         kept = (torch.arange(first_kept, width)[None, :] - pads[:, None] - low).clamp(min=0)  # grid padding: unused
         logits = logits.float().cpu()[torch.arange(n)[:, None], kept]
         yield _AnswerWindow(rows, ps, ids, pads, starts, is_answer, logits)
