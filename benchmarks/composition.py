@@ -105,6 +105,8 @@ def main() -> None:
     parser.add_argument("--mlp", type=int, help="MLP width (default: 4x the hidden size)")
     parser.add_argument("--in-context", type=int, default=0,
                         help="add the scaling study's in-context statements, this many per composition (conf/base: 750)")
+    parser.add_argument("--in-context-names", choices=("own_parts", "world_parts"), default="own_parts",
+                        help="name parts of the in-context task's fictional people (conf/base: own_parts)")
     parser.add_argument("--seed", type=int, help="training seed (conf/base: 0)")
     parser.add_argument("--chains", type=int, default=150, help="chains evaluated per composition and split")
     args = parser.parse_args()
@@ -120,7 +122,7 @@ def main() -> None:
     if args.in_context:
         from fkr_kedro.knowledge.utilization import InContextConfig, in_context_task
 
-        corpus += in_context_task(world, InContextConfig(train_statements_per_composition=args.in_context)).train_statements
+        corpus += in_context_task(world, InContextConfig(train_statements_per_composition=args.in_context, subject_names=args.in_context_names)).train_statements
     print(f"{len(corpus)} statements; e.g. {world.two_hop_table()['prompt_two_hop'].iloc[0]!r}")
     tokenizer = build_word_tokenizer(corpus)
     train_params = base_parameters("train")

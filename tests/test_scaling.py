@@ -249,6 +249,20 @@ def test_in_context_task_holds_bridges_out(tiny_world):
     assert 0 < chance_rate(held, "composition", "answer") < 1
 
 
+def test_fictional_people_share_no_name_part_with_the_world(tiny_world):
+    world_words = {word for names in tiny_world.entities.values() for name in names for word in name.split()}
+    own = in_context_task(tiny_world, InContextConfig(train_statements_per_composition=300))
+    own_words = {word for subject in own.prompts["subject"] for word in subject.split()}
+    assert own_words and not own_words & world_words
+    for statement in own.train_statements:  # the context and the question name the same new person
+        subject = statement.split(" was born in ")[0].split(" works for ")[0]
+        assert not set(subject.split()) & world_words, statement
+    # world_parts: the world's first and last names, recombined into names no world person has.
+    shared = in_context_task(tiny_world, InContextConfig(train_statements_per_composition=300, subject_names="world_parts"))
+    shared_words = {word for subject in shared.prompts["subject"] for word in subject.split()}
+    assert shared_words <= world_words and not set(shared.prompts["subject"]) & set(tiny_world.entities["person"])
+
+
 def test_chance_rate_is_the_best_constant_guess():
     prompts = pd.DataFrame({"composition": ["a"] * 4 + ["b"] * 2, "answer": ["x", "x", "x", "y", "u", "v"]})
     assert chance_rate(prompts, "composition", "answer") == pytest.approx((4 * 0.75 + 2 * 0.5) / 6)

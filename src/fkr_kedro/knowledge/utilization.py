@@ -5,9 +5,13 @@ The first hop is stated in the prompt, the second must come from the model's sto
     "Ponus Foga was born in Dalmar Vek ; Ponus Foga is from"
     -> country(Dalmar Vek), a fact the model only ever saw in one-hop statements.
 
-Subjects are fictional people (first/last name parts of the world, combinations no world
-person has), drawn afresh for every statement, so the bridge can only be read from the
-context, never recalled from the name. Per composition, a fraction of the bridge entities
+Subjects are fictional people, drawn afresh for every statement, so the bridge can only be
+read from the context, never recalled from the name. By default their names are built from
+name parts of their own, which no world entity's name contains: the training statements
+state random birth cities and employers of these people, and when they shared first and
+last names with the world's people those random facts cost the model latent composition of
+the world's chains (held-out composition 10.7% against 24.0% with names of their own, one
+4x64 model; docs/scaling.md). ``subject_names: world_parts`` restores the shared names. Per composition, a fraction of the bridge entities
 (cities, companies) is **held out**: it never appears in a training statement of this task,
 so answering a prompt about it means applying the stored fact ``r2(bridge)`` in a new
 setting, which is knowledge put to use rather than a memorized pattern. Prompts with seen
@@ -18,12 +22,13 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import Literal
 
 import pandas as pd
 from pydantic import ConfigDict, PositiveInt
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from .world import RELATIONS, World
+from .world import RELATIONS, World, name_parts
 
 # First-hop statements use the first template ("{s} was born in {o}"), an ordinary
 # sentence of the corpus. The question is short on purpose: training pads each batch to its
@@ -48,6 +53,9 @@ class InContextConfig:
     train_statements_per_composition: PositiveInt = 3000
     eval_prompts_per_composition: PositiveInt = 200  # per split
     held_out_bridge_fraction: float = 0.2
+    # own_parts: fictional people named from name parts no world entity uses (the default);
+    # world_parts: from the world's first and last names, in combinations no world person has.
+    subject_names: Literal["own_parts", "world_parts"] = "own_parts"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -64,8 +72,10 @@ class InContextTask:
     prompts: pd.DataFrame  # composition, subject, bridge, answer, prompt, answer_aliases, split
 
 
-def fictional_people(world: World) -> list[str]:
-    """Names built from the world's name parts that no world person has (sorted)."""
+def fictional_people(world: World, subject_names: str = "own_parts") -> list[str]:
+    """Names for the task's fictional people (sorted): see ``InContextConfig.subject_names``."""
+    if subject_names == "own_parts":
+        return _names_of_their_own(world)
     people = world.entities["person"]
     firsts = sorted({p.split(" ")[0] for p in people})
     lasts = sorted({p.split(" ")[1] for p in people})
@@ -79,11 +89,20 @@ def fictional_people(world: World) -> list[str]:
     return free
 
 
+def _names_of_their_own(world: World) -> list[str]:
+    """As many first and last name parts as the world has, none of them a word of any world
+    entity's name, deterministic in the world's seed; every combination is a name."""
+    taken = frozenset(word for names in world.entities.values() for name in names for word in name.split())
+    n_first, n_last = world.config.n_first_names, world.config.n_last_names
+    parts = name_parts(random.Random(f"fictional people {world.config.seed}"), n_first + n_last, exclude=taken)
+    return sorted(f"{a} {b}" for a in parts[:n_first] for b in parts[n_first:])
+
+
 def in_context_task(world: World, config: InContextConfig) -> InContextTask:
     """Training statements (seen bridges only) and evaluation prompts (held-out and seen
     bridges) for each composition, deterministic in ``config.seed``."""
     rng = random.Random(config.seed)
-    names = fictional_people(world)
+    names = fictional_people(world, config.subject_names)
     statements: list[str] = []
     rows: list[dict] = []
     for r1, r2 in config.compositions:

@@ -244,7 +244,7 @@ class World:
 def generate_world(config: WorldConfig) -> World:
     """Build the world deterministically from ``config.seed``."""
     rng = random.Random(config.seed)
-    parts = _name_parts(rng, config.n_first_names + config.n_last_names + config.n_place_parts + config.n_continents)
+    parts = name_parts(rng, config.n_first_names + config.n_last_names + config.n_place_parts + config.n_continents)
     first, parts = parts[: config.n_first_names], parts[config.n_first_names :]
     last, parts = parts[: config.n_last_names], parts[config.n_last_names :]
     place, continents = parts[: config.n_place_parts], parts[config.n_place_parts :]
@@ -282,9 +282,9 @@ def _balanced_assignment(rng: random.Random, domain: list[str], range_: list[str
     return dict(zip(domain, objects))
 
 
-def _name_parts(rng: random.Random, n: int) -> list[str]:
-    """n distinct pronounceable capitalised name parts of two syllables."""
-    seen: set[str] = set()
+def name_parts(rng: random.Random, n: int, exclude: frozenset[str] = frozenset()) -> list[str]:
+    """n distinct pronounceable capitalised name parts of two syllables, none in ``exclude``."""
+    seen: set[str] = set(exclude)
     out: list[str] = []
     while len(out) < n:
         part = "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(2)) + rng.choice(_CODAS)
