@@ -31,8 +31,9 @@ import yaml
 
 from fkr_kedro.analysis.capture import char_span_to_last_token
 from fkr_kedro.analysis.probes import majority_rate, make_probe
-from fkr_kedro.analysis.recall import evaluate_one_hop, evaluate_two_hop, summarize_recall
-from fkr_kedro.knowledge.chance import chance_rates
+from fkr_kedro.analysis.recall import evaluate_one_hop, evaluate_two_hop, score_prompts, summarize_recall
+from fkr_kedro.knowledge.chance import chance_rate, chance_rates
+from fkr_kedro.knowledge.utilization import InContextConfig, InContextTask, in_context_task
 from fkr_kedro.knowledge.world import TWO_HOP_GRAMMARS, World, WorldConfig, generate_world
 from fkr_kedro.modeling.tokenizer import build_word_tokenizer
 from fkr_kedro.modeling.train import ModelShape, TrainConfig, train_causal_lm
@@ -60,6 +61,17 @@ def print_composition(model, tokenizer, world: World, chains_per_split: int) -> 
     table = composed.groupby(["composition", "split"])["correct"].mean().unstack()
     table["chance"] = chance_rates(two_hop)
     print(table.round(3).to_string())
+
+
+def print_in_context(model, tokenizer, task: InContextTask) -> None:
+    """The in-context task's accuracy on held-out bridges, as the scaling sweep scores it."""
+    held = task.prompts[task.prompts["split"] == "held_out_bridge"]
+    scored = score_prompts(
+        model, tokenizer, list(held["prompt"]), list(held["answer"]), [list(a) for a in held["answer_aliases"]],
+        mode="teacher_forced",
+    )
+    chance = chance_rate(held, "composition", "answer")
+    print(f"in-context, held-out bridges: {scored['correct'].mean():.4f} (chance {chance:.4f}, {len(held)} prompts)")
 
 
 def bridge_probe(model, tokenizer, world: World) -> dict[str, float]:
@@ -104,7 +116,8 @@ def main() -> None:
     parser.add_argument("--width", type=int, help="hidden size, MLP 4x; divisible by 8 (conf/base: 64)")
     parser.add_argument("--mlp", type=int, help="MLP width (default: 4x the hidden size)")
     parser.add_argument("--in-context", type=int, default=0,
-                        help="add the scaling study's in-context statements, this many per composition (conf/base: 750)")
+                        help="add the scaling study's in-context statements, this many per composition "
+                             "(conf/parameters_scaling.yml: 750), and score its held-out bridges")
     parser.add_argument("--in-context-names", choices=("own_parts", "world_parts"), default="own_parts",
                         help="name parts of the in-context task's fictional people (conf/base: own_parts)")
     parser.add_argument("--seed", type=int, help="training seed (conf/base: 0)")
@@ -119,10 +132,11 @@ def main() -> None:
         world_params["n_people"] = args.people
     world = generate_world(WorldConfig(**world_params))
     corpus = world.corpus()
+    in_context = None
     if args.in_context:
-        from fkr_kedro.knowledge.utilization import InContextConfig, in_context_task
-
-        corpus += in_context_task(world, InContextConfig(train_statements_per_composition=args.in_context, subject_names=args.in_context_names)).train_statements
+        config = InContextConfig(train_statements_per_composition=args.in_context, subject_names=args.in_context_names)
+        in_context = in_context_task(world, config)
+        corpus += in_context.train_statements
     print(f"{len(corpus)} statements; e.g. {world.two_hop_table()['prompt_two_hop'].iloc[0]!r}")
     tokenizer = build_word_tokenizer(corpus)
     train_params = base_parameters("train")
@@ -148,6 +162,8 @@ def main() -> None:
     model, history = train_causal_lm(corpus, tokenizer, shape, config, progress=False)
     print(f"trained in {time.perf_counter() - start:.0f} s, final loss {history[-1]['loss']:.3f}")
     print_composition(model, tokenizer, world, args.chains)
+    if in_context is not None:
+        print_in_context(model, tokenizer, in_context)
     print("bridge probe:", json.dumps(bridge_probe(model, tokenizer, world)))
 
 

@@ -7,15 +7,17 @@ The first hop is stated in the prompt, the second must come from the model's sto
 
 Subjects are fictional people, drawn afresh for every statement, so the bridge can only be
 read from the context, never recalled from the name. By default their names are built from
-name parts of their own, which no world entity's name contains: the training statements
-state random birth cities and employers of these people, and when they shared first and
-last names with the world's people those random facts cost the model latent composition of
-the world's chains (held-out composition 10.7% against 24.0% with names of their own, one
-4x64 model; docs/scaling.md). ``subject_names: world_parts`` restores the shared names. Per composition, a fraction of the bridge entities
-(cities, companies) is **held out**: it never appears in a training statement of this task,
-so answering a prompt about it means applying the stored fact ``r2(bridge)`` in a new
-setting, which is knowledge put to use rather than a memorized pattern. Prompts with seen
-bridges are kept as a diagnostic split.
+name parts of their own, which no world entity's name contains: every training statement
+also states a random birth city or employer of its fictional person, and with the world's
+first and last names those random facts would land on the tokens of the world's people's
+names. (Measured: no clear effect on latent composition either way, within the large
+draw-to-draw spread; docs/scaling.md.) ``subject_names: world_parts`` restores the shared
+names.
+
+Per composition, a fraction of the bridge entities (cities, companies) is **held out**: it
+never appears in a training statement of this task, so answering a prompt about it means
+applying the stored fact ``r2(bridge)`` in a new setting, which is knowledge put to use
+rather than a memorized pattern. Prompts with seen bridges are kept as a diagnostic split.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
-from matplotlib.ticker import FixedLocator, NullLocator, PercentFormatter
+from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, PercentFormatter
 
 from .tables import StudyTables, headline, layer_metric, neuron_retention, variant_order
 
@@ -425,6 +425,8 @@ def scaling_predicted_vs_observed(points: pd.DataFrame) -> Figure:
             ax.plot([lo, hi], [lo, hi], color="grey", lw=1, ls="--")
             ax.set_xscale("log")
             ax.set_yscale("log")
+            for axis in (ax.xaxis, ax.yaxis):  # minor labels overlap when the range is about a decade
+                axis.set_minor_formatter(NullFormatter())
         else:
             ax.text(0.5, 0.5, "not fitted", ha="center", va="center", transform=ax.transAxes)
         below = int((rows["excluded_reason"] == "at_or_below_chance").sum())
