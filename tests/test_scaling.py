@@ -254,7 +254,7 @@ def test_fictional_people_share_no_name_part_with_the_world(tiny_world):
     own = in_context_task(tiny_world, InContextConfig(train_statements_per_composition=300))
     own_words = {word for subject in own.prompts["subject"] for word in subject.split()}
     assert own_words and not own_words & world_words
-    for statement in own.train_statements:  # the context and the question name the same new person
+    for statement in own.train_statements:  # every statement is about a new person
         subject = statement.split(" was born in ")[0].split(" works for ")[0]
         assert not set(subject.split()) & world_words, statement
     # world_parts: the world's first and last names, recombined into names no world person has.

@@ -1,0 +1,75 @@
+"""Experiment (not a test): does a loss on the in-context statements' answers only, not on
+their contexts, give the scaling study's models back their latent composition?
+
+Every in-context statement ("Stegras Drimo was born in Stogris Maze ; Stegras Drimo is from
+Godro Stukri") also states a random fact about a fictional person. This trains one size of
+the scaling study exactly as `kedro run --pipeline=scaling` does (its world, corpus,
+tokenizer, training settings and 70 exposures), with the transformers loss (`training.loop:
+hf`) masked on every token up to and including the " ; " of the statements that have one
+(`--mask 0`: the pipeline's loss), then prints held-out composition and the in-context
+task's accuracy on held-out bridges. docs/scaling.md has what it measured.
+
+    OMP_NUM_THREADS=1 python benchmarks/in_context_loss.py --mlp 128 [--mask 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+import fkr_kedro.modeling.train as train
+from composition import print_composition, print_in_context
+from fkr_kedro.knowledge.utilization import SEPARATOR, InContextConfig, in_context_task
+from fkr_kedro.knowledge.world import WorldConfig, generate_world
+from fkr_kedro.modeling.exposures import steps_for_exposures
+from fkr_kedro.modeling.tokenizer import build_word_tokenizer
+
+SCALING = yaml.safe_load((Path(__file__).resolve().parents[1] / "conf/base/parameters_scaling.yml").read_text())["scaling"]
+
+
+def completion_only_loss(separator_id: int):
+    """hf_causal_lm_loss with no target up to and including the separator, in rows that have one."""
+
+    def loss(model, batch: torch.Tensor, pad_id: int) -> torch.Tensor:
+        width = int((batch != pad_id).sum(1).max())
+        batch = batch[:, :width]
+        is_separator = batch == separator_id
+        context = (is_separator.long().cumsum(1) == 0) | is_separator  # up to and including it
+        labels = batch.masked_fill((batch == pad_id) | (context & is_separator.any(1, keepdim=True)), -100)
+        return model(input_ids=batch, attention_mask=(batch != pad_id).long(), labels=labels).loss
+
+    return loss
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--mlp", type=int, default=256)
+    parser.add_argument("--mask", type=int, choices=(0, 1), default=1, help="1: no loss on the contexts")
+    args = parser.parse_args()
+
+    world = generate_world(WorldConfig(**SCALING["world"]))
+    task = in_context_task(world, InContextConfig(**SCALING["in_context"]))
+    corpus = world.corpus() + task.train_statements
+    tokenizer = build_word_tokenizer(corpus)
+    if args.mask:
+        train.hf_causal_lm_loss = completion_only_loss(tokenizer.convert_tokens_to_ids(SEPARATOR.strip()))
+    settings = SCALING["training"] | {"loop": "hf"}
+    settings["steps"] = steps_for_exposures(len(corpus), settings["batch_size"], SCALING["exposures_per_fact"])
+    shape = train.ModelShape(hidden_size=args.width, num_layers=args.layers, num_heads=4,
+                             intermediate_size=args.mlp, max_position_embeddings=64)
+    start = time.perf_counter()
+    model, history = train.train_causal_lm(corpus, tokenizer, shape, train.TrainConfig(**settings), progress=False)
+    print(f"mask {args.mask}: {settings['steps']} steps in {time.perf_counter() - start:.0f} s, final loss {history[-1]['loss']:.3f}")
+    print_composition(model, tokenizer, world, chains_per_split=150)
+    print_in_context(model, tokenizer, task)
+
+
+if __name__ == "__main__":
+    main()
