@@ -31,12 +31,14 @@ import yaml
 
 from fkr_kedro.analysis.capture import char_span_to_last_token
 from fkr_kedro.analysis.probes import majority_rate, make_probe
-from fkr_kedro.analysis.recall import evaluate_one_hop, evaluate_two_hop, score_prompts, summarize_recall
+from fkr_kedro.analysis.recall import evaluate_one_hop, evaluate_two_hop, summarize_recall
 from fkr_kedro.knowledge.chance import chance_rate, chance_rates
 from fkr_kedro.knowledge.utilization import InContextConfig, InContextTask, in_context_task
 from fkr_kedro.knowledge.world import TWO_HOP_GRAMMARS, World, WorldConfig, generate_world
+from fkr_kedro.modeling.load import CausalLM
 from fkr_kedro.modeling.tokenizer import build_word_tokenizer
 from fkr_kedro.modeling.train import ModelShape, TrainConfig, train_causal_lm
+from fkr_kedro.scaling.sweep import evaluate_tasks, task_from_table
 
 PROBED = ("birth_city>city_country", "employer>company_hq")
 CONF = Path(__file__).resolve().parents[1] / "conf" / "base"
@@ -64,14 +66,14 @@ def print_composition(model, tokenizer, world: World, chains_per_split: int) -> 
 
 
 def print_in_context(model, tokenizer, task: InContextTask) -> None:
-    """The in-context task's accuracy on held-out bridges, as the scaling sweep scores it."""
+    """The in-context task's accuracy on held-out bridges, scored by the scaling sweep's own code."""
     held = task.prompts[task.prompts["split"] == "held_out_bridge"]
-    scored = score_prompts(
-        model, tokenizer, list(held["prompt"]), list(held["answer"]), [list(a) for a in held["answer_aliases"]],
-        mode="teacher_forced",
-    )
     chance = chance_rate(held, "composition", "answer")
-    print(f"in-context, held-out bridges: {scored['correct'].mean():.4f} (chance {chance:.4f}, {len(held)} prompts)")
+    scored = evaluate_tasks(
+        CausalLM(model, tokenizer),
+        [task_from_table("ku_in_context", "KU", held, "prompt", "answer", "answer_aliases", chance)],
+    )["ku_in_context"]
+    print(f"in-context, held-out bridges: {scored['accuracy']:.4f} (chance {chance:.4f}, {len(held)} prompts)")
 
 
 def bridge_probe(model, tokenizer, world: World) -> dict[str, float]:

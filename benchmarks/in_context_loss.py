@@ -9,7 +9,7 @@ hf`) masked on every token up to and including the " ; " of the statements that 
 (`--mask 0`: the pipeline's loss), then prints held-out composition and the in-context
 task's accuracy on held-out bridges. docs/scaling.md has what it measured.
 
-    OMP_NUM_THREADS=1 python benchmarks/in_context_loss.py --mlp 128 [--mask 0]
+    OMP_NUM_THREADS=1 python benchmarks/in_context_loss.py --size d4w64m128 [--mask 0]
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ import yaml
 
 import fkr_kedro.modeling.train as train
 from composition import print_composition, print_in_context
-from fkr_kedro.knowledge.utilization import SEPARATOR, InContextConfig, in_context_task
-from fkr_kedro.knowledge.world import WorldConfig, generate_world
-from fkr_kedro.modeling.exposures import steps_for_exposures
+from fkr_kedro.knowledge.utilization import SEPARATOR, in_context_task
+from fkr_kedro.knowledge.world import generate_world
 from fkr_kedro.modeling.tokenizer import build_word_tokenizer
+from fkr_kedro.scaling.config import ScalingSettings
 
-SCALING = yaml.safe_load((Path(__file__).resolve().parents[1] / "conf/base/parameters_scaling.yml").read_text())["scaling"]
+CONF = Path(__file__).resolve().parents[1] / "conf/base/parameters_scaling.yml"
+SCALING = ScalingSettings.model_validate(yaml.safe_load(CONF.read_text())["scaling"])
 
 
 def completion_only_loss(separator_id: int):
@@ -48,25 +49,21 @@ def completion_only_loss(separator_id: int):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--width", type=int, default=64)
-    parser.add_argument("--mlp", type=int, default=256)
+    parser.add_argument("--size", choices=sorted(SCALING.sizes), default="d4w64", help="one of scaling.sizes")
     parser.add_argument("--mask", type=int, choices=(0, 1), default=1, help="1: no loss on the contexts")
     args = parser.parse_args()
 
-    world = generate_world(WorldConfig(**SCALING["world"]))
-    task = in_context_task(world, InContextConfig(**SCALING["in_context"]))
+    world = generate_world(SCALING.world)
+    task = in_context_task(world, SCALING.in_context)
     corpus = world.corpus() + task.train_statements
     tokenizer = build_word_tokenizer(corpus)
     if args.mask:
         train.hf_causal_lm_loss = completion_only_loss(tokenizer.convert_tokens_to_ids(SEPARATOR.strip()))
-    settings = SCALING["training"] | {"loop": "hf"}
-    settings["steps"] = steps_for_exposures(len(corpus), settings["batch_size"], SCALING["exposures_per_fact"])
-    shape = train.ModelShape(hidden_size=args.width, num_layers=args.layers, num_heads=4,
-                             intermediate_size=args.mlp, max_position_embeddings=64)
+    settings = dataclasses.replace(SCALING.training_for(len(corpus)), loop="hf")
+    shape = SCALING.sizes[args.size].shape()
     start = time.perf_counter()
-    model, history = train.train_causal_lm(corpus, tokenizer, shape, train.TrainConfig(**settings), progress=False)
-    print(f"mask {args.mask}: {settings['steps']} steps in {time.perf_counter() - start:.0f} s, final loss {history[-1]['loss']:.3f}")
+    model, history = train.train_causal_lm(corpus, tokenizer, shape, settings, progress=False)
+    print(f"{args.size}, mask {args.mask}: {settings.steps} steps in {time.perf_counter() - start:.0f} s, final loss {history[-1]['loss']:.3f}")
     print_composition(model, tokenizer, world, chains_per_split=150)
     print_in_context(model, tokenizer, task)
 
