@@ -197,9 +197,14 @@ def cluster_bootstrap_exponents(
 ) -> tuple[np.ndarray, int]:
     """Exponent estimates on ``n_boot`` cluster resamples (:func:`cluster_resample`);
     resamples that do not identify the law (e.g. one size drawn every time, so N does not
-    vary) are skipped. Returns (samples [k, 4], k)."""
+    vary) are skipped. Returns (samples [k, 4], k); with fewer than ``MIN_CLUSTER_SIZES``
+    sizes, one row of NaN and k = 0."""
     if points[size_column].nunique() < 2:
         raise ScalingFitError(f"the cluster bootstrap needs at least two model sizes ({size_column}); got one")
+    if points[size_column].nunique() < MIN_CLUSTER_SIZES:
+        # With two sizes every resample that identifies the law is the sample itself, so the
+        # interval would have width 0: report none (NaN), and no verdict rests on it.
+        return np.full((1, len(FACTORS)), np.nan), 0
     rng = np.random.default_rng(seed)
     y, x = log_loss(points), design_matrix(points)
     samples = []
@@ -259,11 +264,7 @@ def fit_task(
     'size': whole model sizes resampled; 'point': points resampled, which treats points of
     one model as independent), leave-one-size-out errors and extrapolation."""
     fit = fit_law(points)
-    if bootstrap_unit == "size" and points["model"].nunique() < MIN_CLUSTER_SIZES:
-        # With two sizes every resample that identifies the law is the sample itself, so the
-        # interval would have width 0: report none (NaN), and no verdict rests on it.
-        samples, used = np.full((1, len(FACTORS)), np.nan), 0
-    elif bootstrap_unit == "size":
+    if bootstrap_unit == "size":
         samples, used = cluster_bootstrap_exponents(points, n_boot, seed)
     elif bootstrap_unit == "point":
         samples, used = bootstrap_exponents(points, n_boot, confidence, seed)
