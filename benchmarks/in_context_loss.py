@@ -6,8 +6,9 @@ Godro Stukri") also states a random fact about a fictional person. This trains o
 the scaling study exactly as `kedro run --pipeline=scaling` does (its world, corpus,
 tokenizer, training settings and 70 exposures), with the transformers loss (`training.loop:
 hf`) masked on every token up to and including the " ; " of the statements that have one
-(`--mask 0`: the pipeline's loss), then prints held-out composition and the in-context
-task's accuracy on held-out bridges. docs/scaling.md has what it measured.
+(`training.loss_starts_after`, the pipeline's setting; `--mask 0`: loss on every token, the
+setting of the first two runs), then prints held-out composition and the in-context task's
+accuracy on held-out bridges. docs/scaling.md has what it measured.
 
     OMP_NUM_THREADS=1 python benchmarks/in_context_loss.py --size d4w64m128 [--mask 0]
 """
@@ -19,32 +20,17 @@ import dataclasses
 import time
 from pathlib import Path
 
-import torch
 import yaml
 
-import fkr_kedro.modeling.train as train
 from composition import print_composition, print_in_context
 from fkr_kedro.knowledge.utilization import SEPARATOR, in_context_task
 from fkr_kedro.knowledge.world import generate_world
 from fkr_kedro.modeling.tokenizer import build_word_tokenizer
+from fkr_kedro.modeling.train import train_causal_lm
 from fkr_kedro.scaling.config import ScalingSettings
 
 CONF = Path(__file__).resolve().parents[1] / "conf/base/parameters_scaling.yml"
 SCALING = ScalingSettings.model_validate(yaml.safe_load(CONF.read_text())["scaling"])
-
-
-def completion_only_loss(separator_id: int):
-    """hf_causal_lm_loss with no target up to and including the separator, in rows that have one."""
-
-    def loss(model, batch: torch.Tensor, pad_id: int) -> torch.Tensor:
-        width = int((batch != pad_id).sum(1).max())
-        batch = batch[:, :width]
-        is_separator = batch == separator_id
-        context = (is_separator.long().cumsum(1) == 0) | is_separator  # up to and including it
-        labels = batch.masked_fill((batch == pad_id) | (context & is_separator.any(1, keepdim=True)), -100)
-        return model(input_ids=batch, attention_mask=(batch != pad_id).long(), labels=labels).loss
-
-    return loss
 
 
 def main() -> None:
@@ -57,12 +43,12 @@ def main() -> None:
     task = in_context_task(world, SCALING.in_context)
     corpus = world.corpus() + task.train_statements
     tokenizer = build_word_tokenizer(corpus)
-    if args.mask:
-        train.hf_causal_lm_loss = completion_only_loss(tokenizer.convert_tokens_to_ids(SEPARATOR.strip()))
-    settings = dataclasses.replace(SCALING.training_for(len(corpus)), loop="hf")
+    settings = dataclasses.replace(
+        SCALING.training_for(len(corpus)), loop="hf", loss_starts_after=SEPARATOR if args.mask else None
+    )
     shape = SCALING.sizes[args.size].shape()
     start = time.perf_counter()
-    model, history = train.train_causal_lm(corpus, tokenizer, shape, settings, progress=False)
+    model, history = train_causal_lm(corpus, tokenizer, shape, settings, progress=False)
     print(f"{args.size}, mask {args.mask}: {settings.steps} steps in {time.perf_counter() - start:.0f} s, final loss {history[-1]['loss']:.3f}")
     print_composition(model, tokenizer, world, chains_per_split=150)
     print_in_context(model, tokenizer, task)

@@ -12,6 +12,7 @@ from fkr_kedro.modeling.train import (
     check_packed_support,
     hf_causal_lm_loss,
     llama_config,
+    loss_start_positions,
     packed_causal_lm_loss,
     tokenize_corpus,
     train_causal_lm,
@@ -53,6 +54,49 @@ def test_training_is_deterministic_and_both_loops_learn():
     # Same losses up to float rounding, far below the untrained loss.
     assert loss_a == pytest.approx(runs["hf"][0][0], rel=0.05)
     assert loss_a < 0.5 * first
+
+
+IN_CONTEXT = ["Ana was born in Rome ; Ana is from Italy", "Bo works for Acme Corp", "Cy was born in Paris ; Cy is from France"]
+
+
+def test_loss_starts_after_the_separator_in_statements_that_have_one():
+    tok = build_word_tokenizer(IN_CONTEXT)
+    starts = loss_start_positions(IN_CONTEXT, tok, " ; ")
+    # BOS + 6 words up to and including ";" (the first target is the answer's first word); 0: no separator.
+    assert starts.tolist() == [7, 0, 7]
+    data = tokenize_corpus(IN_CONTEXT, tok)
+    assert tok.convert_ids_to_tokens(int(data[0, 7])) == "Ana" and tok.convert_ids_to_tokens(int(data[0, 6])) == ";"
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(llama_config(ModelShape(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64), tok))
+    # Known answer: the mean cross-entropy over the targets after the separator (and EOS), and
+    # over every target of the statement without one.
+    with torch.no_grad():
+        log_probs = model(input_ids=data, attention_mask=(data != tok.pad_token_id).long()).logits.log_softmax(-1)
+    targets = [(row, t) for row in range(len(data)) for t in range(max(1, int(starts[row])), len(data[row]))
+               if data[row, t] != tok.pad_token_id]
+    expected = -torch.stack([log_probs[row, t - 1, data[row, t]] for row, t in targets]).mean()
+    losses = []
+    for loss_fn in (hf_causal_lm_loss, packed_causal_lm_loss):
+        model.zero_grad()
+        loss = loss_fn(model, data, tok.pad_token_id, starts)
+        loss.backward()
+        losses.append((loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (hf_loss, hf_grads), (packed_loss, packed_grads) = losses
+    assert hf_loss == pytest.approx(expected.item(), rel=1e-5)
+    assert packed_loss == pytest.approx(expected.item(), rel=1e-5)
+    for name, grad in hf_grads.items():
+        torch.testing.assert_close(packed_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    # The context carries no loss: the loss differs from the one over every token.
+    assert hf_loss != pytest.approx(hf_causal_lm_loss(model, data, tok.pad_token_id).item(), rel=1e-3)
+
+
+def test_loss_starts_after_fails_early_on_a_separator_no_statement_has():
+    tok = build_word_tokenizer(IN_CONTEXT)
+    config = TrainConfig(steps=2, batch_size=2, loss_starts_after=" | ")
+    with pytest.raises(ValueError, match=r"loss_starts_after=' \| ' occurs in no training statement"):
+        train_causal_lm(IN_CONTEXT, tok, ModelShape(hidden_size=32, num_layers=1, num_heads=4, intermediate_size=64),
+                        config, progress=False)
 
 
 def test_packed_loop_names_what_it_does_not_support():

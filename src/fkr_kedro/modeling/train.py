@@ -2,8 +2,9 @@
 
 One loop you can read top to bottom (in the spirit of nanoGPT): the corpus is tokenized
 once into a padded tensor, each step draws a seeded random batch of statements, the loss
-is next-token cross-entropy over each statement and its end-of-sequence token, AdamW with
-linear warm-up and cosine decay. Deterministic on CPU for a given seed and thread count.
+is next-token cross-entropy over each statement and its end-of-sequence token (or, with
+``TrainConfig.loss_starts_after``, over what follows a separator only), AdamW with linear
+warm-up and cosine decay. Deterministic on CPU for a given seed and thread count.
 
 The forward pass of a step (``TrainConfig.loop``): ``packed`` computes the
 same loss as ``LlamaForCausalLM(input_ids, attention_mask, labels)`` with the model's own
@@ -67,6 +68,10 @@ class TrainConfig:
     # its different float rounding moved the default's held-out composition from 33.4% to
     # 23.8% (docs/performance.md), a change not yet understood.
     loop: Literal["packed", "hf"] = "hf"
+    # A completion-only loss: in a statement that contains this text, no token up to and
+    # including its first occurrence is a target (the context is read, not learned);
+    # statements without it are trained on every token. None: every token of every statement.
+    loss_starts_after: str | None = None
 
 
 def llama_config(shape: ModelShape, tokenizer: PreTrainedTokenizerBase) -> LlamaConfig:
@@ -104,6 +109,32 @@ def tokenize_corpus(corpus: list[str], tokenizer: PreTrainedTokenizerBase) -> to
     return out
 
 
+def loss_start_positions(corpus: list[str], tokenizer: PreTrainedTokenizerBase, separator: str) -> torch.Tensor:
+    """For each statement, the position in its :func:`tokenize_corpus` row of the first token
+    after ``separator`` (0 where the statement does not contain it): targets before it carry
+    no loss. The context is tokenized alone, trailing whitespace stripped (a BPE tokenizer
+    joins the space to the next word), and must be a prefix of the statement's tokens."""
+    starts = []
+    for text in corpus:
+        at = text.find(separator)
+        if at < 0:
+            starts.append(0)
+            continue
+        context = tokenizer(text[: at + len(separator)].rstrip())["input_ids"]
+        if tokenizer(text)["input_ids"][: len(context)] != context:
+            raise ValueError(
+                f"training.loss_starts_after={separator!r}: the tokenizer does not split {text!r} at it "
+                "(its context tokenizes differently alone): choose a separator the tokenizer keeps whole"
+            )
+        starts.append(len(context))
+    if not any(starts):
+        raise ValueError(
+            f"training.loss_starts_after={separator!r} occurs in no training statement, so every token would "
+            "be trained on: unset it (null) or correct the separator"
+        )
+    return torch.tensor(starts, dtype=torch.long)
+
+
 def train_causal_lm(
     corpus: list[str],
     tokenizer: PreTrainedTokenizerBase,
@@ -123,6 +154,9 @@ def train_causal_lm(
             f"the longest statement has {data.shape[1]} tokens, more than "
             f"max_position_embeddings={shape.max_position_embeddings}: raise it"
         )
+    loss_from = None
+    if config.loss_starts_after is not None:
+        loss_from = loss_start_positions(corpus, tokenizer, config.loss_starts_after)
     model = LlamaForCausalLM(llama_config(shape, tokenizer))
     model.train()
 
@@ -143,11 +177,12 @@ def train_causal_lm(
     bar = tqdm(range(config.steps), desc="train", disable=not progress, mininterval=2.0)
     running = None
     for step in bar:
-        batch = data[torch.randint(len(data), (config.batch_size,), generator=generator)]
+        rows = torch.randint(len(data), (config.batch_size,), generator=generator)
+        batch, batch_loss_from = data[rows], None if loss_from is None else loss_from[rows]
         if config.loop == "packed":
-            loss = packed_causal_lm_loss(model, batch, tokenizer.pad_token_id)
+            loss = packed_causal_lm_loss(model, batch, tokenizer.pad_token_id, batch_loss_from)
         else:
-            loss = hf_causal_lm_loss(model, batch, tokenizer.pad_token_id)
+            loss = hf_causal_lm_loss(model, batch, tokenizer.pad_token_id, batch_loss_from)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -164,13 +199,19 @@ def train_causal_lm(
     return model, history
 
 
-def hf_causal_lm_loss(model: LlamaForCausalLM, batch: torch.Tensor, pad_id: int) -> torch.Tensor:
+def hf_causal_lm_loss(
+    model: LlamaForCausalLM, batch: torch.Tensor, pad_id: int, loss_from: torch.Tensor | None = None
+) -> torch.Tensor:
     """Mean next-token cross-entropy of right-padded statements, through the transformers
-    forward (attention mask and labels)."""
+    forward (attention mask and labels). ``loss_from[i]``: row i's first position that is a
+    target (:func:`loss_start_positions`); None: every real token after the first."""
     width = int((batch != pad_id).sum(1).max())
     batch = batch[:, :width]
     labels = batch.masked_fill(batch == pad_id, -100)
-    return model(input_ids=batch, attention_mask=(labels != -100).long(), labels=labels).loss
+    attention_mask = (labels != -100).long()
+    if loss_from is not None:
+        labels = labels.masked_fill(torch.arange(width)[None] < loss_from[:, None], -100)
+    return model(input_ids=batch, attention_mask=attention_mask, labels=labels).loss
 
 
 def check_packed_support(config: LlamaConfig) -> None:
@@ -193,7 +234,9 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
-def packed_causal_lm_loss(model: LlamaForCausalLM, batch: torch.Tensor, pad_id: int) -> torch.Tensor:
+def packed_causal_lm_loss(
+    model: LlamaForCausalLM, batch: torch.Tensor, pad_id: int, loss_from: torch.Tensor | None = None
+) -> torch.Tensor:
     """The loss of :func:`hf_causal_lm_loss`, computed from the model's own parameters on the
     batch's real tokens only.
 
@@ -236,7 +279,9 @@ def packed_causal_lm_loss(model: LlamaForCausalLM, batch: torch.Tensor, pad_id: 
     # Each real token predicts the next one of its statement (right padding: the next grid
     # cell is real exactly when it belongs to the same statement).
     rank = real.reshape(-1).cumsum(0).view(rows, width) - 1  # row of x for each grid cell
-    predicts = real[:, 1:]
+    predicts = real[:, 1:]  # the grid cells whose token is a target
+    if loss_from is not None:
+        predicts = predicts & (torch.arange(1, width)[None] >= loss_from[:, None])
     logits = F.linear(x[rank[:, :-1][predicts]], model.lm_head.weight)
     return F.cross_entropy(logits.float(), batch[:, 1:][predicts])
 
