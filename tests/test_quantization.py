@@ -5,9 +5,11 @@ variants fail before any model loads, naming the variant and the fix."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -338,3 +340,25 @@ def test_quantize_validates_and_needs_enough_calibration_texts(source, tmp_path)
     with pytest.raises(ValueError, match=f"asks for {len(texts) + 1} calibration texts but only {len(texts)}"):
         quantize(source_dir, spec, texts, tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+def test_gptqmodel_progress_animation_is_off_without_a_terminal(monkeypatch):
+    from fkr_kedro.quantization.gptq import _no_animation_without_terminal
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.setattr(sys, "stdout", io.StringIO())  # a log file, a Slurm job's output
+    with _no_animation_without_terminal():
+        assert os.environ["TERM"] == "dumb"  # logbar's signal for "no terminal": no redraws
+    assert os.environ["TERM"] == "xterm"
+    monkeypatch.setattr(sys, "stdout", Terminal())
+    with _no_animation_without_terminal():
+        assert os.environ["TERM"] == "xterm"
+    monkeypatch.delenv("TERM")
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    with _no_animation_without_terminal():
+        assert os.environ["TERM"] == "dumb"
+    assert "TERM" not in os.environ
