@@ -314,7 +314,7 @@ def _no_animation_without_terminal() -> Iterator[None]:
     """GPTQModel 7.0.0 redraws its progress bars (logbar) after every calibration row, also
     into log files and Slurm output: logbar turns animation off for CI variables, not for a
     redirected stdout. Measured on the scaling sweep's 4x64 model at 3 bits, 128 rows: 4.3 s
-    a quantization with the redraws, 2.4 s without, the same weights (docs/scaling.md), and
+    a quantization with the redraws, 2.2 s without, the same accuracies (docs/scaling.md), and
     most of the log's lines. Without a terminal, TERM=dumb (logbar's "no terminal" signal)
     while GPTQModel runs; in a terminal the bars stay."""
     if getattr(sys.stdout, "isatty", lambda: False)():
