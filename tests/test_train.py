@@ -61,10 +61,10 @@ IN_CONTEXT = ["Ana was born in Rome ; Ana is from Italy", "Bo works for Acme Cor
 
 def test_loss_starts_after_the_separator_in_statements_that_have_one():
     tok = build_word_tokenizer(IN_CONTEXT)
-    starts = loss_start_positions(IN_CONTEXT, tok, " ; ")
+    data = tokenize_corpus(IN_CONTEXT, tok)
+    starts = loss_start_positions(IN_CONTEXT, data, tok, " ; ")
     # BOS + 6 words up to and including ";" (the first target is the answer's first word); 0: no separator.
     assert starts.tolist() == [7, 0, 7]
-    data = tokenize_corpus(IN_CONTEXT, tok)
     assert tok.convert_ids_to_tokens(int(data[0, 7])) == "Ana" and tok.convert_ids_to_tokens(int(data[0, 6])) == ";"
 
     torch.manual_seed(0)

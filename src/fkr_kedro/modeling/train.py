@@ -109,19 +109,21 @@ def tokenize_corpus(corpus: list[str], tokenizer: PreTrainedTokenizerBase) -> to
     return out
 
 
-def loss_start_positions(corpus: list[str], tokenizer: PreTrainedTokenizerBase, separator: str) -> torch.Tensor:
-    """For each statement, the position in its :func:`tokenize_corpus` row of the first token
-    after ``separator`` (0 where the statement does not contain it): targets before it carry
-    no loss. The context is tokenized alone, trailing whitespace stripped (a BPE tokenizer
-    joins the space to the next word), and must be a prefix of the statement's tokens."""
+def loss_start_positions(
+    corpus: list[str], data: torch.Tensor, tokenizer: PreTrainedTokenizerBase, separator: str
+) -> torch.Tensor:
+    """For each statement, the position in its row of ``data`` (:func:`tokenize_corpus`) of
+    the first token after ``separator`` (0 where the statement does not contain it): targets
+    before it carry no loss. The context is tokenized alone, trailing whitespace stripped (a
+    BPE tokenizer joins the space to the next word), and must be a prefix of the row."""
     starts = []
-    for text in corpus:
+    for text, row in zip(corpus, data):
         at = text.find(separator)
         if at < 0:
             starts.append(0)
             continue
         context = tokenizer(text[: at + len(separator)].rstrip())["input_ids"]
-        if tokenizer(text)["input_ids"][: len(context)] != context:
+        if row[: len(context)].tolist() != context:
             raise ValueError(
                 f"training.loss_starts_after={separator!r}: the tokenizer does not split {text!r} at it "
                 "(its context tokenizes differently alone): choose a separator the tokenizer keeps whole"
@@ -156,7 +158,7 @@ def train_causal_lm(
         )
     loss_from = None
     if config.loss_starts_after is not None:
-        loss_from = loss_start_positions(corpus, tokenizer, config.loss_starts_after)
+        loss_from = loss_start_positions(corpus, data, tokenizer, config.loss_starts_after)
     model = LlamaForCausalLM(llama_config(shape, tokenizer))
     model.train()
 

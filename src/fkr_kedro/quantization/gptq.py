@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import torch
 
@@ -320,15 +321,8 @@ def _no_animation_without_terminal() -> Iterator[None]:
     if getattr(sys.stdout, "isatty", lambda: False)():
         yield
         return
-    previous = os.environ.get("TERM")
-    os.environ["TERM"] = "dumb"
-    try:
+    with mock.patch.dict(os.environ, {"TERM": "dumb"}):  # restores TERM, or its absence, afterwards
         yield
-    finally:
-        if previous is None:
-            del os.environ["TERM"]
-        else:
-            os.environ["TERM"] = previous
 
 
 @contextmanager
