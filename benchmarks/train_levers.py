@@ -21,7 +21,12 @@ from transformers import LlamaForCausalLM
 
 from fkr_kedro.knowledge.world import WorldConfig, generate_world
 from fkr_kedro.modeling.tokenizer import build_word_tokenizer
-from fkr_kedro.modeling.train import ModelShape, _rotate_half, llama_config, tokenize_corpus
+from fkr_kedro.modeling.train import (
+    ModelShape,
+    _rotate_half,
+    llama_config,
+    tokenize_corpus,
+)
 
 
 def grid_loss(model: LlamaForCausalLM, batch: torch.Tensor, pad_id: int) -> torch.Tensor:
