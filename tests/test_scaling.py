@@ -426,7 +426,7 @@ def test_training_summary_measures_how_flat_the_curve_ends():
 
     flat = record(2000, [4.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
     falling = record(1000, [4.0, 3.6, 3.2, 2.8, 2.4, 2.0, 1.6, 1.2, 0.8, 0.4])
-    table = training_summary({"big": flat, "small": falling})
+    table = training_summary({("big", 0): flat, ("small", 0): falling})
     assert list(table["model"]) == ["small", "big"]  # by n_params
     assert table.loc[1, "loss_drop_last_fifth"] == pytest.approx(0.0)
     assert table.loc[0, "loss_drop_last_fifth"] == pytest.approx((1.2 - 0.4) / 1.2)
@@ -455,3 +455,22 @@ def test_two_sizes_give_no_interval_and_no_verdict():
     assert two.bootstrap_samples == 0
     assert all(np.isnan(lo) and np.isnan(hi) for lo, hi in two.intervals.values())
     assert {c["verdict"] for c in compare_sensitivity(two, two).values()} == {"undetermined"}
+
+
+def test_seeds_name_one_namespace_per_size_and_seed():
+    from fkr_kedro.scaling.config import ScalingSettings, namespace
+
+    sizes = {name: {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64} for name in ("a", "b")}
+    assert list(ScalingSettings(sizes=sizes).models()) == ["scaling_a", "scaling_b"]  # null: training.seed only
+    settings = ScalingSettings(sizes=sizes, seeds=[0, 3], training={"seed": 0})
+    # The training.seed model keeps the plain name (its directories and caches stay valid).
+    assert settings.models() == {
+        "scaling_a": ("a", 0), "scaling_a_seed3": ("a", 3), "scaling_b": ("b", 0), "scaling_b_seed3": ("b", 3),
+    }
+    assert namespace("a", 3) == "scaling_a_seed3"
+    assert list(ScalingSettings(sizes=sizes, seeds=[1, 2]).models()) == [
+        "scaling_a_seed1", "scaling_a_seed2", "scaling_b_seed1", "scaling_b_seed2",
+    ]
+    for bad in ([], [1, 1]):
+        with pytest.raises(ValueError, match="scaling.seeds must list distinct training seeds"):
+            ScalingSettings(sizes=sizes, seeds=bad)

@@ -102,3 +102,24 @@ def test_scaling_pipeline_split_by_size_then_resumed(kedro_project):
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     names = {r.info.run_name for r in runs if r.info.start_time >= started and r.data.tags.get("pipeline") == "scaling"}
     assert names == {"scaling test: 2 sizes trained from scratch (l1, l2) on synthetic world (seed 0, 200 people), 6 variants"}
+
+
+def test_scaling_pipeline_trains_every_size_once_per_seed(kedro_project):
+    """Two seeds: a namespace per (size, seed), models trained with their own seed, points
+    tagged with it, and the fit's sizes counted once (seeds are resampled within sizes)."""
+    sweep = {"bits": [3], "group_sizes": [32], "calibration_sizes": [32], "group_size_bits": [], "calibration_bits": []}
+    run_kedro(kedro_project, pipeline="scaling", params={"scaling": {"seeds": [0, 1], "sweep": sweep}})
+    trained = {p.parent.name: json.loads(p.read_text())["fingerprint"]["training"]["seed"]
+               for p in (kedro_project / "data/06_models/scaling").glob("*/training.json")}
+    assert trained == {"scaling_l1": 0, "scaling_l1_seed1": 1, "scaling_l2": 0, "scaling_l2_seed1": 1}
+    weights = {ns: (kedro_project / f"data/06_models/scaling/{ns}/model.safetensors").read_bytes() for ns in trained}
+    assert weights["scaling_l1"] != weights["scaling_l1_seed1"]  # another initialisation and batch order
+
+    reporting = kedro_project / "data/08_reporting"
+    points = pd.read_csv(reporting / "scaling_points.csv")
+    assert len(points) == 2 * 2 * 2 * 3  # 2 sizes x 2 seeds x (fp + 1 point) x 3 tasks
+    assert points.groupby(["model", "seed"]).size().to_dict() == {(m, s): 6 for m in ("l1", "l2") for s in (0, 1)}
+    metrics = json.loads((reporting / "scaling_fit_metrics.json").read_text())
+    assert metrics["km.points"] == 4 and metrics["km.sizes_in_fit"] == 2
+    training = pd.read_csv(reporting / "scaling_training.csv")
+    assert list(zip(training["model"], training["seed"])) == [("l1", 0), ("l1", 1), ("l2", 0), ("l2", 1)]

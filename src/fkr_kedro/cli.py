@@ -91,7 +91,6 @@ def _plan(context, names: list[str]):
     from .pipelines.probe.nodes import REFERENCE
     from .run_config import active_variants, study_parameters
     from .scaleout import JobGraphError, plan_jobs
-    from .scaling.config import namespace as scaling_namespace
 
     unknown = [n for n in names if n not in registry]
     if unknown:
@@ -112,7 +111,7 @@ def _plan(context, names: list[str]):
     params = study_parameters()
     parallel = [spec.name for spec in active_variants(params)]  # the configured order
     if params.scaling is not None:
-        parallel += [scaling_namespace(size) for size in params.scaling.sizes]
+        parallel += list(params.scaling.models())
     if params.capacity is not None:
         parallel += [capacity_namespace(size) for size in params.capacity.sizes]
     groups = pipeline.group_nodes_by("namespace")

@@ -95,6 +95,10 @@ class ScalingSettings(_Strict):
     # `kedro run --pipeline=scaling` leaves the default study's data alone.
     world: WorldConfig = WorldConfig()
     training: TrainConfig = TrainConfig()  # the same for every size
+    # Training seeds (initialisation and batch order): every size is trained once per seed, so
+    # the fit's cluster bootstrap resamples seeds within sizes and the spread between seeds is
+    # measured. None: one model per size, trained with training.seed.
+    seeds: list[int] | None = None
     # When set, every size trains to this many expected exposures of each corpus statement
     # (fkr_kedro.modeling.exposures): training.steps is then computed from the corpus size,
     # so the criterion stays the same when the world or the in-context task changes.
@@ -112,6 +116,24 @@ class ScalingSettings(_Strict):
             if not _NAME.fullmatch(name):
                 raise ValueError(f"size name {name!r}: use letters, digits and underscores (it becomes a namespace)")
         return sizes
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: list[int] | None) -> list[int] | None:
+        if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
+            raise ValueError(f"scaling.seeds must list distinct training seeds, e.g. [0, 1]; got {seeds} (null: training.seed only)")
+        return seeds
+
+    def training_seeds(self) -> list[int]:
+        return self.seeds if self.seeds is not None else [self.training.seed]
+
+    def models(self) -> dict[str, tuple[str, int]]:
+        """Namespace -> (size, training seed) of every model the study trains, sizes in the
+        order given, then seeds."""
+        return {
+            namespace(size, None if seed == self.training.seed else seed): (size, seed)
+            for size in self.sizes for seed in self.training_seeds()
+        }
 
     def training_for(self, n_statements: int) -> TrainConfig:
         """The training settings of every size on a corpus of ``n_statements``."""
@@ -139,5 +161,8 @@ class ScalingSettings(_Strict):
         return self
 
 
-def namespace(size: str) -> str:
-    return f"scaling_{size}"
+def namespace(size: str, seed: int | None = None) -> str:
+    """``scaling_<size>`` for the model trained with ``training.seed`` (seed None), so its
+    directories and caches keep their names when seeds are added; ``scaling_<size>_seed<k>``
+    for the other seeds."""
+    return f"scaling_{size}" if seed is None else f"scaling_{size}_seed{seed}"

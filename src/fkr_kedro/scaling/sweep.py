@@ -181,12 +181,12 @@ def train_or_reuse(
     return {**record, "reused": False}
 
 
-def training_summary(records: dict[str, dict]) -> pd.DataFrame:
-    """One row per size from its training record: n_params, steps, exposures per statement,
+def training_summary(records: dict[tuple[str, int], dict]) -> pd.DataFrame:
+    """One row per (size, training seed) from its training record: n_params, steps, exposures per statement,
     seconds, final loss, and ``loss_drop_last_fifth``: the relative fall of the (smoothed)
     loss over the last fifth of training, near 0 once the curve has flattened."""
     rows = []
-    for size, record in records.items():
+    for (size, seed), record in records.items():
         history = pd.DataFrame(record.get("history", []))
         drop = float("nan")
         if len(history) >= 5:
@@ -195,6 +195,7 @@ def training_summary(records: dict[str, dict]) -> pd.DataFrame:
             drop = float((before - history["loss"].iloc[-1]) / before)
         rows.append({
             "model": size,
+            "seed": seed,
             "n_params": int(record["n_params"]),
             "steps": int(record["fingerprint"]["training"]["steps"]),
             "exposures_per_fact": float(record.get("exposures_per_fact", float("nan"))),
@@ -202,7 +203,7 @@ def training_summary(records: dict[str, dict]) -> pd.DataFrame:
             "final_loss": float(record["final_loss"]),
             "loss_drop_last_fifth": drop,
         })
-    return pd.DataFrame(rows).sort_values("n_params", ignore_index=True)
+    return pd.DataFrame(rows).sort_values(["n_params", "seed"], ignore_index=True)
 
 
 def weights_sha256(model_dir: Path) -> str:

@@ -3,6 +3,7 @@ model size, then the law fitted per task."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 
@@ -40,11 +41,15 @@ def build_in_context_task(scaling: ScalingSettings) -> tuple[str, pd.DataFrame]:
     return "\n".join(task.train_statements) + "\n", task.prompts
 
 
-def plan_training(train_corpus: str, in_context_corpus: str, scaling: ScalingSettings, size: str) -> TrainingJob:
+def plan_training(
+    train_corpus: str, in_context_corpus: str, scaling: ScalingSettings, size: str, seed: int
+) -> TrainingJob:
     """Every model size trains on the world's corpus plus the in-context statements, for the
-    same number of exposures per statement (``scaling.exposures_per_fact``) when it is set."""
+    same number of exposures per statement (``scaling.exposures_per_fact``) when it is set,
+    with training seed ``seed``."""
     corpus = tuple(train_corpus.splitlines() + in_context_corpus.splitlines())
-    return TrainingJob(corpus=corpus, shape=scaling.sizes[size].shape(), training=scaling.training_for(len(corpus)))
+    training = dataclasses.replace(scaling.training_for(len(corpus)), seed=seed)
+    return TrainingJob(corpus=corpus, shape=scaling.sizes[size].shape(), training=training)
 
 
 def sweep_model(
@@ -57,8 +62,10 @@ def sweep_model(
     in_context_prompts: pd.DataFrame,
     scaling: ScalingSettings,
     size: str,
+    seed: int,
 ) -> pd.DataFrame:
-    """Every point of the design on this model size; points already in the cache are read."""
+    """Every point of the design on this model (size, training seed); points already in the
+    cache are read."""
     settings = scaling
     calibration = train_corpus.splitlines() + in_context_corpus.splitlines()
     random.Random(settings.sweep.calibration_seed).shuffle(calibration)
@@ -66,13 +73,14 @@ def sweep_model(
         model.path, settings.points(), calibration, scaling_tasks(one_hop_prompts, two_hop_prompts, in_context_prompts),
         cache, model=size, batch_size=settings.sweep.batch_size,
     )
-    return result.table.assign(n_params=int(model.record["n_params"]))
+    return result.table.assign(n_params=int(model.record["n_params"]), seed=seed)
 
 
 def fit_scaling_laws(scaling: ScalingSettings, **size_points: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict, dict]:
     """The law per task, its exponents with bootstrap intervals, flat metrics for tracking,
     and the computed conclusion (memorization vs each utilization task). ``size_points``:
-    each size's ``scaling_<size>.scaling_points``."""
+    each model's ``<namespace>.scaling_points`` (several seeds of a size share its ``model``
+    name and differ in ``seed``)."""
     fit = scaling.fit
     study = fit_study(
         pd.concat(by_namespace(size_points, "scaling_points").values(), ignore_index=True), fit.exclude_bits,
@@ -88,15 +96,17 @@ def fit_scaling_laws(scaling: ScalingSettings, **size_points: pd.DataFrame) -> t
     return study.points, study.exponents, study.metrics, study.conclusion
 
 
-def summarize_training(**size_models: TrainedModel) -> tuple[pd.DataFrame, object]:
-    """Each size's training (steps, exposures per statement, seconds, final loss and how much
-    the loss still fell over the last fifth of training) and its loss curve, one figure."""
-    records = {
-        ns.removeprefix("scaling_"): model.record for ns, model in by_namespace(size_models, "scaling_model").items()
-    }
+def summarize_training(scaling: ScalingSettings, **trained: TrainedModel) -> tuple[pd.DataFrame, object]:
+    """Each model's training (size, seed, steps, exposures per statement, seconds, final loss
+    and how much the loss still fell over the last fifth of training) and its loss curve, one
+    figure. ``trained``: each namespace's ``scaling_model``."""
+    models = scaling.models()
+    records = {models[ns]: model.record for ns, model in by_namespace(trained, "scaling_model").items()}
     table = training_summary(records)
     log.info("Scaling models:\n%s", table.to_string(index=False))
-    return table, scaling_training_curves(records)
+    several = len(scaling.training_seeds()) > 1
+    labels = {f"{size} seed {seed}" if several else size: record for (size, seed), record in records.items()}
+    return table, scaling_training_curves(labels)
 
 
 def plot_scaling_fit(scaling_points: pd.DataFrame):

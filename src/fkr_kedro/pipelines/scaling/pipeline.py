@@ -1,5 +1,6 @@
 """The scaling pipeline: its own world (``scaling.world``) and the in-context task, then per
-model size one namespace (`scaling_<size>`: train, sweep), then the fit over all sizes.
+model size and training seed one namespace (`scaling_<size>`, or `scaling_<size>_seed<k>`
+for seeds other than `training.seed`: train, sweep), then the fit over all sizes.
 
 `kedro run --pipeline=scaling` runs it all; the sweep of one size can run in its own process
 with `kedro run --pipeline=scaling --namespaces=scaling_<size>` once the world and the
@@ -10,7 +11,6 @@ from kedro.pipeline import Pipeline, node
 
 from fkr_kedro.pipelines.wiring import per_namespace
 from fkr_kedro.run_config import bind, study_parameters
-from fkr_kedro.scaling.config import namespace
 
 from .nodes import (
     build_in_context_task, fit_scaling_laws, generate_scaling_world, plan_training, plot_scaling_fit, summarize_training,
@@ -45,19 +45,20 @@ def create_pipeline(**kwargs) -> Pipeline:
         ],
         tags=["scaling"],
     )
-    sizes = sum((size_pipeline(size) for size in settings.sizes), Pipeline([]))
+    models = settings.models()
+    sizes = sum((model_pipeline(ns, size, seed) for ns, (size, seed) in models.items()), Pipeline([]))
     fit = Pipeline(
         [
             node(
                 fit_scaling_laws,
-                inputs={"scaling": "params:scaling", **per_namespace(map(namespace, settings.sizes), "scaling_points")},
+                inputs={"scaling": "params:scaling", **per_namespace(models, "scaling_points")},
                 outputs=["scaling_points", "scaling_exponents", "scaling_fit_metrics", "scaling_conclusion"],
                 name="fit_scaling_laws",
             ),
             node(plot_scaling_fit, inputs={"scaling_points": "scaling_points"}, outputs="scaling_predicted_vs_observed", name="plot_scaling_fit"),
             node(
                 summarize_training,
-                inputs=per_namespace(map(namespace, settings.sizes), "scaling_model"),
+                inputs={"scaling": "params:scaling", **per_namespace(models, "scaling_model")},
                 outputs=["scaling_training", "scaling_training_curves"],
                 name="summarize_scaling_training",
             ),
@@ -67,11 +68,12 @@ def create_pipeline(**kwargs) -> Pipeline:
     return task + sizes + fit
 
 
-def size_pipeline(size: str) -> Pipeline:
+def model_pipeline(namespace: str, size: str, seed: int) -> Pipeline:
+    """Train one size with one seed, then sweep it, in its own namespace."""
     return Pipeline(
         [
             node(
-                bind(plan_training, size=size),
+                bind(plan_training, size=size, seed=seed),
                 inputs={
                     "train_corpus": "scaling_train_corpus", "in_context_corpus": "scaling_in_context_corpus",
                     "scaling": "params:scaling",
@@ -80,7 +82,7 @@ def size_pipeline(size: str) -> Pipeline:
                 name="train_scaling_model",
             ),
             node(
-                bind(sweep_model, size=size),
+                bind(sweep_model, size=size, seed=seed),
                 inputs={
                     "model": "scaling_model",
                     "cache": "scaling_point_cache",
@@ -95,8 +97,8 @@ def size_pipeline(size: str) -> Pipeline:
                 name="sweep_points",
             ),
         ],
-        namespace=namespace(size),
+        namespace=namespace,
         inputs=SHARED,
         parameters={"params:scaling"},
-        tags=["scaling", namespace(size)],
+        tags=["scaling", namespace],
     )
