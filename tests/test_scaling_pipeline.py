@@ -123,3 +123,10 @@ def test_scaling_pipeline_trains_every_size_once_per_seed(kedro_project):
     assert metrics["km.points"] == 4 and metrics["km.sizes_in_fit"] == 2
     training = pd.read_csv(reporting / "scaling_training.csv")
     assert list(zip(training["model"], training["seed"])) == [("l1", 0), ("l1", 1), ("l2", 0), ("l2", 1)]
+    import mlflow
+
+    client = mlflow.MlflowClient(mlflow.get_tracking_uri())
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert {r.info.run_name for r in runs if r.data.tags.get("pipeline") == "scaling"} == {
+        "scaling test: 2 sizes trained from scratch (l1, l2), seeds 0, 1 on synthetic world (seed 0, 200 people), 2 variants"
+    }

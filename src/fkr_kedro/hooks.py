@@ -696,6 +696,9 @@ def _sweep_description(pipelines: list[str]) -> tuple[dict[str, str], int] | Non
     else:
         return None
     model = f"{len(sweep.sizes)} sizes trained from scratch ({', '.join(sweep.sizes)})"
+    seeds = sweep.training_seeds() if pipelines == ["scaling"] else []
+    if len(seeds) > 1:
+        model += f", seeds {', '.join(map(str, seeds))}"
     return {"model": model, "dataset": dataset}, points
 
 
