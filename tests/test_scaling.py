@@ -474,3 +474,5 @@ def test_seeds_name_one_namespace_per_size_and_seed():
     for bad in ([], [1, 1]):
         with pytest.raises(ValueError, match="scaling.seeds must list distinct training seeds"):
             ScalingSettings(sizes=sizes, seeds=bad)
+    with pytest.raises(ValueError, match="collides"):
+        ScalingSettings(sizes={**sizes, "a_seed1": sizes["a"]}, seeds=[0, 1])

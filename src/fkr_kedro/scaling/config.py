@@ -124,6 +124,14 @@ class ScalingSettings(_Strict):
             raise ValueError(f"scaling.seeds must list distinct training seeds, e.g. [0, 1]; got {seeds} (null: training.seed only)")
         return seeds
 
+    @model_validator(mode="after")
+    def _distinct_namespaces(self) -> "ScalingSettings":
+        if len(self.models()) != len(self.sizes) * len(self.training_seeds()):
+            raise ValueError(
+                "scaling.sizes: a size name ending in _seed<k> collides with another size's seed namespace; rename it"
+            )
+        return self
+
     def training_seeds(self) -> list[int]:
         return self.seeds if self.seeds is not None else [self.training.seed]
 
