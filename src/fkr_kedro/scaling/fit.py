@@ -471,10 +471,13 @@ def conclude(
         for factor, c in comparison.items():
             ref, other = c[reference_task], c[task]
             why = "" if all(np.isfinite(ref["ci"] + other["ci"])) else f", no interval with fewer than {MIN_CLUSTER_SIZES} sizes"
+            # The verdict compares the intervals of |exponent| (a signed interval that crosses 0
+            # can still lie in magnitude wholly above the other task's): show both.
             out["statements"].append(
-                f"{c['factor']}: {c['verdict']}{why} ({reference_task} {factor} = {ref['estimate']:.3f} "
-                f"[{ref['ci'][0]:.3f}, {ref['ci'][1]:.3f}], {task} {factor} = {other['estimate']:.3f} "
-                f"[{other['ci'][0]:.3f}, {other['ci'][1]:.3f}])"
+                f"{c['factor']}: {c['verdict']}{why} (|{factor}| {reference_task} [{ref['magnitude_ci'][0]:.3f}, "
+                f"{ref['magnitude_ci'][1]:.3f}] vs {task} [{other['magnitude_ci'][0]:.3f}, {other['magnitude_ci'][1]:.3f}]; "
+                f"{reference_task} {factor} = {ref['estimate']:.3f} [{ref['ci'][0]:.3f}, {ref['ci'][1]:.3f}], "
+                f"{task} {factor} = {other['estimate']:.3f} [{other['ci'][0]:.3f}, {other['ci'][1]:.3f}])"
             )
     return out
 
