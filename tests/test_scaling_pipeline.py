@@ -107,6 +107,7 @@ def test_scaling_pipeline_split_by_size_then_resumed(kedro_project):
 def test_scaling_pipeline_trains_every_size_once_per_seed(kedro_project):
     """Two seeds: a namespace per (size, seed), models trained with their own seed, points
     tagged with it, and the fit's sizes counted once (seeds are resampled within sizes)."""
+    started = int(time.time() * 1000)
     sweep = {"bits": [3], "group_sizes": [32], "calibration_sizes": [32], "group_size_bits": [], "calibration_bits": []}
     run_kedro(kedro_project, pipeline="scaling", params={"scaling": {"seeds": [0, 1], "sweep": sweep}})
     trained = {p.parent.name: json.loads(p.read_text())["fingerprint"]["training"]["seed"]
@@ -127,6 +128,6 @@ def test_scaling_pipeline_trains_every_size_once_per_seed(kedro_project):
 
     client = mlflow.MlflowClient(mlflow.get_tracking_uri())
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    assert {r.info.run_name for r in runs if r.data.tags.get("pipeline") == "scaling"} == {
+    assert {r.info.run_name for r in runs if r.info.start_time >= started and r.data.tags.get("pipeline") == "scaling"} == {
         "scaling test: 2 sizes trained from scratch (l1, l2), seeds 0, 1 on synthetic world (seed 0, 200 people), 2 variants"
     }
