@@ -217,7 +217,7 @@ def _scaling_section(
         section.sentences = [str(s) for s in conclusion.get("statements", [])]
     if exponents is not None and not exponents.empty:
         section.tables.append((
-            "Exponents (95% cluster-bootstrap intervals: model sizes resampled) beside Zhou et al.'s. "
+            "Exponents (95% cluster-bootstrap intervals: model sizes resampled, and seeds within a size when there are several) beside Zhou et al.'s. "
             + PAPER_SOURCE + "; memorization is the KM tier, application and reasoning the paper's KU tiers.",
             format_table(exponents_vs_paper(exponents, fit_metrics)),
         ))
