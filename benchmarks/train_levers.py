@@ -58,7 +58,7 @@ def grid_loss(model: LlamaForCausalLM, batch: torch.Tensor, pad_id: int) -> torc
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
 
 
-def measure(data, tok, shape, batches, bf16: bool, compiled: bool) -> tuple[float, float]:
+def measure(tok, shape, batches, bf16: bool, compiled: bool) -> tuple[float, float]:
     torch.manual_seed(0)
     model = LlamaForCausalLM(llama_config(shape, tok))
     model.train()
@@ -98,7 +98,7 @@ def main() -> None:
     base = None
     for bf16 in (False, True):
         for compiled in (False, True):
-            warm_up, ms = measure(data, tok, shape, batches, bf16, compiled)
+            warm_up, ms = measure(tok, shape, batches, bf16, compiled)
             base = base or ms
             print(f"{'bf16 autocast' if bf16 else 'fp32':13s} {'compiled' if compiled else 'eager':8s}: "
                   f"warm-up {warm_up:5.1f} s, {ms:6.1f} ms/step, {base / ms:.2f}x fp32 eager", flush=True)

@@ -688,15 +688,16 @@ def _sweep_description(pipelines: list[str]) -> tuple[dict[str, str], int] | Non
     from .reporting.describe import describe_dataset
 
     params = study_parameters()
+    seeds: list[int] = []
     if pipelines == ["scaling"] and params.scaling is not None:
         sweep, dataset, points = params.scaling, describe_dataset(None, params.scaling.world), len(params.scaling.points())
+        seeds = params.scaling.training_seeds()
     elif pipelines == ["capacity"] and params.capacity is not None:
         people = ", ".join(str(p) for p in params.capacity.people)
         sweep, dataset, points = params.capacity, f"synthetic worlds of {people} people", len(params.capacity.variants)
     else:
         return None
     model = f"{len(sweep.sizes)} sizes trained from scratch ({', '.join(sweep.sizes)})"
-    seeds = sweep.training_seeds() if pipelines == ["scaling"] else []
     if len(seeds) > 1:
         model += f", seeds {', '.join(map(str, seeds))}"
     return {"model": model, "dataset": dataset}, points

@@ -143,12 +143,13 @@ class ScalingSettings(_Strict):
             for size in self.sizes for seed in self.training_seeds()
         }
 
-    def training_for(self, n_statements: int) -> TrainConfig:
-        """The training settings of every size on a corpus of ``n_statements``."""
-        if self.exposures_per_fact is None:
-            return self.training
-        steps = steps_for_exposures(n_statements, self.training.batch_size, self.exposures_per_fact)
-        return dataclasses.replace(self.training, steps=steps)
+    def training_for(self, n_statements: int, seed: int | None = None) -> TrainConfig:
+        """The training settings of every size on a corpus of ``n_statements``, with training
+        seed ``seed`` (None: ``training.seed``)."""
+        steps = self.training.steps
+        if self.exposures_per_fact is not None:
+            steps = steps_for_exposures(n_statements, self.training.batch_size, self.exposures_per_fact)
+        return dataclasses.replace(self.training, steps=steps, seed=self.training.seed if seed is None else seed)
 
     def points(self) -> list[VariantSpec]:
         s = self.sweep

@@ -3,7 +3,6 @@ model size, then the law fitted per task."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import random
 
@@ -48,8 +47,7 @@ def plan_training(
     same number of exposures per statement (``scaling.exposures_per_fact``) when it is set,
     with training seed ``seed``."""
     corpus = tuple(train_corpus.splitlines() + in_context_corpus.splitlines())
-    training = dataclasses.replace(scaling.training_for(len(corpus)), seed=seed)
-    return TrainingJob(corpus=corpus, shape=scaling.sizes[size].shape(), training=training)
+    return TrainingJob(corpus=corpus, shape=scaling.sizes[size].shape(), training=scaling.training_for(len(corpus), seed))
 
 
 def sweep_model(
