@@ -58,18 +58,34 @@ def test_recall_table_is_built_from_named_inputs_in_the_configured_order(base_co
     from fkr_kedro.pipelines.evaluate import create_pipeline
     from fkr_kedro.run_config import active_variants
 
+    from fkr_kedro.reporting.findings import ReportSettings
+
     specs = active_variants()
-    inputs = {}
+    inputs = {"params:report": ReportSettings(bootstrap_resamples=100)}
     for i, spec in enumerate(specs):
         inputs[f"{spec.name}.recall_metrics"] = {
             "one_hop.accuracy": i / 100, "one_hop.accuracy.birth_city": i / 50, "two_hop.held_out.accuracy": 0.5,
         }
         inputs[f"{spec.name}.footprint"] = {"effective_bits": float(spec.bits or 32)}
         inputs[f"{spec.name}.knowledge_bits"] = {"stored_bits": 100.0 - i, "stored_bits.birth_city": 60.0 - i}
-    table = run(create_pipeline().only_nodes("tabulate_variants"), **inputs)["recall_by_variant"]
+        # Two facts and one held-out chain: every variant right on the first fact only.
+        inputs[f"{spec.name}.one_hop_scores"] = pd.DataFrame({
+            "relation": ["birth_city"] * 2, "subject": ["s0", "s1"], "object": ["o", "o"], "correct": [True, False],
+            "answer_logprob": [-0.1, -2.0]})
+        inputs[f"{spec.name}.two_hop_scores"] = pd.DataFrame({
+            "composition": ["c"], "e1": ["e"], "e2": ["b"], "e3": ["t"], "split": ["held_out"], "readout": ["r2(r1(e1))"],
+            "correct": [True], "answer_logprob": [-0.5]})
+    out = run(create_pipeline().only_nodes("tabulate_variants"), **inputs)
+    table = out["recall_by_variant"]
 
     assert list(table["variant"].drop_duplicates()) == [spec.name for spec in specs]
     assert len(table) == 6 * len(specs)
+    # Identical scores: no difference from the reference, and every same-bits pair compared.
+    compared = table[(table["metric"] == "one_hop.accuracy") & table["relation"].isna() & (table["variant"] != "fp")]
+    assert (compared["p_value"] == 1.0).all() and (compared["change"] == "noise").all()
+    pairs = out["variant_comparisons"]
+    four_bit = [s.name for s in specs if s.bits == 4]
+    assert len(pairs[pairs["metric"] == "one_hop.accuracy"].query("bits == 4")) >= len(four_bit) * (len(four_bit) - 1) // 2
     row = table[(table["variant"] == "gptq_w3_g32") & (table["relation"] == "birth_city")].iloc[0]
     index = [spec.name for spec in specs].index("gptq_w3_g32")
     assert (row["metric"], row["value"], row["method"], row["bits"], row["group_size"]) == (

@@ -12,6 +12,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from fkr_kedro.analysis.comparisons import recall_table
+from fkr_kedro.analysis.statistics import StatisticsSettings
+from fkr_kedro.quantization.variants import VariantSpec
 from fkr_kedro.reporting import figures
 from fkr_kedro.reporting.findings import ReportSettings, findings, summary_table
 from fkr_kedro.reporting.tables import StudyTables, neuron_retention
@@ -21,24 +24,26 @@ VARIANTS = ("fp", "bnb_int8", "bnb_nf4", "gptq_w4_g32", "rtn_w2_g32")
 
 
 def _recall() -> pd.DataFrame:
-    specs = {"fp": ("fp", np.nan, 32.0), "a": ("gptq", 4, 4.625), "b": ("rtn", 4, 4.625)}
-    metrics = {
-        "one_hop.accuracy": {"fp": 0.9, "a": 0.85, "b": 0.895},
-        "one_hop.answer_logprob": {"fp": -0.1, "a": -0.5, "b": -0.12},
-        "two_hop.seen.accuracy": {"fp": 0.5, "a": 0.4, "b": 0.5},
-        "two_hop.seen.chance": {"fp": 0.1, "a": 0.1, "b": 0.1},
-        "two_hop.held_out.accuracy": {"fp": 0.12, "a": 0.1, "b": 0.12},
-        "two_hop.held_out.chance": {"fp": 0.1, "a": 0.1, "b": 0.1},
-        "storage_bytes": {"fp": 4e6, "a": 1e6, "b": 1e6},
-    }
-    rows = [
-        {"variant": v, "method": m, "bits": bits, "group_size": 32 if v != "fp" else np.nan,
-         "calibration_size": 128, "metric": metric, "relation": np.nan, "value": values[v]}
-        for metric, values in metrics.items() for v, (m, bits, _) in specs.items()
-    ]
-    rows += [{"variant": v, "method": m, "bits": bits, "group_size": np.nan, "calibration_size": 128,
-              "metric": "effective_bits", "relation": np.nan, "value": eff} for v, (m, bits, eff) in specs.items()]
-    return pd.DataFrame(rows)
+    """The recall table of three variants built from per-prompt scores with known answers:
+    one-hop recall 90% / 85% / 89.5% of 200 facts (a loses 10 of fp's facts, b one), two-hop
+    50% / 40% / 50% of 100 seen chains and 12% / 10% / 12% of 100 held-out chains."""
+    specs = [VariantSpec(name="fp", method="fp"), VariantSpec(name="a", method="gptq", bits=4, group_size=32),
+             VariantSpec(name="b", method="rtn", bits=4, group_size=32)]
+    right = {"fp": (180, 50, 12), "a": (170, 40, 10), "b": (179, 50, 12)}
+    logprob = {"fp": -0.1, "a": -0.5, "b": -0.12}
+    values = {}
+    for v, (one, seen, held) in right.items():
+        values[v] = {
+            "one_hop.accuracy": pd.Series(np.arange(200) < one, dtype=float),
+            "one_hop.answer_logprob": pd.Series(np.full(200, logprob[v])),
+            "two_hop.seen.accuracy": pd.Series(np.arange(100) < seen, dtype=float),
+            "two_hop.held_out.accuracy": pd.Series(np.arange(100) < held, dtype=float),
+        }
+    metrics = {v: {**{k: float(x.mean()) for k, x in values[v].items()}, "two_hop.seen.chance": 0.1,
+                   "two_hop.held_out.chance": 0.1} for v in values}
+    footprints = {"fp": {"storage_bytes": 4e6, "effective_bits": 32.0}, "a": {"storage_bytes": 1e6, "effective_bits": 4.625},
+                  "b": {"storage_bytes": 1e6, "effective_bits": 4.625}}
+    return recall_table(specs, metrics, footprints, values, "fp", StatisticsSettings(bootstrap_resamples=200))
 
 
 def _tidy(curves: dict, **columns) -> pd.DataFrame:
@@ -76,12 +81,15 @@ def _findings(tables, **settings):
 
 def test_sentences_state_what_known_numbers_show(tables):
     sentences = _findings(tables)
-    assert sentences[0] == (
-        "Full precision (fp) recalls 90.0% of the one-hop facts. 1 of 2 quantized variants lose more than "
-        "1 point: a (-5.0). Within 1 point of fp: b."
+    assert sentences[0].startswith(
+        "fp recalls 90.0% of the one-hop facts (95% CI 85.1-93.4%, 200 prompts). 1 of 2 variants lose (paired exact "
+        "McNemar on the same prompts, Holm-adjusted over 2 variants, alpha 0.05): a (-5.0 points ["
     )
-    assert "At 4 bits, b keeps the most one-hop recall (89.5%) and a the least (85.0%), 4.5 points apart." in sentences
+    assert sentences[0].endswith("b is within the noise of 200 prompts (-0.5 points).")
     text = "\n".join(sentences)
+    # Seen chains: a loses 10 of fp's 50 (McNemar p = 0.002); held out: 2 chains apart, noise.
+    assert "fp answers 50.0% of the two-hop chains seen in training" in text and "a (-10.0 points" in text
+    assert "fp answers 12.0% of the held-out two-hop chains (latent composition) (95% CI 7.0-19.8%, 100 prompts). All 2 variants are within the noise of 100 prompts" in text
     # Seen chains: 50% against chance 10% over 100 chains; held out: 12% is inside 10% +- 5.9 points.
     assert "On two-hop chains seen in training, fp answers 50.0%, above chance" in text
     assert "fp answers 12.0%, within the 95% band of chance (10.0% ±5.9 points over 100 chains)" in text
@@ -96,8 +104,7 @@ def test_sentences_state_what_known_numbers_show(tables):
 
 
 def test_thresholds_change_the_words(tables):
-    sentences = _findings(tables, recall_loss_points=10, probe_drop_points=40, cka_threshold=0.5)
-    assert sentences[0].endswith("No quantized variant loses more than 10 points. Within 10 points of fp: a and b.")
+    sentences = _findings(tables, probe_drop_points=40, cka_threshold=0.5)
     text = "\n".join(sentences)
     assert "it stays within 40 points of fp at every layer" in text
     assert "stays at or above 0.5 at every layer for every variant" in text
@@ -106,7 +113,10 @@ def test_thresholds_change_the_words(tables):
 def test_summary_table_numbers(tables):
     summary = summary_table(StudyTables(**tables), ReportSettings())
     assert list(summary.index) == ["fp", "a", "b"]
-    assert summary.loc["a", "one-hop vs fp (points)"] == pytest.approx(-5.0)
+    assert summary.loc["a", "one-hop recall vs fp (points)"] == pytest.approx(-5.0)
+    assert summary.loc["a", "95% CI, one-hop recall"] == "79.4-89.3%"
+    assert summary.loc["b", "Holm p, one-hop recall vs fp"] == pytest.approx(1.0)
+    assert pd.isna(summary.loc["fp", "Holm p, one-hop recall vs fp"])
     assert summary.loc["a", "fp's top neurons retained"] == pytest.approx(0.35)
     assert summary.loc["b", "answer probe, layer 2"] == pytest.approx(0.88)
     assert summary.loc["a", "CKA, layer 2"] == pytest.approx(0.8)
@@ -123,7 +133,13 @@ def test_accuracy_vs_bits_plots_the_numbers(tables):
     fig = figures.accuracy_vs_bits(tables["recall"])
     ax = fig.axes[0]
     lines = {line.get_label(): line for line in ax.get_lines()}
-    assert lines["gptq"].get_xdata().tolist() == [4.625] and lines["gptq"].get_ydata().tolist() == [0.85]
+    bars = {container.get_label(): container for container in ax.containers}
+    gptq, _, (segments,) = bars["gptq"]
+    assert gptq.get_xdata().tolist() == [4.625] and gptq.get_ydata().tolist() == [0.85]
+    # Its error bar spans its Wilson interval (170 of 200: 79.4% to 89.3%).
+    (_, low), (_, high) = segments.get_segments()[0]
+    assert (low, high) == pytest.approx((0.79394, 0.89286), abs=1e-4)
+    assert any(label.startswith("fp: 95% interval") for label in ax.get_legend_handles_labels()[1])
     reference = next(label for label in lines if label.startswith("fp (full precision"))
     assert list(lines[reference].get_ydata()) == [0.9, 0.9]  # a horizontal reference line
     assert "chance" in {line.get_label() for line in fig.axes[2].get_lines()}
@@ -137,7 +153,8 @@ def test_report_gets_a_scaling_section_only_when_scaling_ran(tables):
 
     t = tables
     inputs = {
-        "recall_by_variant": t["recall"], "probe_results": t["probes"], "entrec_results": t["entrec"],
+        "recall_by_variant": t["recall"], "variant_comparisons": pd.DataFrame(columns=["metric", "relation"]),
+        "probe_results": t["probes"], "entrec_results": t["entrec"],
         "attribution_results": t["attribution"], "drift_results": t["drift"], "cnst_results": t["cnst"],
         "two_hop_prompts": pd.DataFrame({"split": ["seen"] * 100 + ["held_out"] * 100}),
         "report": ReportSettings(),
@@ -191,16 +208,20 @@ def test_report_of_the_test_run(tracked_study):
             assert image.format == "PNG" and image.width > 800
     assert (reporting / "figures/accuracy_vs_bits.png").is_file()
 
-    # The summary holds the evaluate pipeline's numbers, and the recall sentence names exactly
-    # the variants that lose more than the threshold (1 point in parameters_report.yml).
+    # The summary holds the evaluate pipeline's numbers, and the recall sentence names as
+    # losing exactly the variants whose Holm-adjusted paired test says so (alpha 0.05).
     recall = pd.read_csv(reporting / "recall_by_variant.csv")
-    one_hop = recall[(recall["metric"] == "one_hop.accuracy") & recall["relation"].isna()].set_index("variant")["value"]
+    one_hop = recall[(recall["metric"] == "one_hop.accuracy") & recall["relation"].isna()].set_index("variant")
     summary = pd.read_csv(reporting / "report_summary.csv").set_index("variant")
-    assert summary["one-hop recall"].to_dict() == pytest.approx(one_hop.to_dict())
-    losers = {v for v in VARIANTS if v != "fp" and 100 * (one_hop["fp"] - one_hop[v]) > 1.0}
-    sentence = re.search(r"<li>Full precision \(fp\) recalls .*?</li>", html).group(0)
-    named = set(re.findall(r"(\w+) \([+-]\d", sentence.split("Within")[0]))
+    assert summary["one-hop recall"].to_dict() == pytest.approx(one_hop["value"].to_dict())
+    assert (one_hop["ci_low"] <= one_hop["value"]).all() and (one_hop["value"] <= one_hop["ci_high"]).all()
+    losers = {v for v in VARIANTS if v != "fp" and one_hop.loc[v, "p_holm"] < 0.05 and one_hop.loc[v, "delta"] < 0}
+    assert set(one_hop.loc[[v for v in VARIANTS if v != "fp"], "change"].dropna()) <= {"loss", "gain", "noise"}
+    sentence = re.search(r"<li>fp recalls .*? of the one-hop facts.*?</li>", html).group(0)
+    lose_part = sentence.split(" lose (")[1].split("). ")[0] if " lose (" in sentence else ""
+    named = set(re.findall(r"(\w+) \([+-]\d", lose_part))
     assert named == losers
+    assert (reporting / "variant_comparisons.csv").is_file()
 
     # Every variant of the test study computes in float32 and got the method it is named
     # after on every module; the report says so in its table and in a sentence.

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from ..knowledge.chance import chance_rates
 from ..modeling.structure import module_device
+from .statistics import stderr
 
 
 ARTICLES = ("the", "a", "an")
@@ -366,23 +367,38 @@ def evaluate_two_hop(
     return pd.concat(frames, ignore_index=True)
 
 
+def prompt_values(one_hop_scores: pd.DataFrame, two_hop_scores: pd.DataFrame) -> dict[str, pd.Series]:
+    """Per headline metric, its value on every prompt it averages (1.0/0.0 for correctness,
+    the answer's log-probability), indexed by the prompt's row in the score table: the one
+    definition of what each metric of :func:`summarize_recall` averages, which the intervals
+    and the paired tests between variants (:mod:`fkr_kedro.analysis.comparisons`) reuse."""
+    values: dict[str, pd.Series] = {}
+    if len(one_hop_scores):
+        values["one_hop.accuracy"] = one_hop_scores["correct"].astype(float)
+        values["one_hop.answer_logprob"] = one_hop_scores["answer_logprob"].astype(float)
+        for relation, part in one_hop_scores.groupby("relation", sort=True):
+            values[f"one_hop.accuracy.{relation}"] = part["correct"].astype(float)
+    comp = two_hop_scores[two_hop_scores["readout"] == "r2(r1(e1))"]
+    for split, part in comp.groupby("split", sort=True):
+        values[f"two_hop.{split}.accuracy"] = part["correct"].astype(float)
+        values[f"two_hop.{split}.answer_logprob"] = part["answer_logprob"].astype(float)
+    for (split, readout), part in two_hop_scores.groupby(["split", "readout"], sort=True):
+        values[f"two_hop.{split}.{readout}.accuracy"] = part["correct"].astype(float)
+    return values
+
+
 def summarize_recall(one_hop_scores: pd.DataFrame, two_hop_scores: pd.DataFrame, two_hop: pd.DataFrame) -> dict[str, float]:
     """Headline figures: one-hop accuracy (overall and per relation), two-hop accuracy per
-    split and readout beside the chance rate of the composition."""
-    metrics: dict[str, float] = {
-        "one_hop.accuracy": float(one_hop_scores["correct"].mean()),
-        "one_hop.answer_logprob": float(one_hop_scores["answer_logprob"].mean()),
-    }
-    for relation, acc in one_hop_scores.groupby("relation")["correct"].mean().items():
-        metrics[f"one_hop.accuracy.{relation}"] = float(acc)
+    split and readout beside the chance rate of the composition; each with its standard
+    error over prompts as ``<metric>_stderr`` (lm-evaluation-harness's convention)."""
+    metrics: dict[str, float] = {}
+    for name, values in prompt_values(one_hop_scores, two_hop_scores).items():
+        metrics[name] = float(values.mean())
+        metrics[f"{name}_stderr"] = stderr(values)
     chance = chance_rates(two_hop)
     comp = two_hop_scores[two_hop_scores["readout"] == "r2(r1(e1))"]
     for split, part in comp.groupby("split"):
-        metrics[f"two_hop.{split}.accuracy"] = float(part["correct"].mean())
         metrics[f"two_hop.{split}.chance"] = float(part["composition"].map(chance).mean())
-        metrics[f"two_hop.{split}.answer_logprob"] = float(part["answer_logprob"].mean())
-    for (split, readout), part in two_hop_scores.groupby(["split", "readout"]):
-        metrics[f"two_hop.{split}.{readout}.accuracy"] = float(part["correct"].mean())
     return metrics
 
 

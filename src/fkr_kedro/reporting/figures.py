@@ -18,7 +18,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, PercentFormatter
 
-from .tables import StudyTables, headline, layer_metric, neuron_retention, variant_order
+from .tables import StudyTables, headline, layer_metric, metric_interval, neuron_retention, variant_order
 
 METHOD_COLORS = {
     "fp": "black",
@@ -43,7 +43,7 @@ PROBE_TITLES = {
     "answer": "answer probe (last token, one-hop)",
     "answer_two_hop": "answer probe (last token, two-hop)",
 }
-DRIFT_TITLES = {"cosine": "cosine similarity to fp", "cka": "linear CKA to fp"}
+DRIFT_TITLES = {"cosine": "cosine similarity to {reference}", "cka": "linear CKA to {reference}"}
 
 
 def variant_styles(recall: pd.DataFrame, reference: str = "fp") -> dict[str, dict]:
@@ -83,16 +83,24 @@ def accuracy_vs_bits(recall: pd.DataFrame, reference: str = "fp") -> Figure:
     low, high = float(quantized["effective_bits"].min()), float(quantized["effective_bits"].max())
     ticks = [t for t in (1, 2, 3, 4, 5, 6, 8, 10, 12, 16) if low * 0.8 <= t <= high * 1.25] or [round(low, 1)]
     for ax, (metric, chance, title) in zip(axes[0], panels):
+        interval = metric_interval(recall, metric)
         for method, rows in quantized.groupby("method", sort=False):
             rows = rows.sort_values("effective_bits")
-            ax.plot(
-                rows["effective_bits"], rows[metric], color=METHOD_COLORS.get(method, "gray"),
-                marker=METHOD_MARKERS.get(method, "o"), linewidth=1.6, markersize=7, label=method,
+            bounds = interval.reindex(rows.index)
+            # Error bars: the 95% interval over prompts (Wilson), where the table carries it.
+            yerr = np.vstack([rows[metric] - bounds["ci_low"], bounds["ci_high"] - rows[metric]]).clip(min=0)
+            ax.errorbar(
+                rows["effective_bits"], rows[metric], yerr=None if np.isnan(yerr).all() else np.nan_to_num(yerr),
+                color=METHOD_COLORS.get(method, "gray"), marker=METHOD_MARKERS.get(method, "o"), linewidth=1.6,
+                markersize=7, capsize=3, elinewidth=1, label=method,
             )
         if reference in info.index:
             ref_bits = info.loc[reference, "effective_bits"]
             ax.axhline(info.loc[reference, metric], color="black", linestyle="--", linewidth=1.4,
                        label=f"{reference} (full precision, {ref_bits:.0f} bits)")
+            if reference in interval.index and not interval.loc[reference, ["ci_low", "ci_high"]].isna().any():
+                ax.axhspan(interval.loc[reference, "ci_low"], interval.loc[reference, "ci_high"], color="black",
+                           alpha=0.08, label=f"{reference}: 95% interval")
         if chance and chance in info.columns and reference in info.index:
             ax.axhline(info.loc[reference, chance], color="gray", linestyle=":", linewidth=1.4, label="chance")
         ax.set_xscale("log", base=2)
@@ -207,22 +215,31 @@ def damage_along_training(damage: pd.DataFrame) -> Figure:
     return fig
 
 
-def _plot_curves(ax, curves: pd.DataFrame, styles: dict[str, dict]) -> None:
-    """One line per variant column of ``curves`` (index = layer), in the variants' styles."""
+def _plot_curves(ax, curves: pd.DataFrame, styles: dict[str, dict], low: pd.DataFrame | None = None,
+                 high: pd.DataFrame | None = None) -> None:
+    """One line per variant column of ``curves`` (index = layer), in the variants' styles;
+    shaded between ``low`` and ``high`` (its 95% interval) where given."""
     for variant, style in styles.items():
         if variant in curves:
             ax.plot(curves.index, curves[variant], label=variant, **style)
+            if low is not None and high is not None and variant in low and variant in high:
+                band = pd.concat([low[variant], high[variant]], axis=1).reindex(curves.index)
+                if band.notna().all(axis=None):
+                    ax.fill_between(curves.index, band.iloc[:, 0], band.iloc[:, 1], color=style["color"],
+                                    alpha=0.1, linewidth=0)
 
 
 def probe_accuracy_by_layer(probes: pd.DataFrame, recall: pd.DataFrame, reference: str = "fp") -> Figure:
     """Per probe, the accuracy of the probe trained on full precision and applied unchanged
-    to each variant, per layer (0 = embeddings), with the probe's chance rate."""
+    to each variant, per layer (0 = embeddings), shaded by its 95% interval over the test
+    entities where the table carries one, with the probe's chance rate."""
     names = [p for p in PROBE_TITLES if p in set(probes["probe"])]
     fig, axes = _grid(len(names), ncols=2, size=(5.4, 3.6))
     styles = variant_styles(recall, reference)
     for ax, probe in zip(axes, names):
         transfer = layer_metric(probes, "transfer_accuracy", probe=probe)
-        _plot_curves(ax, transfer, styles)
+        _plot_curves(ax, transfer, styles, layer_metric(probes, "transfer_accuracy", "ci_low", probe=probe),
+                     layer_metric(probes, "transfer_accuracy", "ci_high", probe=probe))
         chance = layer_metric(probes, "chance", probe=probe)
         if reference in chance:
             ax.plot(chance.index, chance[reference], color="gray", linestyle=":", linewidth=1.4, label="chance")
@@ -230,7 +247,7 @@ def probe_accuracy_by_layer(probes: pd.DataFrame, recall: pd.DataFrame, referenc
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
         ax.set_ylim(0, 1.02)
         ax.set_title(PROBE_TITLES[probe], fontsize=10)
-        ax.set_ylabel("accuracy of fp's probe")
+        ax.set_ylabel(f"accuracy of {reference}'s probe")
     _legend(fig, axes)
     fig.suptitle("Linear probes per layer: full precision's probe applied to each variant", fontsize=13)
     return fig
@@ -244,7 +261,8 @@ def entrec_by_layer(entrec: pd.DataFrame, recall: pd.DataFrame, reference: str =
     styles = variant_styles(recall, reference)
     for ax, split in zip(axes, splits):
         curves = layer_metric(entrec, "entrec_mean", split=split)
-        _plot_curves(ax, curves, styles)
+        _plot_curves(ax, curves, styles, layer_metric(entrec, "entrec_mean", "ci_low", split=split),
+                     layer_metric(entrec, "entrec_mean", "ci_high", split=split))
         _layer_axis(ax, curves.index)
         ax.set_title(f"{split.replace('_', '-')} chains", fontsize=10)
         ax.set_ylabel("mean EntRec (log-prob, nats)")
@@ -262,7 +280,7 @@ def neuron_retention_by_layer(attribution: pd.DataFrame, recall: pd.DataFrame, r
     _layer_axis(ax, retention.index, embeddings=False)
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set_ylim(0, 1.05)
-    ax.set_ylabel("fp's top neurons retained")
+    ax.set_ylabel(f"{reference}'s top neurons retained")
     fig.legend(*ax.get_legend_handles_labels(), loc="outside right center", fontsize=9)
     fig.suptitle("Neuron retention per layer (FFN neurons that drive the answer)", fontsize=13)
     return fig
@@ -289,7 +307,7 @@ def drift_by_layer(drift: pd.DataFrame, recall: pd.DataFrame, reference: str = "
             if i == 0:
                 ax.set_title(site.replace(".resid_post.", ", residual at "), fontsize=9)
             if j == 0:
-                ax.set_ylabel(DRIFT_TITLES[metric])
+                ax.set_ylabel(DRIFT_TITLES[metric].format(reference=reference))
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right center", fontsize=9)
     fig.suptitle("Representation drift against full precision, per layer (1 = unchanged)", fontsize=13)
@@ -337,7 +355,7 @@ def variant_layers(variant: str, tables: StudyTables, reference: str = "fp") -> 
                           label=f"{probe} ({reference})")
     ax_probe.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax_probe.set_ylim(0, 1.02)
-    ax_probe.set_title("accuracy of fp's probes", fontsize=10)
+    ax_probe.set_title(f"accuracy of {reference}'s probes", fontsize=10)
     ax_probe.legend(fontsize=7, ncol=2)
 
     curves = layer_metric(entrec, "entrec_mean", split="all")
@@ -353,7 +371,7 @@ def variant_layers(variant: str, tables: StudyTables, reference: str = "fp") -> 
     ax_neurons.axhline(1.0, color="black", linestyle=":", linewidth=1.2, label=reference)
     ax_neurons.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax_neurons.set_ylim(0, 1.05)
-    ax_neurons.set_title("fp's top attribution neurons retained", fontsize=10)
+    ax_neurons.set_title(f"{reference}'s top attribution neurons retained", fontsize=10)
     ax_neurons.legend(fontsize=8)
     _layer_axis(ax_neurons, retention.index, embeddings=False)
 
@@ -366,7 +384,7 @@ def variant_layers(variant: str, tables: StudyTables, reference: str = "fp") -> 
                 label = f"{metric}, {site.replace('.resid_post.', ' @ ')}"
                 ax_drift.plot(curve.index, curve[variant], color=color, linestyle=linestyle, marker=".", label=label)
     ax_drift.set_ylim(top=1.02)
-    ax_drift.set_title("drift against fp (cosine solid, CKA dashed)", fontsize=10)
+    ax_drift.set_title(f"drift against {reference} (cosine solid, CKA dashed)", fontsize=10)
     ax_drift.legend(fontsize=7)
     for ax in (ax_probe, ax_entrec, ax_drift):
         _layer_axis(ax, layer_metric(drift, "cosine").index if ax is ax_drift else curves.index)

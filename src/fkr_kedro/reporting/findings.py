@@ -10,18 +10,20 @@ import math
 from collections.abc import Mapping
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from ..analysis.statistics import StatisticsSettings
 from .tables import StudyTables, headline, layer_metric, neuron_retention, variant_order
 
 
-class ReportSettings(BaseModel):
-    """Thresholds of the generated sentences (``report`` in parameters_report.yml)."""
+class ReportSettings(StatisticsSettings):
+    """The reference every variant is compared against, the level of the tests and intervals
+    (``alpha``, from :class:`StatisticsSettings`) and the thresholds of the descriptive
+    sentences (``report`` in parameters_report.yml)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     reference: str = "fp"
-    recall_loss_points: float = Field(1.0, ge=0, description="a variant 'loses recall' beyond this many points")
     probe_drop_points: float = Field(5.0, ge=0, description="a probe 'falls below fp' beyond this many points")
     entrec_drop_nats: float = Field(1.0, ge=0, description="EntRec 'drops' beyond this many nats")
     cka_threshold: float = Field(0.9, gt=0, le=1, description="representations 'drift' below this linear CKA")
@@ -44,10 +46,8 @@ def summary_table(tables: StudyTables, settings: ReportSettings) -> pd.DataFrame
         table["modules not by its method"] = _not_by_method(info)
     if "storage_bytes" in info:
         table["storage MB"] = info["storage_bytes"] / 1e6
-    table["one-hop recall"] = info["one_hop.accuracy"]
-    if ref in info.index:
-        table[f"one-hop vs {ref} (points)"] = 100 * (info["one_hop.accuracy"] - info.loc[ref, "one_hop.accuracy"])
     for column, metric in (
+        ("one-hop recall", "one_hop.accuracy"),
         ("answer log-prob", "one_hop.answer_logprob"),
         ("stored knowledge bits", "stored_bits"),
         ("stored bits per weight", "stored_bits_per_param"),
@@ -56,6 +56,8 @@ def summary_table(tables: StudyTables, settings: ReportSettings) -> pd.DataFrame
     ):
         if metric in info:
             table[column] = info[metric]
+        if metric.endswith("accuracy") and metric in info:
+            table = _with_interval_and_test(table, tables.recall, metric, column, ref)
     answer = layer_metric(tables.probes, "transfer_accuracy", probe="answer")
     if not answer.empty:
         table[f"answer probe, layer {answer.index.max()}"] = answer.iloc[-1]
@@ -73,15 +75,46 @@ def summary_table(tables: StudyTables, settings: ReportSettings) -> pd.DataFrame
     return table
 
 
-def findings(tables: StudyTables, chains_per_split: Mapping[str, int], settings: ReportSettings) -> list[str]:
-    """Sentences on recall, composition, probes, EntRec, neurons, drift and CnstScore."""
+def _with_interval_and_test(table: pd.DataFrame, recall: pd.DataFrame, metric: str, column: str, ref: str) -> pd.DataFrame:
+    """Beside ``column``: its 95% interval over prompts, and its paired difference with the
+    reference (points) and Holm-adjusted p (NaN for the reference)."""
+    if "ci_low" not in recall:
+        return table
+    rows = _overall(recall, metric).reindex(table.index)
+    table[f"95% CI, {column}"] = [
+        "" if pd.isna(lo) else f"{100 * lo:.1f}-{100 * hi:.1f}%" for lo, hi in zip(rows["ci_low"], rows["ci_high"])
+    ]
+    table[f"{column} vs {ref} (points)"] = 100 * rows["delta"]
+    table[f"Holm p, {column} vs {ref}"] = rows["p_holm"]
+    return table
+
+
+def findings(
+    tables: StudyTables, chains_per_split: Mapping[str, int], settings: ReportSettings,
+    comparisons: pd.DataFrame | None = None,
+) -> list[str]:
+    """Sentences on recall, composition, probes, EntRec, neurons, drift and CnstScore. A
+    variant loses or gains only where its Holm-adjusted paired test rejects at
+    ``settings.alpha``; a method ranks above another only where the pair's own test
+    (``comparisons``: variant_comparisons) does."""
     ref = settings.reference
     info = headline(tables.recall)
     if ref not in info.index:
-        raise ValueError(f"the recall table has no {ref!r} rows: the findings compare every variant against it")
+        raise ValueError(
+            f"the recall table has no {ref!r} rows: the findings compare every variant against report.reference "
+            f"({ref!r}); set report.reference to one of {list(info.index)} or add the variant"
+        )
     order = [v for v in variant_order(tables.recall, ref) if v != ref]
-    out = [_recall_loss(info, order, settings), *_best_per_bits(info, order), *_dtypes_and_fallbacks(info)]
+    out = [_changes(tables.recall, "one_hop.accuracy", "recalls", "of the one-hop facts", order, settings)]
     out += _composition(info, chains_per_split, ref)
+    for split, what in (("held_out", "of the held-out two-hop chains (latent composition)"),
+                        ("seen", "of the two-hop chains seen in training")):
+        if f"two_hop.{split}.accuracy" in info:
+            out.append(_changes(tables.recall, f"two_hop.{split}.accuracy", "answers", what, order, settings))
+    out += [s for s in (_gains(tables.recall, settings),) if s]
+    if comparisons is not None:
+        out += _rankings(comparisons, settings)
+    out += _dtypes_and_fallbacks(info)
     for probe in ("answer", "bridge"):
         sentence = _probe_drop(tables.probes, probe, order, settings)
         if sentence:
@@ -109,36 +142,109 @@ def _names(items: list[str]) -> str:
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def _recall_loss(info: pd.DataFrame, order: list[str], settings: ReportSettings) -> str:
-    ref, threshold = settings.reference, settings.recall_loss_points
-    fp = info.loc[ref, "one_hop.accuracy"]
-    loss = {v: 100 * (fp - info.loc[v, "one_hop.accuracy"]) for v in order}
-    losers = sorted((v for v in order if loss[v] > threshold), key=lambda v: -loss[v])
-    kept = [v for v in order if loss[v] <= threshold]
-    text = f"Full precision ({ref}) recalls {_pct(fp)} of the one-hop facts. "
-    if losers:
-        listed = _names([f"{v} ({-loss[v]:+.1f})" for v in losers])
-        text += f"{len(losers)} of {len(order)} quantized variants lose more than {_points(threshold)}: {listed}. "
-    else:
-        text += f"No quantized variant loses more than {_points(threshold)}. "
-    if kept:
-        text += f"Within {_points(threshold)} of {ref}: {_names(kept)}."
-    return text.strip()
+def _interval(low: float, high: float) -> str:
+    return f"95% CI {100 * low:.1f}-{100 * high:.1f}%"
 
 
-def _best_per_bits(info: pd.DataFrame, order: list[str]) -> list[str]:
-    rows = info.loc[order]
+def _delta(row: pd.Series) -> str:
+    return (f"{100 * row['delta']:+.1f} points [{100 * row['delta_ci_low']:+.1f}, {100 * row['delta_ci_high']:+.1f}], "
+            f"Holm p = {row['p_holm']:.2g}")
+
+
+def _overall(recall: pd.DataFrame, metric: str) -> pd.DataFrame:
+    rows = recall[(recall["metric"] == metric)]
+    if "relation" in rows:
+        rows = rows[rows["relation"].isna()]
+    return rows.drop_duplicates("variant").set_index("variant")
+
+
+def _changes(recall: pd.DataFrame, metric: str, verb: str, what: str, order: list[str], settings: ReportSettings) -> str:
+    """The reference's value with its interval, then the variants whose paired test against
+    it (Holm-adjusted over the study's variants) finds a loss or a gain, and the rest as
+    within the noise of this many prompts."""
+    ref, alpha = settings.reference, settings.alpha
+    rows = _overall(recall, metric)
+    r = rows.loc[ref]
+    text = f"{ref} {verb} {_pct(r['value'])} {what}"
+    if "ci_low" in rows and not pd.isna(r.get("ci_low")):
+        text += f" ({_interval(r['ci_low'], r['ci_high'])}, {int(r['n'])} prompts)"
+    text += "."
+    if "p_holm" not in rows:
+        return text + " The table carries no paired tests: rerun `kedro run --pipeline=evaluate`."
+    tested = [v for v in order if v in rows.index and not pd.isna(rows.loc[v, "p_holm"])]
+    if not tested:
+        return text
+    losses = [v for v in tested if rows.loc[v, "change"] == "loss"]
+    gains = [v for v in tested if rows.loc[v, "change"] == "gain"]
+    noise = [v for v in tested if v not in losses and v not in gains]
+    test = f"paired exact McNemar on the same prompts, Holm-adjusted over {len(tested)} variants, alpha {alpha:g}"
+    if losses:
+        text += f" {len(losses)} of {len(tested)} variants lose ({test}): " + _names(
+            [f"{v} ({_delta(rows.loc[v])})" for v in sorted(losses, key=lambda v: rows.loc[v, "delta"])]) + "."
+        test = "same test"
+    if gains:
+        text += f" {len(gains)} gain ({test}): " + _names(
+            [f"{v} ({_delta(rows.loc[v])})" for v in sorted(gains, key=lambda v: -rows.loc[v, "delta"])]) + "."
+        test = "same test"
+    if noise:
+        deltas = 100 * rows.loc[noise, "delta"]
+        n = int(rows.loc[noise, "n"].max())
+        span = f"{deltas.min():+.1f} to {deltas.max():+.1f} points" if len(noise) > 1 else f"{deltas.iloc[0]:+.1f} points"
+        every = "All " + str(len(noise)) if len(noise) == len(tested) and len(noise) > 1 else _names(noise)
+        if len(noise) == len(tested) and len(noise) > 1:
+            text += f" {every} variants are within the noise of {n} prompts ({span}; {test})."
+        else:
+            text += f" {every} {'is' if len(noise) == 1 else 'are'} within the noise of {n} prompts ({span})."
+    return text
+
+
+# Correctness metrics whose significant gains answer "does quantization sometimes improve recall?".
+def _gains(recall: pd.DataFrame, settings: ReportSettings) -> str | None:
+    """How many of the variant-vs-reference comparisons on correctness metrics (one-hop
+    overall and per relation, every two-hop readout) are significant gains, and losses."""
+    if "change" not in recall:
+        return None
+    rows = recall[recall["metric"].str.endswith("accuracy") & recall["change"].notna()]
+    # two_hop.<split>.r2(r1(e1)).accuracy is two_hop.<split>.accuracy again: counted once.
+    rows = rows[rows["metric"].str.startswith(("one_hop.", "two_hop.")) & ~rows["metric"].str.contains("r2(r1(e1))", regex=False)]
+    if rows.empty:
+        return None
+    gains, losses = rows[rows["change"] == "gain"], rows[rows["change"] == "loss"]
+    text = (f"Does quantization sometimes improve recall (as Wang et al. report)? Of {len(rows)} comparisons with "
+            f"{settings.reference} on correctness (every variant; one-hop overall and per relation, each two-hop "
+            f"readout and split; Holm-adjusted per metric), {len(gains)} are significant gains and {len(losses)} "
+            f"significant losses")
+    if len(gains):
+        listed = [f"{r.variant} on {r.metric}{'.' + r.relation if isinstance(r.relation, str) else ''} "
+                  f"({100 * r.delta:+.1f} points)" for r in gains.itertuples()]
+        return text + ": the gains are " + _names(listed) + "."
+    return text + "."
+
+
+def _rankings(comparisons: pd.DataFrame, settings: ReportSettings) -> list[str]:
+    """Per bit width and headline metric, the pairs of variants whose own paired test
+    (Holm-adjusted over every same-bits pair of the study) says one keeps more; otherwise
+    that no ranking at that width is supported."""
     out = []
-    for bits, group in rows.dropna(subset=["bits"]).groupby("bits", sort=True):
-        if len(group) < 2:
-            continue
-        ranked = group.sort_values("one_hop.accuracy", ascending=False)
-        best, worst = ranked.index[0], ranked.index[-1]
-        gap = 100 * (ranked["one_hop.accuracy"].iloc[0] - ranked["one_hop.accuracy"].iloc[-1])
-        out.append(
-            f"At {int(bits)} bits, {best} keeps the most one-hop recall ({_pct(ranked['one_hop.accuracy'].iloc[0])}) "
-            f"and {worst} the least ({_pct(ranked['one_hop.accuracy'].iloc[-1])}), {gap:.1f} points apart."
-        )
+    if comparisons.empty:
+        return out
+    relation = comparisons["relation"] if "relation" in comparisons else pd.Series(None, index=comparisons.index)
+    for metric, label in (("one_hop.accuracy", "one-hop recall"), ("two_hop.held_out.accuracy", "held-out composition")):
+        rows = comparisons[(comparisons["metric"] == metric) & relation.isna()]
+        for bits, group in rows.groupby("bits", sort=True):
+            decided = group[group["change"] != "noise"]
+            n = int(group["n"].max())
+            if decided.empty:
+                out.append(f"At {int(bits)} bits, no variant keeps significantly more {label} than another "
+                           f"({len(group)} pairs, paired tests on {n} prompts, Holm-adjusted): the data do not rank them.")
+                continue
+            listed = []
+            for r in decided.itertuples():
+                high, low = (r.variant_b, r.variant_a) if r.change == "b > a" else (r.variant_a, r.variant_b)
+                listed.append(f"{high} above {low} ({100 * abs(r.delta):.1f} points [{100 * min(abs(r.delta_ci_low), abs(r.delta_ci_high)):.1f}, "
+                              f"{100 * max(abs(r.delta_ci_low), abs(r.delta_ci_high)):.1f}], Holm p = {r.p_holm:.2g})")
+            out.append(f"At {int(bits)} bits, {label} ranks {_names(listed)}; the other {len(group) - len(decided)} "
+                       f"of {len(group)} pairs are within the noise of {n} prompts.")
     return out
 
 

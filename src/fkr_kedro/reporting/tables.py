@@ -31,6 +31,16 @@ def headline(recall: pd.DataFrame) -> pd.DataFrame:
     return specs.join(wide)
 
 
+def metric_interval(recall: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The variant-level rows of one metric: index variant, columns ``value``, ``ci_low`` and
+    ``ci_high`` (NaN where the table carries no interval)."""
+    rows = recall[recall["metric"] == metric]
+    if "relation" in rows:
+        rows = rows[rows["relation"].isna()]
+    rows = rows.drop_duplicates("variant").set_index("variant")
+    return rows.reindex(columns=["value", "ci_low", "ci_high"])
+
+
 def variant_order(recall: pd.DataFrame, reference: str = "fp") -> list[str]:
     """The reference first, then by effective bits (most first), then by name."""
     info = headline(recall)
@@ -40,12 +50,15 @@ def variant_order(recall: pd.DataFrame, reference: str = "fp") -> list[str]:
     return ([reference] if reference in info.index else []) + list(rest.index)
 
 
-def layer_metric(table: pd.DataFrame, metric: str, **filters) -> pd.DataFrame:
-    """A metric of a tidy per-layer table as a frame: index layer, one column per variant."""
+def layer_metric(table: pd.DataFrame, metric: str, column: str = "value", **filters) -> pd.DataFrame:
+    """A metric of a tidy per-layer table as a frame: index layer, one column per variant
+    (of ``column``: the value, or e.g. its ``ci_low``; empty when the table lacks it)."""
     rows = table[table["metric"] == metric]
-    for column, value in filters.items():
-        rows = rows[rows[column] == value]
-    return rows.pivot_table(index="layer", columns="variant", values="value", aggfunc="first").sort_index()
+    for name, value in filters.items():
+        rows = rows[rows[name] == value]
+    if column not in rows:
+        return pd.DataFrame()
+    return rows.pivot_table(index="layer", columns="variant", values=column, aggfunc="first").sort_index()
 
 
 def neuron_retention(attribution: pd.DataFrame, reference: str = "fp") -> pd.DataFrame:

@@ -8,13 +8,14 @@ from pathlib import Path
 import pandas as pd
 
 from fkr_kedro.analysis.knowledge_bits import footprint_denominators, measure_knowledge_bits
-from fkr_kedro.analysis.recall import measure_recall
-from fkr_kedro.analysis.summaries import recall_lines, recall_table
+from fkr_kedro.analysis.comparisons import check_same_prompts, headline_lines, recall_table, variant_comparisons
+from fkr_kedro.analysis.recall import measure_recall, prompt_values
 from fkr_kedro.modeling.load import CausalLM
 from fkr_kedro.parameters import EvaluateSettings
 from fkr_kedro.pipelines.wiring import by_namespace
 from fkr_kedro.quantization.footprint import footprint
 from fkr_kedro.quantization.variants import VariantSpec
+from fkr_kedro.reporting.findings import ReportSettings
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +56,34 @@ def estimate_knowledge_bits(
     return metrics
 
 
-def tabulate_variants(specs: list[VariantSpec], **metrics_and_footprints: dict) -> pd.DataFrame:
-    """One tidy table of every variant's ``recall_metrics``, ``knowledge_bits`` and ``footprint``."""
-    recall = by_namespace(metrics_and_footprints, "recall_metrics")
-    bits = by_namespace(metrics_and_footprints, "knowledge_bits")
+def tabulate_variants(
+    specs: list[VariantSpec], report: ReportSettings, **inputs: dict | pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One tidy table of every variant's ``recall_metrics``, ``knowledge_bits`` and
+    ``footprint`` with intervals and paired tests against ``report.reference`` (from the
+    per-prompt ``one_hop_scores`` and ``two_hop_scores``), and the paired comparisons of the
+    variants that share a bit width."""
+    one_hop, two_hop = by_namespace(inputs, "one_hop_scores"), by_namespace(inputs, "two_hop_scores")
+    check_same_prompts(one_hop, ["relation", "subject", "object"], "one-hop score")
+    check_same_prompts(two_hop, ["composition", "e1", "e2", "e3", "split", "readout"], "two-hop score")
+    values = {name: prompt_values(one_hop[name], two_hop[name]) for name in one_hop}
+    names = [spec.name for spec in specs]
+    if report.reference not in names:
+        log.warning(
+            "report.reference %r is not among the variants %s: recall_by_variant has no comparison columns; "
+            "add the variant or set report.reference to one of them", report.reference, names,
+        )
+    recall = by_namespace(inputs, "recall_metrics")
+    bits = by_namespace(inputs, "knowledge_bits")
     table = recall_table(
         specs, {name: {**m, **bits.get(name, {})} for name, m in recall.items()},
-        by_namespace(metrics_and_footprints, "footprint"),
+        by_namespace(inputs, "footprint"), values, report.reference, report,
     )
+    pairs = variant_comparisons(specs, values, report)
     log.info(
-        "Recall by variant (1-hop: one-hop recall; 2-hop: held-out latent composition; bits: "
-        "effective bits per weight; every metric is in the recall_by_variant table):\n%s", "\n".join(recall_lines(table)),
+        "Recall by variant (1-hop: one-hop recall; 2-hop: held-out latent composition, each with its 95%% interval "
+        "over prompts and its change against %s by a Holm-adjusted paired test at alpha %g; bits: effective bits per "
+        "weight; every metric is in recall_by_variant.csv, every same-bits pair in variant_comparisons.csv):\n%s",
+        report.reference, report.alpha, "\n".join(headline_lines(table)),
     )
-    return table
+    return table, pairs

@@ -1,4 +1,5 @@
-"""Per variant: recall evaluation and storage footprint; then one table of all variants."""
+"""Per variant: recall evaluation and storage footprint; then one table of all variants with
+intervals and paired tests against the reference, and the same-bits pairs' comparisons."""
 
 from kedro.pipeline import Pipeline, node
 
@@ -17,10 +18,12 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(
                 bind(tabulate_variants, specs=specs),
                 inputs={
+                    "report": "params:report",
                     **per_namespace(names, "recall_metrics"), **per_namespace(names, "footprint"),
-                    **per_namespace(names, "knowledge_bits"),
+                    **per_namespace(names, "knowledge_bits"), **per_namespace(names, "one_hop_scores"),
+                    **per_namespace(names, "two_hop_scores"),
                 },
-                outputs="recall_by_variant",
+                outputs=["recall_by_variant", "variant_comparisons"],
                 name="tabulate_variants",
             )
         ]

@@ -119,6 +119,7 @@ def _with_png(figure: Figure) -> tuple[Figure, bytes]:
 
 def build_report(
     recall_by_variant: pd.DataFrame,
+    variant_comparisons: pd.DataFrame,
     probe_results: pd.DataFrame,
     entrec_results: pd.DataFrame,
     attribution_results: pd.DataFrame,
@@ -146,7 +147,7 @@ def build_report(
     results = StudyTables(recall_by_variant, probe_results, entrec_results, attribution_results, drift_results, cnst_results)
     summary = summary_table(results, report)
     chains = two_hop_prompts["split"].value_counts().to_dict() if "split" in two_hop_prompts else {}
-    sentences = findings(results, chains, report)
+    sentences = findings(results, chains, report, variant_comparisons)
     percent = [
         c for c in summary.columns
         if c.startswith(("one-hop recall", "two-hop", "answer probe", "modules not")) or "retained" in c

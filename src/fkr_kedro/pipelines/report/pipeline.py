@@ -67,6 +67,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 bind(build_report, missing_variants=missing_variants()),
                 inputs={
                     **{table: table for table in TABLES},
+                    "variant_comparisons": "variant_comparisons",
                     "two_hop_prompts": "two_hop_prompts",
                     "report": "params:report",
                     "base_model": "params:base_model",
