@@ -200,6 +200,11 @@ def test_layer_histories_from_a_tidy_table():
     assert curves["q"]["probe.bridge.accuracy"][0] == (0, 0.125)
     with pytest.raises(ValueError, match="needs the columns"):
         layer_histories(table.drop(columns="layer"), "probe")
+    # Interval and test columns qualify the value: not part of the key; stderr is its own curve.
+    with_stats = table.assign(stderr=[0.1, 0.05, float("nan"), 0.2, 0.2], ci_low=0.0, ci_high=1.0, p_holm=0.5)
+    curves = layer_histories(with_stats, "probe", skip_metrics=["n_test"])
+    assert curves["fp"] == {"probe.bridge.accuracy": [(0, 0.25), (1, 0.5)],
+                            "probe.bridge.accuracy_stderr": [(0, 0.05), (1, 0.1)]}
 
 
 # --- Declared tracking: catalog entries say what is logged -------------------------------------

@@ -36,6 +36,11 @@ _METRICS_PER_BATCH = 1000
 _PARAMS_PER_BATCH = 100
 # Columns of the tidy per-layer tables that are not part of a curve's name.
 _TIDY_COLUMNS = ("variant", "layer", "metric", "value")
+# Columns that qualify a row's value (its interval and its paired test against the reference,
+# fkr_kedro.analysis.statistics), not what it measures: never part of a curve's key.
+# ``stderr`` becomes a curve of its own, ``<key>_stderr``, as lm-evaluation-harness logs it.
+_STATISTICS_COLUMNS = ("n", "stderr", "ci_low", "ci_high", "delta", "delta_ci_low", "delta_ci_high", "p_value",
+                       "p_holm", "gained", "lost", "change", "test")
 
 
 def metric_key(name: str) -> str:
@@ -78,7 +83,7 @@ def layer_histories(
     missing = [c for c in _TIDY_COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"{prefix}: a per-layer table needs the columns {list(_TIDY_COLUMNS)}; {missing} missing")
-    extra = [c for c in table.columns if c not in _TIDY_COLUMNS]
+    extra = [c for c in table.columns if c not in _TIDY_COLUMNS and c not in _STATISTICS_COLUMNS]
     skip = set(skip_metrics)
     out: dict[str, dict[str, list[tuple[int, float]]]] = {}
     for row in table.to_dict("records"):
@@ -86,7 +91,10 @@ def layer_histories(
             continue
         parts = [prefix] + [str(row[c]) for c in extra if not _missing(row[c])] + [str(row["metric"])]
         curves = out.setdefault(str(row["variant"]), {})
-        curves.setdefault(metric_key(".".join(parts)), []).append((int(row["layer"]), float(row["value"])))
+        key = ".".join(parts)
+        curves.setdefault(metric_key(key), []).append((int(row["layer"]), float(row["value"])))
+        if not _missing(row.get("stderr")):
+            curves.setdefault(metric_key(f"{key}_stderr"), []).append((int(row["layer"]), float(row["stderr"])))
     for curves in out.values():
         for points in curves.values():
             points.sort()
