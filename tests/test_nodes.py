@@ -114,7 +114,10 @@ def test_entrec_summary_averages_each_split_and_all_chains(base_configuration):
         )
 
     names = [spec.name for spec in active_variants()]
+    from fkr_kedro.reporting.findings import ReportSettings
+
     inputs = {f"{name}.entrec": chains(float(i)) for i, name in enumerate(["fp"] + [n for n in names if n != "fp"])}
+    inputs["params:report"] = ReportSettings(bootstrap_resamples=100)
     table = run(create_pipeline().only_nodes("summarize_entrec"), **inputs)["entrec_results"]
 
     fp = table[table["variant"] == "fp"].set_index(["split", "layer", "metric"])["value"]

@@ -85,14 +85,34 @@ def test_probe_pipeline_runs_on_every_variant(tracked_study):
         rows = fp.loc[probe]
         assert {"accuracy", "chance", "control_accuracy", "transfer_accuracy"} <= set(rows.columns)
         assert ((rows["chance"] > 0) & (rows["chance"] < 1)).all()
-        # fp's own probe applied to fp: the transferred accuracy is its accuracy.
-        assert (rows["transfer_accuracy"] == rows["accuracy"]).all()
         assert (rows["control_accuracy"] <= 2 * rows["chance"]).all(), rows
-    # The summary names the bridge probe's accuracy, chance and shuffled control per variant.
+    # Each accuracy lies in its cluster-bootstrap interval; the counts and chance have none.
+    accuracies = probes[probes["metric"].isin(["accuracy", "transfer_accuracy", "control_accuracy"])]
+    assert ((accuracies["ci_low"] <= accuracies["value"]) & (accuracies["value"] <= accuracies["ci_high"])).all()
+    assert probes[probes["metric"].isin(["chance", "n_train", "n_test", "n_classes"])]["ci_low"].isna().all()
+    # Every other variant's transfer delta, computed from the per-row correctness of the fp
+    # probe on both caches, is its transfer accuracy minus fp's at the same probe and layer
+    # (a delta against the wrong rows or the wrong reference would not be); fp has none.
+    transfer = probes[probes["metric"] == "transfer_accuracy"].set_index(["variant", "probe", "layer"])
+    fp_transfer = transfer.loc["fp", "value"]
+    others = transfer.drop(index="fp", level="variant")
+    expected = others["value"].to_numpy() - fp_transfer.loc[others.index.droplevel("variant")].to_numpy()
+    assert others["delta"].to_numpy() == pytest.approx(expected)
+    assert transfer.loc["fp", ["delta", "p_value", "p_holm"]].isna().all().all()
+    assert ((others["delta_ci_low"] <= others["delta"]) & (others["delta"] <= others["delta_ci_high"])).all()
+    assert ((others["p_holm"] >= others["p_value"]) & (others["p_holm"] <= 1)).all()
+    # EntRec, CnstScore, drift and attribution carry intervals too.
+    assert tables["entrec"].query("metric == 'entrec_mean'")["ci_low"].notna().any()
+    assert tables["cnst"].query("metric == 'cnst_score' and variant != 'fp'")["p_holm"].notna().all()
+    assert tables["drift"].dropna(subset=["value"])["ci_low"].notna().all()
+    assert tables["attribution"]["ci_low"].notna().all()
+    # The summary names the bridge probe's accuracy, its transfer accuracy with its interval,
+    # chance and shuffled control per variant.
     logged = tracked_study.log
     assert "bridge probe vs chance and shuffled control" in logged
     for variant in VARIANTS:
         assert f"{variant}: best layer" in logged
+    assert "[95% CI " in logged and "vs fp (Holm p" in logged
 
 
 def test_probe_before_quantize_names_the_missing_step(kedro_project):
@@ -111,6 +131,8 @@ def test_probe_pipeline_needs_the_fp_reference(kedro_project):
         run_kedro(kedro_project, pipeline="probe")
     message = "".join(_messages(error.value))
     assert "'fp'" in message and "fp: {method: fp}" in message
+    # Both fixes: add the variant, or compare against another one.
+    assert "`report.reference`" in message and "set `report.reference` to one of the variants" in message
 
 
 def _messages(error: BaseException) -> list[str]:

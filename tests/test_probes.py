@@ -1,5 +1,6 @@
 """Linear probes: entity-held-out splits, a real probe far above chance on planted signal, the
-shuffled-label control at chance, and transfer of the reference probe to other variants."""
+shuffled-label control at chance, transfer of the reference probe to other variants, and the
+accuracies' cluster-bootstrap intervals and paired tests against the reference."""
 
 from __future__ import annotations
 
@@ -10,14 +11,17 @@ import torch
 
 from fkr_kedro.analysis.capture import ActivationCache
 from fkr_kedro.analysis.probes import (
+    COLUMNS,
     DEFAULT_PROBES,
     ProbeConfig,
     ProbeSpec,
+    clustered_accuracy,
     entity_split,
     run_probe,
     run_probes,
     shuffle_labels,
 )
+from fkr_kedro.analysis.statistics import StatisticsSettings, proportion
 
 
 def chance_rates(results: pd.DataFrame) -> pd.Series:
@@ -77,7 +81,8 @@ def test_real_probe_far_above_chance_and_control_at_chance():
         "broken": cache_of(rng.normal(size=acts.shape)),  # nothing left
     }
     res = run_probe(SPEC, caches, table, reference="fp", config=ProbeConfig(test_size=0.3))
-    assert list(res.columns) == ["variant", "layer", "probe", "metric", "value"]
+    assert list(res.columns) == COLUMNS
+    assert COLUMNS[:5] == ["variant", "layer", "probe", "metric", "value"]
     v = res.set_index(["variant", "layer", "metric"])["value"]
     chance = chance_rates(res)["subject"]
     assert 1 / 6 <= chance < 0.35
@@ -91,6 +96,81 @@ def test_real_probe_far_above_chance_and_control_at_chance():
     assert abs(v["broken", 1, "accuracy"] - chance) < 0.15
     assert v["fp", 1, "transfer_accuracy"] == v["fp", 1, "accuracy"]
     assert v["fp", 1, "n_test"] + v["fp", 1, "n_train"] == len(table)
+
+
+@pytest.fixture(scope="module")
+def compared():
+    """The planted probe with a variant whose cache IS the reference's, one with mild drift and
+    one whose noise destroys the signal; the reference is named ``base``, not ``fp``."""
+    table, acts = planted()
+    rng = np.random.default_rng(1)
+    caches = {
+        "base": cache_of(acts),
+        "same": cache_of(acts),
+        "close": cache_of(acts + 0.1 * rng.normal(size=acts.shape)),
+        "broken": cache_of(rng.normal(size=acts.shape)),
+    }
+    res = run_probe(SPEC, caches, table, reference="base", config=ProbeConfig(test_size=0.3),
+                    settings=StatisticsSettings(bootstrap_resamples=500))
+    return res.set_index(["variant", "layer", "metric"])
+
+
+def test_a_variant_with_the_references_cache_has_no_change(compared):
+    for metric in ("transfer_accuracy", "accuracy"):
+        for layer in (0, 1, 2):
+            row = compared.loc[("same", layer, metric)]
+            assert row["delta"] == 0 and row["delta_ci_low"] == 0 and row["delta_ci_high"] == 0
+            assert row["p_value"] == 1 and row["p_holm"] == 1
+            # The same interval as the reference's (the same rows, clusters and seed).
+            ref = compared.loc[("base", layer, metric)]
+            assert (row["ci_low"], row["ci_high"], row["value"]) == (ref["ci_low"], ref["ci_high"], ref["value"])
+
+
+def test_noise_that_destroys_the_signal_is_a_significant_transfer_loss(compared):
+    row = compared.loc[("broken", 1, "transfer_accuracy")]
+    ref = compared.loc[("base", 1, "transfer_accuracy")]
+    assert row["delta"] == pytest.approx(row["value"] - ref["value"])
+    assert row["delta"] < -0.6 and row["delta_ci_high"] < 0
+    assert row["p_holm"] < 1e-6
+    # Mild drift keeps the reference probe's accuracy: no significant change.
+    assert compared.loc[("close", 1, "transfer_accuracy"), "p_holm"] > 0.05
+    # On the noise layer nothing is lost: the reference probe was at chance already.
+    assert compared.loc[("broken", 0, "transfer_accuracy"), "p_holm"] > 0.05
+
+
+def test_intervals_contain_the_value_and_holm_never_lowers_a_p_value(compared):
+    accuracies = compared[compared.index.get_level_values("metric").str.contains("accuracy")]
+    assert accuracies["ci_low"].notna().all() and accuracies["stderr"].notna().all()
+    assert ((accuracies["ci_low"] <= accuracies["value"]) & (accuracies["value"] <= accuracies["ci_high"])).all()
+    tested = compared.dropna(subset=["p_value"])
+    assert len(tested) == 3 * 3 * 2  # three variants, three layers, transfer and own accuracy
+    assert (tested["p_holm"] >= tested["p_value"]).all() and (tested["p_holm"] <= 1).all()
+    # A family is one (layer, metric) over the variants: with a sure loss beside two
+    # p-values of 1, Holm multiplies the smallest by 3.
+    family = tested.xs((1, "transfer_accuracy"), level=("layer", "metric"))
+    assert family.loc["broken", "p_holm"] == pytest.approx(min(1.0, 3 * family.loc["broken", "p_value"]))
+    # Nothing to compare: the reference's rows, chance and the counts.
+    assert compared.loc["base"]["p_value"].isna().all()
+    counts = compared[compared.index.get_level_values("metric").isin(["chance", "n_train", "n_test", "n_classes"])]
+    assert counts[["ci_low", "ci_high", "stderr", "delta", "p_value", "p_holm"]].isna().all().all()
+
+
+def test_the_accuracy_interval_resamples_whole_entities():
+    """Rows of one entity that are all right or all wrong carry one entity's information: the
+    cluster interval is as wide as a proportion over the entities, not over the rows."""
+    settings = StatisticsSettings(bootstrap_resamples=2000)
+    correct = np.repeat(np.arange(40) % 2 == 0, 10)  # 40 entities of 10 rows, half right
+    clusters = np.repeat(np.arange(40), 10)
+    clustered = clustered_accuracy(correct, clusters, settings)
+    by_entity = proportion(np.arange(40) % 2 == 0, settings)
+    by_row = proportion(correct, settings)
+    assert clustered.value == 0.5 and clustered.n == 40
+    width = clustered.ci_high - clustered.ci_low
+    assert width == pytest.approx(by_entity.ci_high - by_entity.ci_low, rel=0.25)
+    assert width > 2.5 * (by_row.ci_high - by_row.ci_low)
+    # Independent rows (one per entity): the cluster interval is the row interval.
+    single = clustered_accuracy(correct, np.arange(400), settings)
+    assert single.ci_high - single.ci_low == pytest.approx(by_row.ci_high - by_row.ci_low, rel=0.25)
 
 
 def test_misaligned_caches_are_refused():

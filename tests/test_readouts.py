@@ -1,5 +1,5 @@
 """Readouts of captured activations: CnstScore, EntRec on a hand-built model, neuron
-attribution with a planted neuron, and drift (cosine, linear CKA)."""
+attribution with a planted neuron, and drift (cosine, linear CKA), with their intervals."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from fkr_kedro.analysis.capture import CaptureConfig, capture_activations
-from fkr_kedro.analysis.drift import cka_by_layer, cosine_by_layer, drift_table, linear_cka
+from fkr_kedro.analysis.drift import _weighted_cka, cka_by_layer, cka_estimate, cosine_by_layer, drift_table, linear_cka
 from fkr_kedro.analysis.neurons import (
     AttributionScores,
     attribute,
@@ -21,6 +21,7 @@ from fkr_kedro.analysis.neurons import (
     tau_threshold,
 )
 from fkr_kedro.analysis.readouts import cnst_components, cnst_score, cross_entropy, entrec, unembed_logprobs
+from fkr_kedro.analysis.statistics import StatisticsSettings
 from fkr_kedro.modeling.tokenizer import build_word_tokenizer
 
 
@@ -198,6 +199,19 @@ def test_attribution_table_counts_and_drops(planted, tokenizer, tmp_path):
     assert wide.loc[("fp", 1), "ffn_drop"] == 0
     assert tau_threshold(scores["fp"], 1).shape == (4,)
 
+    # Intervals over the four attributed prompts, and paired tests against the reference.
+    rows = table.set_index(["variant", "layer", "metric"])
+    assert ((rows["ci_low"] <= rows["value"] + 1e-9) & (rows["value"] <= rows["ci_high"] + 1e-9)).all()
+    assert rows.loc["fp", ["delta", "p_value", "p_holm"]].isna().all().all()  # no test against itself
+    assert (rows.loc[("fp", 1, "ffn_drop"), ["ci_low", "ci_high"]] == 0).all()
+    weak = rows.loc[("weak", 1, "ffn_imp")]
+    drop = rows.loc[("weak", 1, "ffn_drop")]
+    assert weak["delta"] == pytest.approx(-drop["value"], abs=1e-6)
+    # Every prompt lost the neuron: the drop's paired interval lies above 0.
+    assert drop["ci_low"] > 0 and np.isnan(drop["p_value"])
+    assert weak["delta_ci_high"] < 0 and weak["p_value"] == pytest.approx(0.125)  # Wilcoxon, 4 of 4 prompts
+    assert (rows["p_holm"].dropna() >= rows["p_value"].dropna()).all()
+
 
 # ----------------------------------------------------------------------------- drift
 
@@ -226,4 +240,49 @@ def test_drift_table(tiny_world, tokenizer):
     mean = table.groupby(["variant", "metric"])["value"].mean()
     assert mean["same", "cka"] == pytest.approx(1.0) and mean["same", "cosine"] == pytest.approx(1.0)
     assert mean["other", "cosine"] < 0.5
-    assert isinstance(table, pd.DataFrame) and list(table.columns) == ["variant", "site", "layer", "metric", "value"]
+    assert isinstance(table, pd.DataFrame)
+    assert list(table.columns) == ["variant", "site", "layer", "metric", "value", "ci_low", "ci_high", "stderr"]
+    # The reference against itself (and a copy of it): intervals of width 0 at 1.
+    same = table[table["variant"].isin(["fp", "same"])].dropna(subset=["value"])
+    assert same["ci_low"].to_numpy() == pytest.approx(1.0) and same["ci_high"].to_numpy() == pytest.approx(1.0)
+    # Another model: every defined value lies in its interval; undefined CKA has none.
+    other = table[table["variant"] == "other"]
+    defined = other.dropna(subset=["value"])
+    eps = 1e-12  # the value is torch's mean, the interval numpy's
+    assert len(defined)
+    assert ((defined["ci_low"] - eps <= defined["value"]) & (defined["value"] <= defined["ci_high"] + eps)).all()
+    # (The last token's embedding is one word for every prompt: a constant cosine, no spread.)
+    spread = defined[~((defined["site"] == "two_hop.resid_post.last") & (defined["layer"] == 0))]
+    assert (spread["ci_high"] > spread["ci_low"]).all() and (spread["stderr"] > 0).all()
+    assert other[other["value"].isna()][["ci_low", "ci_high", "stderr"]].isna().all().all()
+
+
+def test_the_cka_of_a_resample_is_the_cka_of_the_resampled_rows():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 6)) + 4.0
+    y = x @ rng.normal(size=(6, 9)) + 2 * rng.normal(size=(120, 9))
+    statistic = _weighted_cka(x, y)
+    idx = rng.integers(0, 120, size=(5, 120))
+    np.testing.assert_allclose(statistic(idx), [linear_cka(x[i], y[i]) for i in idx], rtol=1e-10)
+    assert statistic(np.arange(120)) == pytest.approx(linear_cka(x, y), rel=1e-12)
+
+
+def test_cka_interval_brackets_the_value_and_shrinks_with_prompts():
+    settings = StatisticsSettings(bootstrap_resamples=200)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(4000, 8))
+    y = x + rng.normal(size=(4000, 8))  # CKA about 0.5
+    small = cka_estimate(x[:250], y[:250], settings)
+    full = cka_estimate(x, y, settings)  # above CKA_MAX_ROWS: a subset, its spread rescaled
+    capped = cka_estimate(x, y, settings, max_rows=4000)  # every prompt
+    for found in (small, full, capped):
+        assert found.ci_low < found.value < found.ci_high
+    assert full.value == pytest.approx(linear_cka(x, y))
+    # The spread of CKA over prompt samples falls as 1/sqrt(n): 4x from 250 to 4,000 prompts.
+    width = lambda e: e.ci_high - e.ci_low  # noqa: E731
+    assert width(small) / width(capped) == pytest.approx(4, rel=0.35)
+    assert width(full) == pytest.approx(width(capped), rel=0.35)
+    # Identical matrices: CKA 1 in every resample; a constant matrix: no CKA, no interval.
+    assert cka_estimate(x[:300], x[:300], settings).ci_low == pytest.approx(1.0)
+    constant = cka_estimate(np.ones((50, 4)), y[:50], settings)
+    assert np.isnan(constant.value) and np.isnan(constant.ci_low) and np.isnan(constant.ci_high)

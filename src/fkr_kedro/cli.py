@@ -88,8 +88,7 @@ def _plan(context, names: list[str]):
     from kedro.pipeline import Pipeline
 
     from .capacity.config import namespace as capacity_namespace
-    from .pipelines.probe.nodes import REFERENCE
-    from .run_config import active_variants, study_parameters
+    from .run_config import active_reference, active_variants, study_parameters
     from .scaleout import JobGraphError, plan_jobs
 
     unknown = [n for n in names if n not in registry]
@@ -116,7 +115,7 @@ def _plan(context, names: list[str]):
         parallel += [capacity_namespace(size) for size in params.capacity.sizes]
     groups = pipeline.group_nodes_by("namespace")
     parents = {node.name: {p.name for p in deps} for node, deps in pipeline.node_dependencies.items()}
-    graph = plan_jobs(groups, parallel=parallel, first={REFERENCE}, node_parents=parents)
+    graph = plan_jobs(groups, parallel=parallel, first={active_reference(params)}, node_parents=parents)
     _check_persisted(pipeline, graph, context.catalog)
     return {"graph": graph, "pipeline": pipeline, "params": params}
 

@@ -71,6 +71,13 @@ def active_variants(params: StudyParameters | None = None) -> list[VariantSpec]:
     return validate_variants(specs, widths)
 
 
+def active_reference(params: StudyParameters | None = None) -> str:
+    """The variant every other one is compared against (``report.reference`` in
+    parameters_report.yml): the probe and report pipelines and ``kedro submit`` read it."""
+    params = params or study_parameters()
+    return params.report.reference
+
+
 # Set by the report job of `kedro submit` (fkr_kedro.scaleout): the namespaces whose array
 # task did not succeed, separated by spaces. The pipelines are built without them and the
 # report names them.

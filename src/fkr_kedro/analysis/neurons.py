@@ -47,6 +47,13 @@ from tqdm.auto import tqdm
 
 from ..modeling.structure import block_modules, compute_dtype, decoder_layers, final_norm, module_device, unwrap_model
 from .capture import ActivationCache
+from .statistics import StatisticsSettings, add_holm, mean, paired
+from .statistics import stderr as standard_error
+
+ATTRIBUTION_COLUMNS = [
+    "variant", "layer", "metric", "value", "ci_low", "ci_high", "stderr",
+    "delta", "delta_ci_low", "delta_ci_high", "p_value", "p_holm",
+]
 
 
 @dataclass
@@ -216,27 +223,43 @@ def tau_threshold(reference: AttributionScores, top_k: int = 300) -> torch.Tenso
 
 
 def attribution_table(
-    scores: Mapping[str, AttributionScores], reference: str = "fp", top_k: int = 300
+    scores: Mapping[str, AttributionScores],
+    reference: str = "fp",
+    top_k: int = 300,
+    settings: StatisticsSettings = StatisticsSettings(),
 ) -> pd.DataFrame:
     """Tidy per-layer comparison (variant, layer, metric, value), averaged over prompts:
 
     * ``neurons_above_tau``: FFN neurons scoring >= tau (tau from the reference, per prompt);
     * ``top_neurons_retained``: of the reference's top-k neurons, those still >= tau;
     * ``attn_imp`` / ``ffn_imp``: Imp of the layer's attention output / whole MLP output;
-    * ``attn_drop`` / ``ffn_drop``: the reference's value minus the variant's."""
+    * ``attn_drop`` / ``ffn_drop``: the reference's value minus the variant's.
+
+    Every metric is a mean over the attributed prompts of a per-prompt value (tau is set per
+    prompt), so the intervals are percentile bootstraps over those prompts (1 - alpha,
+    ``ci_low``/``ci_high``, ``stderr``): they capture which prompts were attributed (another
+    draw of ``max_prompts`` facts), not another choice of ``top_k``, another calibration draw
+    or another model. The first four metrics of every non-reference variant also carry
+    ``delta`` (variant minus reference on the same prompts), its paired bootstrap interval, the
+    Wilcoxon signed-rank ``p_value`` (exact McNemar where every per-prompt value is 0 or 1) and
+    ``p_holm`` (Holm over the variants within each layer and metric). The drops are already
+    differences from the reference: their interval is the paired bootstrap interval of the
+    per-prompt drop, and their test is the one on the ``*_imp`` row (the drop rows' comparison
+    columns are NaN)."""
     if reference not in scores:
         raise KeyError(f"reference {reference!r} is not among the variants {sorted(scores)}")
     ref = scores[reference]
     tau = tau_threshold(ref, top_k)[:, None, None]
     ref_top = ref.ffn >= tau
+    reference_values = _per_prompt(ref, tau, ref_top)
     rows = []
     for variant, s in scores.items():
         if not torch.equal(s.rows, ref.rows) or not torch.equal(s.answer_token, ref.answer_token):
             raise ValueError(f"variant {variant!r} was attributed on other prompts than {reference!r}")
-        above = s.ffn >= tau
+        per_prompt = _per_prompt(s, tau, ref_top)
         metrics = {
-            "neurons_above_tau": above.float().sum(2).mean(0),
-            "top_neurons_retained": (above & ref_top).float().sum(2).mean(0),
+            "neurons_above_tau": per_prompt["neurons_above_tau"].mean(0),
+            "top_neurons_retained": per_prompt["top_neurons_retained"].mean(0),
             "attn_imp": s.attn.mean(0),
             "ffn_imp": s.mlp.mean(0),
             "attn_drop": ref.attn.mean(0) - s.attn.mean(0),
@@ -244,8 +267,35 @@ def attribution_table(
         }
         for metric, per_layer in metrics.items():
             for layer, value in enumerate(per_layer.tolist()):
-                rows.append((variant, layer, metric, float(value)))
-    return pd.DataFrame(rows, columns=["variant", "layer", "metric", "value"])
+                row = {"variant": variant, "layer": layer, "metric": metric, "value": float(value)}
+                if metric in per_prompt:
+                    values = per_prompt[metric][:, layer].numpy()
+                    found = mean(values, settings)
+                    row.update(ci_low=found.ci_low, ci_high=found.ci_high, stderr=found.stderr)
+                    if variant != reference:
+                        comparison = paired(reference_values[metric][:, layer].numpy(), values, settings)
+                        row.update(delta=comparison.delta, delta_ci_low=comparison.delta_ci_low,
+                                   delta_ci_high=comparison.delta_ci_high, p_value=comparison.p_value)
+                else:  # a drop: reference minus variant, per prompt
+                    source = {"attn_drop": (s.attn, ref.attn), "ffn_drop": (s.mlp, ref.mlp)}[metric]
+                    mine, theirs = (t[:, layer].numpy() for t in source)
+                    drop = paired(mine, theirs, settings)  # its delta: reference minus variant
+                    row.update(ci_low=drop.delta_ci_low, ci_high=drop.delta_ci_high,
+                               stderr=standard_error(theirs - mine))
+                rows.append(row)
+    table = pd.DataFrame(rows, columns=ATTRIBUTION_COLUMNS).astype({c: float for c in ATTRIBUTION_COLUMNS[4:]})
+    return add_holm(table, by=["layer", "metric"])
+
+
+def _per_prompt(scores: AttributionScores, tau: torch.Tensor, ref_top: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per prompt and layer ``[P, L]``: the values the first four metrics average over prompts."""
+    above = scores.ffn >= tau
+    return {
+        "neurons_above_tau": above.float().sum(2),
+        "top_neurons_retained": (above & ref_top).float().sum(2),
+        "attn_imp": scores.attn,
+        "ffn_imp": scores.mlp,
+    }
 
 
 __all__ = [

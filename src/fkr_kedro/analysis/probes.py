@@ -33,6 +33,22 @@ per variant on the same split (``accuracy``). Labels with fewer than ``min_class
 examples are dropped; test labels unseen in training stay in (they count as errors).
 ``chance`` is the majority-class rate of the test split; ``control_accuracy`` is the
 reference probe retrained on labels shuffled (within strata) in the training split.
+
+Uncertainty (:mod:`fkr_kedro.analysis.statistics`). The accuracies (``accuracy``,
+``transfer_accuracy``, ``control_accuracy``) carry ``ci_low``/``ci_high`` (1 - alpha) and
+``stderr``: a CLUSTER bootstrap over the test groups (``ratio_of_sums`` of each test entity's
+correct rows over its rows, every entity resampled whole), since the rows of one entity (the
+probe's ``group``: the subject's relations, the chains of one e1) are not independent. The
+interval captures the sampling of test entities for this one split and fitted probe; not
+another split, another probe fit or another trained model. Every non-reference variant's
+``transfer_accuracy`` (the reference's probe applied to both, on the same test rows) and
+``accuracy`` (its own probe against the reference's own) carry ``delta`` (variant minus
+reference), its paired bootstrap interval, the exact McNemar ``p_value`` on the per-row
+correctness and ``p_holm``, Holm-adjusted over the variants within each (probe, layer,
+metric). The paired interval and test treat the test rows as independent (McNemar has no
+cluster form here), so they are somewhat optimistic where one entity's rows agree. Rows these
+do not apply to (``chance``, ``n_train``, ``n_test``, ``n_classes``, the reference's own
+comparison) hold NaN.
 """
 
 from __future__ import annotations
@@ -53,6 +69,22 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from .capture import ActivationCache, check_aligned
+from .statistics import (
+    NAN_COMPARISON,
+    NAN_ESTIMATE,
+    Comparison,
+    Estimate,
+    StatisticsSettings,
+    add_holm,
+    paired,
+    ratio_of_sums,
+)
+
+# The columns of a probe results table: the tidy key and value, the value's interval, and the
+# comparison with the reference (NaN where they do not apply).
+ESTIMATE_COLUMNS = ("ci_low", "ci_high", "stderr")
+COMPARISON_COLUMNS = ("delta", "delta_ci_low", "delta_ci_high", "p_value", "p_holm")
+COLUMNS = ["variant", "layer", "probe", "metric", "value", *ESTIMATE_COLUMNS, *COMPARISON_COLUMNS]
 
 
 @dataclass(frozen=True)
@@ -158,10 +190,22 @@ def _fit(X: np.ndarray, y: np.ndarray, config: ProbeConfig) -> Pipeline | None:
     return probe
 
 
-def _score(probe: Pipeline | None, X: np.ndarray, y: np.ndarray) -> float:
+def _correct(probe: Pipeline | None, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per row: whether the probe predicts the row's label (without a probe, whether the label
+    is the majority label of ``y``: its mean is the majority-class rate)."""
     if probe is None:
-        return float(majority_rate(y))
-    return float((probe.predict(X) == y).mean())
+        labels, counts = np.unique(y, return_counts=True)
+        return y == labels[counts.argmax()]
+    return probe.predict(X) == y
+
+
+def clustered_accuracy(correct: np.ndarray, clusters: np.ndarray, settings: StatisticsSettings) -> Estimate:
+    """Accuracy of per-row ``correct`` with a cluster bootstrap interval: ``clusters`` (integer
+    codes, one per row) are resampled whole (their correct rows over their rows)."""
+    rows = np.bincount(clusters)
+    hits = np.bincount(clusters, weights=np.asarray(correct, dtype=float), minlength=len(rows))
+    keep = rows > 0
+    return ratio_of_sums(hits[keep], rows[keep], settings)
 
 
 def _select_rows(spec: ProbeSpec, table: pd.DataFrame, config: ProbeConfig) -> np.ndarray:
@@ -184,8 +228,11 @@ def run_probe(
     table: pd.DataFrame,
     reference: str = "fp",
     config: ProbeConfig = ProbeConfig(),
+    settings: StatisticsSettings = StatisticsSettings(),
 ) -> pd.DataFrame:
-    """One probe at every layer: tidy (variant, layer, probe, metric, value)."""
+    """One probe at every layer: tidy (variant, layer, probe, metric, value) with the
+    accuracies' intervals and the comparisons with the reference (:data:`COLUMNS`, see the
+    module docstring)."""
     if reference not in caches:
         raise KeyError(f"reference {reference!r} is not among the variants {sorted(caches)}")
     ref = caches[reference]
@@ -201,6 +248,7 @@ def run_probe(
     strata = table[spec.strata].astype(str).to_numpy()[rows] if spec.strata else None
     train, test = entity_split(groups, config.test_size, config.seed)
     y_train, y_test = y_all[train], y_all[test]
+    test_clusters = np.unique(groups[test], return_inverse=True)[1]  # the test entities
     y_control = shuffle_labels(y_train, strata[train] if strata is not None else None, config.seed + 1)
     chance = majority_rate(y_test)
     n_layers1 = ref.shape(spec.site)[1]
@@ -209,7 +257,13 @@ def run_probe(
     out = []
 
     def emit(variant: str, layer: int, metric: str, value: float) -> None:
-        out.append((variant, int(layer), spec.name, metric, float(value)))
+        out.append((variant, int(layer), spec.name, metric, float(value), *_nan_statistics()))
+
+    def emit_accuracy(variant: str, layer: int, metric: str, correct: np.ndarray, versus: np.ndarray | None = None):
+        """An accuracy from per-test-row correctness, and against the reference's (``versus``)."""
+        found = clustered_accuracy(correct, test_clusters, settings)
+        comparison = paired(versus, correct, settings) if versus is not None else NAN_COMPARISON
+        out.append((variant, int(layer), spec.name, metric, float(correct.mean()), *_statistics(found, comparison)))
 
     for layer in layers:
         # One layer at a time (a sharded cache reads only that layer from disk).
@@ -221,14 +275,32 @@ def run_probe(
         emit(reference, layer, "n_classes", len(np.unique(y_all)))
         if config.control:
             control = _fit(X[reference][train], y_control, config)
-            emit(reference, layer, "control_accuracy", _score(control, X[reference][test], y_test))
+            emit_accuracy(reference, layer, "control_accuracy", _correct(control, X[reference][test], y_test))
+        # The reference's probe on each variant's test rows: row i is one test prompt for all.
+        transfer = {variant: _correct(ref_probe, X[variant][test], y_test) for variant in caches}
         for variant in caches:
-            emit(variant, layer, "transfer_accuracy", _score(ref_probe, X[variant][test], y_test))
+            versus = transfer[reference] if variant != reference else None
+            emit_accuracy(variant, layer, "transfer_accuracy", transfer[variant], versus)
             if variant == reference:
-                emit(variant, layer, "accuracy", _score(ref_probe, X[variant][test], y_test))
+                emit_accuracy(variant, layer, "accuracy", transfer[reference])
             elif config.train_per_variant:
-                emit(variant, layer, "accuracy", _score(_fit(X[variant][train], y_train, config), X[variant][test], y_test))
-    return pd.DataFrame(out, columns=["variant", "layer", "probe", "metric", "value"])
+                own = _correct(_fit(X[variant][train], y_train, config), X[variant][test], y_test)
+                emit_accuracy(variant, layer, "accuracy", own, transfer[reference])
+    results = pd.DataFrame(out, columns=COLUMNS)
+    # One family of tests per (probe, layer, metric): every variant against the reference.
+    return add_holm(results, by=["probe", "layer", "metric"])
+
+
+def _statistics(found: Estimate, comparison: Comparison) -> tuple[float, ...]:
+    """The interval and comparison columns of one row (``p_holm`` is added per family)."""
+    return (
+        found.ci_low, found.ci_high, found.stderr,
+        comparison.delta, comparison.delta_ci_low, comparison.delta_ci_high, comparison.p_value, np.nan,
+    )
+
+
+def _nan_statistics() -> tuple[float, ...]:
+    return _statistics(NAN_ESTIMATE, NAN_COMPARISON)
 
 
 def run_probes(
@@ -237,13 +309,14 @@ def run_probes(
     reference: str = "fp",
     probes: Sequence[ProbeSpec] = DEFAULT_PROBES,
     config: ProbeConfig = ProbeConfig(),
+    settings: StatisticsSettings = StatisticsSettings(),
 ) -> pd.DataFrame:
     """Every probe whose site the reference cache holds and whose table is given; tidy
-    (variant, layer, probe, metric, value). ``tables`` maps ``"one_hop"``/``"two_hop"`` to the
-    tables the caches were captured from."""
+    (variant, layer, probe, metric, value) with intervals and comparisons (:data:`COLUMNS`).
+    ``tables`` maps ``"one_hop"``/``"two_hop"`` to the tables the caches were captured from."""
     tables = {name: with_token_labels(name, table, caches[reference]) for name, table in tables.items()}
     frames = [
-        run_probe(spec, caches, tables[spec.table], reference, config)
+        run_probe(spec, caches, tables[spec.table], reference, config, settings)
         for spec in probes
         if spec.table in tables and spec.site in caches[reference] and spec.label in tables[spec.table]
     ]

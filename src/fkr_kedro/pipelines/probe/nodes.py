@@ -18,11 +18,9 @@ from fkr_kedro.analysis.summaries import cnst_summary, entrec_summary, probe_hea
 from fkr_kedro.modeling.load import CausalLM
 from fkr_kedro.parameters import ProbeSettings
 from fkr_kedro.pipelines.wiring import by_namespace
+from fkr_kedro.reporting.findings import ReportSettings
 
 log = logging.getLogger(__name__)
-
-# The variant every other one is compared against; the pipeline requires it.
-REFERENCE = "fp"
 
 
 def capture(
@@ -48,46 +46,67 @@ def readouts(
 
 
 def summarize_probes(
-    one_hop_prompts: pd.DataFrame, two_hop_prompts: pd.DataFrame, probe: ProbeSettings, **activations: ActivationCache
+    one_hop_prompts: pd.DataFrame,
+    two_hop_prompts: pd.DataFrame,
+    probe: ProbeSettings,
+    report: ReportSettings,
+    **activations: ActivationCache,
 ) -> pd.DataFrame:
-    """Every probe at every layer: tidy (variant, layer, probe, metric, value); logs the bridge
-    probe's best layer beside chance and the shuffled-label control."""
+    """Every probe at every layer against ``report.reference``: tidy (variant, layer, probe,
+    metric, value) with intervals and paired tests (:mod:`fkr_kedro.analysis.probes`); logs the
+    bridge and subject probes' best layer, the reference probe's transfer accuracy with its
+    interval, beside chance and the shuffled-label control."""
     results = run_probes(
         by_namespace(activations, "activations"),
         {"one_hop": one_hop_prompts, "two_hop": two_hop_prompts},
-        reference=REFERENCE,
+        reference=report.reference,
         config=probe.probes,
+        settings=report,
     )
     for name in ("bridge", "subject"):
-        summary = probe_headline(results, name, REFERENCE)
+        summary = probe_headline(results, name, report.reference)
         if summary is None:
             continue
         ref_layer = summary.attrs["reference_layer"]
-        lines = [
-            f"{variant}: best layer {int(row.best_layer)} accuracy {row.best_accuracy:.3f}; "
-            f"{REFERENCE} probe at layer {ref_layer}: {row.transfer_accuracy:.3f} "
-            f"(chance {row.chance:.3f}, shuffled-label control {row.control:.3f})"
-            for variant, row in summary.iterrows()
-        ]
+        lines = [_headline_line(variant, row, report, ref_layer) for variant, row in summary.iterrows()]
         log.info("%s probe vs chance and shuffled control:\n  %s", name, "\n  ".join(lines))
     return results
 
 
-def summarize_drift(**activations: ActivationCache) -> pd.DataFrame:
-    """Cosine and linear CKA of every variant's residual stream against the reference: tidy
-    (variant, site, layer, metric, value)."""
-    return drift_table(by_namespace(activations, "activations"), reference=REFERENCE)
+def _headline_line(variant: str, row: pd.Series, report: ReportSettings, ref_layer: int) -> str:
+    level = f"{1 - report.alpha:.0%}"
+    versus = (
+        f", {row.transfer_delta:+.3f} vs {report.reference} (Holm p {row.transfer_p_holm:.2g})"
+        if variant != report.reference and pd.notna(row.transfer_delta) else ""
+    )
+    return (
+        f"{variant}: best layer {int(row.best_layer)} accuracy {row.best_accuracy:.3f}; "
+        f"{report.reference} probe at layer {ref_layer}: {row.transfer_accuracy:.3f} "
+        f"[{level} CI {row.transfer_ci_low:.3f}-{row.transfer_ci_high:.3f}]{versus} "
+        f"(chance {row.chance:.3f}, shuffled-label control {row.control:.3f})"
+    )
 
 
-def summarize_cnst(two_hop_prompts: pd.DataFrame, **activations: ActivationCache) -> pd.DataFrame:
-    return cnst_summary(by_namespace(activations, "activations"), two_hop_prompts)
+def summarize_drift(report: ReportSettings, **activations: ActivationCache) -> pd.DataFrame:
+    """Cosine and linear CKA of every variant's residual stream against ``report.reference``,
+    with intervals: tidy (variant, site, layer, metric, value, ci_low, ci_high, stderr)."""
+    return drift_table(by_namespace(activations, "activations"), reference=report.reference, settings=report)
 
 
-def summarize_entrec(**entrec_tables: pd.DataFrame) -> pd.DataFrame:
-    return entrec_summary(by_namespace(entrec_tables, "entrec"))
+def summarize_cnst(
+    two_hop_prompts: pd.DataFrame, report: ReportSettings, **activations: ActivationCache
+) -> pd.DataFrame:
+    caches = by_namespace(activations, "activations")
+    return cnst_summary(caches, two_hop_prompts, reference=report.reference, settings=report)
 
 
-def summarize_attribution(probe: ProbeSettings, **scores: AttributionScores) -> pd.DataFrame:
-    """Per-layer neuron and component attribution against the reference: tidy (variant,
-    layer, metric, value)."""
-    return attribution_table(by_namespace(scores, "attribution"), reference=REFERENCE, top_k=probe.attribution.top_k)
+def summarize_entrec(report: ReportSettings, **entrec_tables: pd.DataFrame) -> pd.DataFrame:
+    return entrec_summary(by_namespace(entrec_tables, "entrec"), reference=report.reference, settings=report)
+
+
+def summarize_attribution(probe: ProbeSettings, report: ReportSettings, **scores: AttributionScores) -> pd.DataFrame:
+    """Per-layer neuron and component attribution against ``report.reference``, with
+    intervals over the attributed prompts: tidy (variant, layer, metric, value, ...)."""
+    return attribution_table(
+        by_namespace(scores, "attribution"), reference=report.reference, top_k=probe.attribution.top_k, settings=report
+    )

@@ -1,13 +1,12 @@
 """Per variant: capture activations once, then EntRec and neuron attribution from that cache;
-then summary tables over all variants against the ``fp`` reference."""
+then summary tables over all variants against the reference (``report.reference``)."""
 
 from kedro.pipeline import Pipeline, node
 
 from fkr_kedro.pipelines.wiring import per_namespace
-from fkr_kedro.run_config import active_variants, bind
+from fkr_kedro.run_config import active_reference, active_variants, bind, study_parameters
 
 from .nodes import (
-    REFERENCE,
     capture,
     readouts,
     summarize_attribution,
@@ -18,23 +17,30 @@ from .nodes import (
 )
 
 PROMPTS = {"one_hop_prompts": "one_hop_prompts", "two_hop_prompts": "two_hop_prompts"}
+# The reference and the statistics' settings (alpha, bootstrap) of every summary.
+REPORT = {"report": "params:report"}
 
 
 class MissingReferenceError(ValueError):
-    """The variants lack the full-precision reference the probe pipeline compares against."""
+    """The variants lack the reference (``report.reference``) the probe pipeline compares against."""
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    specs = active_variants()
+    params = study_parameters()
+    specs = active_variants(params)
+    reference = active_reference(params)
     names = [spec.name for spec in specs]
-    if REFERENCE not in names:
+    if reference not in names:
         raise MissingReferenceError(
-            f"the probe pipeline compares every variant against the full-precision reference "
-            f"{REFERENCE!r}, but the variants are {names}: add `{REFERENCE}: {{method: fp}}` under "
-            f"`variants:` in your parameters (conf/base/parameters_quantize.yml or the --env's parameters.yml)"
+            f"the probe pipeline compares every variant against the reference {reference!r} "
+            f"(`report.reference`), but the variants are {names}: either add the variant {reference!r} "
+            f"under `variants:` in your parameters (conf/base/parameters_quantize.yml or the --env's "
+            f"parameters.yml; a full-precision reference is `{reference}: {{method: fp}}`), or set "
+            f"`report.reference` to one of the variants (conf/base/parameters_report.yml, or "
+            f"--params=report.reference=<variant>)"
         )
     # The reference first: its cache and scores lead every summary.
-    names = [REFERENCE] + [n for n in names if n != REFERENCE]
+    names = [reference] + [n for n in names if n != reference]
     methods = {spec.name: spec.method for spec in specs}
     per_variant_nodes = sum((variant_pipeline(name, methods[name]) for name in names), Pipeline([]))
     activations = per_namespace(names, "activations")
@@ -42,21 +48,26 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 summarize_probes,
-                inputs={**PROMPTS, "probe": "params:probe", **activations},
+                inputs={**PROMPTS, "probe": "params:probe", **REPORT, **activations},
                 outputs="probe_results",
                 name="summarize_probes",
             ),
-            node(summarize_drift, inputs=activations, outputs="drift_results", name="summarize_drift"),
+            node(summarize_drift, inputs={**REPORT, **activations}, outputs="drift_results", name="summarize_drift"),
             node(
                 summarize_cnst,
-                inputs={"two_hop_prompts": "two_hop_prompts", **activations},
+                inputs={"two_hop_prompts": "two_hop_prompts", **REPORT, **activations},
                 outputs="cnst_results",
                 name="summarize_cnst",
             ),
-            node(summarize_entrec, inputs=per_namespace(names, "entrec"), outputs="entrec_results", name="summarize_entrec"),
+            node(
+                summarize_entrec,
+                inputs={**REPORT, **per_namespace(names, "entrec")},
+                outputs="entrec_results",
+                name="summarize_entrec",
+            ),
             node(
                 summarize_attribution,
-                inputs={"probe": "params:probe", **per_namespace(names, "attribution")},
+                inputs={"probe": "params:probe", **REPORT, **per_namespace(names, "attribution")},
                 outputs="attribution_results",
                 name="summarize_attribution",
             ),
