@@ -265,6 +265,8 @@ def test_default_names():
     ]  # fmt: skip
     assert variant_name("gptq", 3, -1) == "gptq_w3_perchannel"
     assert variant_name("gptq", 4, 128, sym=True, desc_act=True) == "gptq_w4_g128_sym_descact"
+    assert variant_name("awq", 4, 32, awq_gqa="average") == "awq_w4_g32_gqaavg"
+    assert VariantSpec(method="awq", group_size=32, awq_gqa="average").name == "awq_w4_g32_gqaavg"
     assert VariantSpec(method="gptq").name == "gptq_w4_g128"
     assert set(METHODS) == {
         "fp", "bnb_int8", "bnb_nf4", "bnb_fp4", "gptq", "awq", "rtn", "hqq", "torchao_int8", "torchao_int4",
@@ -301,6 +303,9 @@ def test_valid_variants_pass(config):
         (dict(method="torchao_int4", group_size=48), "group_size 48 is not supported", "use one of [-1, 16"),
         (dict(method="torchao_int8", group_size=32), "has no group size", "remove group_size"),
         (dict(method="hqq", group_size=32, sym=True), "takes no sym", "remove sym"),
+        (dict(method="gptq", group_size=32, awq_gqa="skip"), "takes no awq_gqa", "remove awq_gqa"),
+        # The test model has no grouped-query attention (4 heads, 4 key-value heads).
+        (dict(method="awq", group_size=32, awq_gqa="average"), "has none (4 attention heads, 4 key-value", "remove awq_gqa"),
         (dict(method="fp", name="fp.full"), "not a valid Kedro namespace", "letters, digits and underscores"),
     ],
 )

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 VARIANT_FILE = "variant.json"
 # What variant.json records about the result rather than the inputs: not part of the fingerprint.
-RESULT_KEYS = ("seconds", "compute_dtype", "calibration_dtype", "modules")
+RESULT_KEYS = ("seconds", "compute_dtype", "calibration_dtype", "modules", "notes", "awq_gqa_search")
 
 
 def quantize(source_dir: Path, spec: VariantSpec, calibration_texts: list[str], out_dir: Path) -> None:
@@ -31,7 +31,10 @@ def quantize(source_dir: Path, spec: VariantSpec, calibration_texts: list[str], 
     model directory (safetensors weights, config.json with its quantization_config,
     tokenizer) plus the weight manifest and ``variant.json``: its fingerprint, the seconds
     taken, the dtype its activations are computed in when loaded (``compute_dtype``) and the
-    method each quantizable linear actually got (``modules``, from the quantizer's own log).
+    method each quantizable linear actually got (``modules``, from the quantizer's own log),
+    and where a rule of the method applied, ``notes`` (AWQ's o_proj under grouped-query
+    attention) and, for ``awq_gqa: average``, the scale search per attention block
+    (``awq_gqa_search``: the grid ratio chosen, o_proj's output error with and without it).
     Calibrated methods use the first ``spec.calibration_size`` texts. The directory is
     built beside ``out_dir`` and moved into place, so a failed run leaves no half variant."""
     source_dir, out_dir = Path(source_dir).resolve(), Path(out_dir).resolve()

@@ -10,7 +10,8 @@ A full-precision variant reads 32 (or 16) bits.
 Besides storage, the footprint carries two facts ``variant.json`` records at quantization
 (NaN when a directory has no record): the share of quantizable linears per method they
 actually got (``modules.<method>_fraction``, from the quantizer's own log: a GPTQ variant
-whose modules partly fell back to RTN shows it here) and the dtype its activations are
+whose modules partly fell back to RTN shows it here; ``quantized_modules`` is how many
+quantizable linears the fractions are of) and the dtype its activations are
 computed in (``compute_dtype_bits``: 32, 16; ``compute_dtype_mantissa_bits``: 23 float32,
 10 float16, 7 bfloat16).
 """
@@ -37,8 +38,14 @@ class LayerFootprint:
 
 
 # The methods a module can be recorded with (variant.json ``modules``); anything else a
-# quantizer reports (skipped, a non-finite loss, an unknown log entry) counts as ``other``.
-MODULE_METHODS = ("full_precision", "bnb", "gptq", "awq", "rtn", "rtn_fallback", "hqq", "torchao", "other")
+# quantizer reports (skipped, a non-finite loss, AWQ without a scale on a model without
+# grouped-query attention, an unknown log entry) counts as ``other``. ``awq_unscaled_gqa``
+# and ``awq_gqa_average`` are AWQ's o_proj under grouped-query attention (quantization/awq_gqa.py):
+# the method's own rule and its option, each its own share, not part of ``awq``'s.
+MODULE_METHODS = (
+    "full_precision", "bnb", "gptq", "awq", "awq_unscaled_gqa", "awq_gqa_average", "rtn", "rtn_fallback", "hqq",
+    "torchao", "other",
+)
 _MANTISSA_BITS = {torch.float32: 23, torch.float16: 10, torch.bfloat16: 7, torch.float64: 52}
 
 
@@ -69,6 +76,7 @@ class Footprint:
         return {
             "storage_bytes": self.storage_bytes,
             "quantized_weights": self.quantized_weights,
+            "quantized_modules": len(self.layers),
             "effective_bits": self.effective_bits,
             **{f"modules.{m}_fraction": f for m, f in self.module_fractions().items()},
             "compute_dtype_bits": dtype.itemsize * 8 if dtype else float("nan"),

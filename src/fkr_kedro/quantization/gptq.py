@@ -13,7 +13,10 @@ and GPTQModel then quantized 70 of 126 modules by its RTN fallback without faili
 forward hook on every decoder layer stops the variant at the first non-finite output
 (:class:`CalibrationError`), and the method each module actually got is read from
 GPTQModel's own quantization log (:func:`module_methods`) and checked against
-``spec.max_fallback_fraction``.
+``spec.max_fallback_fraction``. AWQ's ``o_proj`` under grouped-query attention gets no
+activation-aware scale by the method's own rule; it is recorded as such
+(``awq_unscaled_gqa``, or ``awq_gqa_average`` with ``awq_gqa: average``) and counts as AWQ
+(:mod:`.awq_gqa`).
 
 For evaluation, :func:`load` dequantizes the packed weights into plain ``nn.Linear`` layers
 in the variant's compute dtype (the source's): GPTQModel's CPU kernels take only float16 or
@@ -48,6 +51,7 @@ from unittest import mock
 import torch
 
 from ..modeling.load import CausalLM, resolve_device
+from .awq_gqa import AWQ_RULES, UNSCALED, gqa_average_prescale, label_gqa_rule
 from .common import load_tokenizer, quiet_load_report, source_dtype
 from .methods import quantizable_linears
 from .variants import VariantSpec
@@ -87,26 +91,43 @@ class CalibrationError(RuntimeError):
 
 def quantize(source_dir: Path, spec: VariantSpec, calibration_texts: list[str], out_dir: Path) -> dict:
     """GPTQ or AWQ (``spec.method``) calibrated on ``calibration_texts``, one text per batch.
-    Returns what :func:`run_gptqmodel` found (compute dtype, method per module)."""
+    Returns what :func:`run_gptqmodel` found (compute dtype, method per module). AWQ with
+    ``awq_gqa: average`` first scales every ``v_proj -> o_proj`` pair of the float source by
+    the averaged scale (:func:`~.awq_gqa.gqa_average_prescale`), then hands that model to
+    GPTQModel."""
     gm = gptqmodel()
     common = dict(bits=spec.bits, group_size=spec.group_size, sym=spec.sym, offload_to_disk=False)
+    prescaled, facts = None, {}
     if spec.method == "awq":
         config = gm.AWQConfig(format="gemm", **common)
+        if spec.awq_gqa == "average":
+            prescaled, search = gqa_average_prescale(
+                source_dir, calibration_texts, spec.bits, spec.group_size, spec.sym, resolve_device(spec.device)
+            )
+            facts["awq_gqa_search"] = {
+                name: {"ratio": found.ratio, "loss": found.loss, "loss_unscaled": found.loss_unscaled}
+                for name, found in search.items()
+            }
     else:
         config = gm.GPTQConfig(desc_act=spec.desc_act, **common)
-    return run_gptqmodel(source_dir, config, calibration_texts, out_dir, spec)
+    return {**run_gptqmodel(source_dir, config, calibration_texts, out_dir, spec, prescaled), **facts}
 
 
 def run_gptqmodel(
-    source_dir: Path, config: Any, calibration_texts: list[str] | None, out_dir: Path, spec: VariantSpec
+    source_dir: Path, config: Any, calibration_texts: list[str] | None, out_dir: Path, spec: VariantSpec,
+    prescaled: dict[str, torch.Tensor] | None = None,
 ) -> dict:
-    """Load ``source_dir`` into GPTQModel with ``config`` in the source's dtype, quantize,
+    """Load ``source_dir`` into GPTQModel with ``config`` in the source's dtype (with the
+    ``prescaled`` tensors, by state-dict name, put in place of the stored ones), quantize,
     check every module got ``spec.method`` (within ``spec.max_fallback_fraction``), save
-    model and tokenizer. Returns ``{"compute_dtype": ..., "modules": {name: method}}``."""
+    model and tokenizer. Returns ``{"compute_dtype": ..., "modules": {name: method}}``, and
+    ``notes`` when a rule of the method applied (AWQ under grouped-query attention)."""
     gm = gptqmodel()
     dtype = calibration_dtype(source_dir, config.method)
     with _no_animation_without_terminal():
         model = gm.GPTQModel.load(str(source_dir), config, device=resolve_device(spec.device), dtype=dtype)
+    if prescaled:
+        _put_weights(model, prescaled)
     # 7.0.0's quantize() takes calibration_data_min_length but never passes it on, and the
     # default drops every text of 10 tokens or fewer: short factual statements would all go.
     model.prepare_dataset = functools.partial(model.prepare_dataset, calibration_data_min_length=0)
@@ -120,7 +141,10 @@ def run_gptqmodel(
             raise
         check()
     linears = quantizable_linears(model.model.config)
-    modules = module_methods(result, linears)
+    modules, notes = module_methods(result, linears), []
+    if spec.method == "awq":
+        averaged = {name.removesuffix(".weight") for name in prescaled or {} if name.endswith("o_proj.weight")}
+        modules, notes = label_gqa_rule(modules, model.model.config, spec.awq_gqa, averaged)
     check_fallbacks(spec, modules)
     model.save(str(out_dir))
     load_tokenizer(source_dir).save_pretrained(out_dir)
@@ -128,7 +152,24 @@ def run_gptqmodel(
         "compute_dtype": str(source_dtype(source_dir)).removeprefix("torch."),
         "calibration_dtype": str(dtype).removeprefix("torch."),
         "modules": modules,
+        **({"notes": notes} if notes else {}),
     }
+
+
+def _put_weights(model: Any, tensors: dict[str, torch.Tensor]) -> None:
+    """Copy ``tensors`` (state-dict names of the transformers model) into the model
+    GPTQModel loaded, cast to its dtype. GPTQModel quantizes that in-memory model when
+    ``offload_to_disk`` is off; with it on it would stream the stored weights instead."""
+    if getattr(model, "turtle_model", None) is not None:
+        raise RuntimeError(
+            "GPTQModel loaded the model lazily from disk (offload_to_disk): pre-scaled weights would be lost"
+        )
+    state = model.model.state_dict()
+    if missing := sorted(set(tensors) - set(state)):
+        raise KeyError(f"GPTQModel's model has no {missing[:3]}")
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            state[name].copy_(tensor.to(state[name].dtype))
 
 
 def calibration_dtype(source_dir: Path, method: str = "gptq") -> torch.dtype:
@@ -153,7 +194,9 @@ def calibration_dtype(source_dir: Path, method: str = "gptq") -> torch.dtype:
 # What GPTQModel 7.0.0's processors write as a module's loss: a number when the method ran
 # ("0.0000605"), "<strategy> fallback" when the Hessian stayed non positive-definite and
 # "fallback(<strategy>): <error>" when too few calibration tokens reached the module, and
-# "rtn: <error>" for weight-only RTN.
+# "rtn: <error>" for weight-only RTN. AWQ writes "not applicable" for a module it quantized
+# without an activation-aware scale (its group was skipped, e.g. o_proj when v_proj's shape
+# differs, or it went to the low-sample fallback).
 _PROCESS_METHOD = {"gptq": "gptq", "gptq v2": "gptq", "awq": "awq", "weight_only_rtn": "rtn"}
 
 
@@ -161,8 +204,10 @@ def module_methods(quant_log: dict[str, list[dict]] | list[dict], linears: Itera
     """The method each quantizable linear was actually quantized with, read from GPTQModel's
     log (what ``quantize()`` returns: ``{processor: [entry, ...]}``, or one list of entries):
     ``gptq``, ``awq`` or ``rtn`` when that method ran, ``<strategy>_fallback`` (e.g.
-    ``rtn_fallback``) when GPTQ/AWQ gave the module to its fallback, ``nonfinite`` when the
-    logged loss is NaN or inf, ``skipped`` when no entry names the module."""
+    ``rtn_fallback``) when GPTQ/AWQ gave the module to its fallback, ``awq_unscaled`` when
+    AWQ quantized it without a scale (:func:`~.awq_gqa.label_gqa_rule` names the GQA rule
+    among those), ``nonfinite`` when the logged loss is NaN or inf, ``skipped`` when no entry
+    names the module."""
     entries = quant_log if isinstance(quant_log, list) else [e for log in quant_log.values() for e in log]
     names = list(linears)
     methods = dict.fromkeys(names, "skipped")
@@ -188,6 +233,8 @@ def _entry_method(method: str, loss: str) -> str:
         return f"{found.group(1) or found.group(2)}_fallback" if found else "fallback"
     if method == "rtn":
         return "rtn"
+    if method == "awq" and loss == "not applicable":
+        return UNSCALED
     try:
         value = float(loss)
     except ValueError:
@@ -195,17 +242,27 @@ def _entry_method(method: str, loss: str) -> str:
     return method if math.isfinite(value) else "nonfinite"
 
 
+# Labels that are the method under one of its own rules, not a fallback.
+METHOD_RULES = {"awq": AWQ_RULES}
+
+
+def by_method(method: str, module_method: str) -> bool:
+    """Whether a module recorded as ``module_method`` got ``method`` (itself, or one of the
+    method's rules: AWQ's o_proj under grouped-query attention)."""
+    return module_method == method or module_method in METHOD_RULES.get(method, ())
+
+
 def fallback_fraction(method: str, modules: dict[str, str]) -> float:
     """Share of the quantizable linears that did not get ``method``."""
-    return sum(m != method for m in modules.values()) / len(modules) if modules else 0.0
+    return sum(not by_method(method, m) for m in modules.values()) / len(modules) if modules else 0.0
 
 
 def check_fallbacks(spec: VariantSpec, modules: dict[str, str]) -> None:
     fraction = fallback_fraction(spec.method, modules)
     if fraction <= spec.max_fallback_fraction:
         return
-    others = collections.Counter(m for m in modules.values() if m != spec.method)
-    first = next(n for n, m in modules.items() if m != spec.method)
+    others = collections.Counter(m for m in modules.values() if not by_method(spec.method, m))
+    first = next(n for n, m in modules.items() if not by_method(spec.method, m))
     raise CalibrationError(
         f"variant {spec.name!r}: {fraction:.1%} of its {len(modules)} quantized modules did not get "
         f"{spec.method} ({dict(others)}; first: {first}), more than max_fallback_fraction "
@@ -213,6 +270,12 @@ def check_fallbacks(spec: VariantSpec, modules: dict[str, str]) -> None:
         "Check GPTQModel's log for the cause (a non positive-definite Hessian: too few or too "
         "uniform calibration texts; modules no text reaches), give more calibration texts, or "
         "raise max_fallback_fraction to accept the mix (it is recorded in variant.json)"
+        + (
+            f". {UNSCALED}: AWQ quantized the module without an activation-aware scale (its scaling "
+            "group was skipped, or too few samples reached it); under grouped-query attention "
+            "that is o_proj's rule, but this model has none"
+            if UNSCALED in others else ""
+        )
     )
 
 

@@ -57,7 +57,7 @@ METHODS: dict[str, Method] = {
         ),
         Method(
             "awq", "gptq", (4,), AWQ_GROUP_SIZES, 128,
-            frozenset({"calibration_size", "sym", "max_fallback_fraction"}),
+            frozenset({"calibration_size", "sym", "max_fallback_fraction", "awq_gqa"}),
             "AWQ (activation-aware scaling) through GPTQModel, GEMM format",
         ),
         Method(

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 from transformers import PretrainedConfig
 
+from .awq_gqa import attention_heads
 from .methods import METHODS, Method, quantizable_linears
 
 BNB_CPU_BLOCK = 64
@@ -36,7 +37,15 @@ class VariantSpec(BaseModel):
     fails (default 0: every module gets the method its name says); ``dtype`` (``fp`` only)
     saves the reference in another dtype (``fp`` with ``dtype: bfloat16`` is ``fp_bf16``)
     to separate a dtype's loss from quantization's; ``device`` is where quantization runs
-    ('auto' picks CUDA when present)."""
+    ('auto' picks CUDA when present).
+
+    ``awq_gqa`` (``awq`` only) is what AWQ does with ``o_proj`` under grouped-query
+    attention: ``skip`` (default) leaves it unscaled, the reference AWQ's rule, recorded as
+    ``awq_unscaled_gqa``; ``average`` scales it by its AWQ scale averaged over each key-value
+    head's query heads and folds that into ``v_proj`` (:mod:`.awq_gqa`), recorded as
+    ``awq_gqa_average``, and the default name gets ``_gqaavg``. At its default it is left
+    out of :meth:`model_dump` (and so of ``variant.json``'s fingerprint): variants written
+    before the option existed are the same bytes and stay valid."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -50,6 +59,14 @@ class VariantSpec(BaseModel):
     max_fallback_fraction: float = Field(0.0, ge=0.0, le=1.0)
     dtype: str | None = None
     device: str = "auto"
+    awq_gqa: Literal["skip", "average"] = "skip"
+
+    @model_serializer(mode="wrap")
+    def _default_awq_gqa_unrecorded(self, handler: Callable[[Any], dict]) -> dict:
+        data = handler(self)
+        if self.awq_gqa == "skip":
+            data.pop("awq_gqa", None)
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -72,6 +89,7 @@ class VariantSpec(BaseModel):
                 sym=data.get("sym", False),
                 desc_act=data.get("desc_act", False),
                 dtype=data.get("dtype"),
+                awq_gqa=data.get("awq_gqa", "skip"),
             )
         return data
 
@@ -86,13 +104,16 @@ def variant_name(
     sym: bool = False,
     desc_act: bool = False,
     dtype: str | None = None,
+    awq_gqa: str = "skip",
 ) -> str:
     """The default name: ``fp``, ``fp_bf16``, ``bnb_nf4``, ``gptq_w4_g32``,
-    ``rtn_w3_perchannel``, with ``_sym`` / ``_descact`` appended when those are on."""
+    ``rtn_w3_perchannel``, with ``_sym`` / ``_descact`` / ``_gqaavg`` (``awq_gqa: average``)
+    appended when those are on."""
     if method not in METHODS or not METHODS[method].group_sizes:
         return f"{method}_{DTYPE_SHORT.get(dtype, dtype)}" if dtype else method
     group = "perchannel" if group_size == -1 else f"g{group_size}"
-    return f"{method}_w{bits}_{group}" + ("_sym" if sym else "") + ("_descact" if desc_act else "")
+    return (f"{method}_w{bits}_{group}" + ("_sym" if sym else "") + ("_descact" if desc_act else "")
+            + ("_gqaavg" if awq_gqa == "average" else ""))
 
 
 def validate_variants(
@@ -102,8 +123,10 @@ def validate_variants(
 ) -> list[VariantSpec]:
     """Check every variant against its method and the model; raise one :class:`VariantError`
     for the first problem found, naming the variant and the fix. Returns the specs."""
+    heads = None  # (attention heads, key-value heads) when a model config is given
     if isinstance(model_config_or_layer_widths, PretrainedConfig):
         widths = {m.in_features for m in quantizable_linears(model_config_or_layer_widths).values()}
+        heads = attention_heads(model_config_or_layer_widths) if _has_heads(model_config_or_layer_widths) else None
     else:
         widths = {int(w) for w in model_config_or_layer_widths}
     if cuda_available is None:
@@ -113,11 +136,16 @@ def validate_variants(
         if spec.name in seen:
             raise VariantError(f"variant {spec.name!r} is listed twice: give one of them another name")
         seen.add(spec.name)
-        _check(spec, widths, cuda_available)
+        _check(spec, widths, cuda_available, heads)
     return list(specs)
 
 
-def _check(spec: VariantSpec, widths: set[int], cuda_available: bool) -> None:
+def _has_heads(config: PretrainedConfig) -> bool:
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return getattr(text, "num_attention_heads", None) is not None
+
+
+def _check(spec: VariantSpec, widths: set[int], cuda_available: bool, heads: tuple[int, int] | None = None) -> None:
     def fail(problem: str, fix: str) -> NoReturn:
         raise VariantError(f"variant {spec.name!r}: {problem}; {fix}")
 
@@ -131,9 +159,15 @@ def _check(spec: VariantSpec, widths: set[int], cuda_available: bool) -> None:
         fail(f"unknown method {spec.method!r}", f"use one of {', '.join(METHODS)}")
     _check_bits(spec, method, fail)
     _check_group_size(spec, method, widths, fail)
-    for option in ("calibration_size", "sym", "desc_act", "max_fallback_fraction", "dtype"):
+    for option in ("calibration_size", "sym", "desc_act", "max_fallback_fraction", "dtype", "awq_gqa"):
         if option in spec.model_fields_set and option not in method.options:
             fail(f"method {method.name} takes no {option} option", f"remove {option} from this variant")
+    if spec.awq_gqa == "average" and heads is not None and heads[1] >= heads[0]:
+        fail(
+            f"awq_gqa 'average' is for grouped-query attention and the model has none ({heads[0]} attention "
+            f"heads, {heads[1]} key-value heads)",
+            "remove awq_gqa",
+        )
     if spec.dtype is not None and spec.dtype not in DTYPE_SHORT:
         fail(f"unknown dtype {spec.dtype!r}", f"use one of {', '.join(DTYPE_SHORT)}")
     if not _DEVICE.fullmatch(spec.device):
