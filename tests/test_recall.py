@@ -9,9 +9,11 @@ from transformers import GenerationMixin, LlamaConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutput
 
 from fkr_kedro.analysis.recall import (
+    estimate_recall_seconds,
     evaluate_one_hop,
     evaluate_two_hop,
     is_whole_name_match,
+    measure_recall,
     score_prompts,
     summarize_recall,
     teacher_forced,
@@ -200,3 +202,62 @@ def test_answer_window_scoring_equals_unbatched_full_logits(world):
     decided = forced["decidable"].to_numpy()  # greedy needs the token after the name to show
     assert decided.sum() >= len(prompts) // 2
     assert forced["greedy"][decided].tolist() == [g for g, d in zip(expected_greedy, decided) if d]
+
+
+def _knows_everything(world, tok):
+    answers = {row.prompt: row.object for row in world.one_hop_table().itertuples()}
+    for row in world.two_hop_table().itertuples():
+        answers |= {row.prompt_first_hop: row.e2, row.prompt_one_hop: row.e3, row.prompt_two_hop: row.e3}
+    return lookup_model(tok, answers)
+
+
+def test_recall_logs_one_estimate_line_from_a_timed_warm_up(world, caplog):
+    """The estimate: the first batch timed (an injected clock: 2 s for it), extrapolated to
+    every prompt, in one line per evaluation; the scores are those of a run without it."""
+    one_hop, two_hop = world.one_hop_table(), world.two_hop_table()
+    tok = build_word_tokenizer(world.corpus())
+    model = _knows_everything(world, tok)
+    model.config._name_or_path = "data/06_models/variants/gptq_w4_g32"  # where a variant is loaded from
+    prompts = len(one_hop) + 3 * len(two_hop)
+    ticks = iter([100.0, 102.0])
+    with caplog.at_level("INFO", logger="fkr_kedro.analysis.recall"):
+        result = measure_recall(model, tok, one_hop, two_hop, batch_size=8, clock=lambda: next(ticks), mode="teacher_forced")
+    lines = [r.getMessage() for r in caplog.records if r.name == "fkr_kedro.analysis.recall"]
+    assert lines == [f"evaluate gptq_w4_g32: ~{prompts * 2 / 8:.0f} s for {prompts} prompts (measured on the first 8)"]
+    assert next(ticks, None) is None  # the clock timed the warm-up batch only
+    plain = measure_recall(model, tok, one_hop, two_hop, batch_size=8, estimate=False, mode="teacher_forced")
+    pd.testing.assert_frame_equal(result.one_hop, plain.one_hop)
+    pd.testing.assert_frame_equal(result.two_hop, plain.two_hop)
+    assert {k: v for k, v in result.metrics.items() if not k.startswith("eval.")} == {
+        k: v for k, v in plain.metrics.items() if not k.startswith("eval.")
+    }
+    # A short evaluation (fewer than 8 batches) is not estimated; a label names the line.
+    caplog.clear()
+    with caplog.at_level("INFO", logger="fkr_kedro.analysis.recall"):
+        measure_recall(model, tok, one_hop, two_hop, batch_size=prompts // 7, clock=lambda: 0.0)
+        measure_recall(model, tok, one_hop, two_hop, batch_size=16, label="evaluate base", clock=iter([0.0, 0.5]).__next__)
+    assert [r.getMessage() for r in caplog.records if r.name == "fkr_kedro.analysis.recall"] == [
+        f"evaluate base: ~{prompts * 0.5 / 16:.0f} s for {prompts} prompts (measured on the first 16)"
+    ]
+
+
+def test_the_estimate_times_the_more_numerous_kind_of_prompt(world):
+    """Two-hop readouts outnumbering one-hop facts (the paper's LRE + TwoHopFact): the warm-up
+    scores the first two-hop prompts r2(r1(e1)), the longest of a chain."""
+    two_hop = world.two_hop_table()
+    tok = build_word_tokenizer(world.corpus())
+    model = _knows_everything(world, tok)
+    scored = []
+    real_forward = model.forward
+
+    def forward(input_ids, attention_mask=None, **kwargs):
+        scored.extend(tok.batch_decode(input_ids, skip_special_tokens=True))
+        return real_forward(input_ids, attention_mask, **kwargs)
+
+    model.forward = forward
+    ticks = iter([0.0, 3.0])
+    guess = estimate_recall_seconds(model, tok, world.one_hop_table().iloc[:0], two_hop, batch_size=4, clock=lambda: next(ticks))
+    assert (guess.prompts, guess.measured, guess.seconds) == (3 * len(two_hop), 4, 3 * len(two_hop) * 3.0 / 4)
+    assert guess.line("evaluate fp") == f"evaluate fp: ~{guess.seconds:.0f} s for {guess.prompts} prompts (measured on the first 4)"
+    assert scored and all(any(text.startswith(p) for p in two_hop["prompt_two_hop"].iloc[:4]) for text in scored)
+    assert estimate_recall_seconds(model, tok, world.one_hop_table().iloc[:0], two_hop.iloc[:5], batch_size=4) is None

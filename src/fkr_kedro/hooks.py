@@ -265,27 +265,52 @@ def run_chain_advice(chain: list[str]) -> str:
     return f"run `kedro run` ({' -> '.join(chain)}), or {explicit} first"
 
 
+# The order in which the default `kedro run` runs the study's pipelines (each reads what the
+# ones before it write); a missing-input message lists the pipelines to run in this order.
+RUN_ORDER = ("data_prep", "train", "quantize", "evaluate", "probe", "report")
+
+
 def missing_chain(missing: list[str], exists) -> list[str]:
     """The pipelines that must run, in order, to write the datasets ``missing``: their
     producers and, before them, the producers of those pipelines' own missing inputs
-    (``exists(name)`` says whether a dataset is there)."""
+    (``exists(name)`` says whether a dataset is there). Listed in run order: every pipeline
+    after those whose outputs it reads, and otherwise as in :data:`RUN_ORDER` (evaluate
+    before probe, as the default pipeline runs them; pipelines outside it by name)."""
     producers = project_pipelines()
-    order: list[str] = []
-    visiting: set[str] = set()
+    needed: set[str] = set()
 
     def visit(dataset: str) -> None:
         name = _producer(dataset, producers)
-        if name is None or name in order or name in visiting:
+        if name is None or name in needed:
             return
-        visiting.add(name)
-        for needed in sorted(producers[name].inputs()):
-            if not needed.startswith("params:") and not exists(needed):
-                visit(needed)
-        visiting.discard(name)
-        order.append(name)
+        needed.add(name)
+        for wanted in sorted(producers[name].inputs()):
+            if not wanted.startswith("params:") and not exists(wanted):
+                visit(wanted)
 
     for dataset in missing:
         visit(dataset)
+    return _run_order(needed, producers)
+
+
+def _run_order(names: set[str], pipelines: dict) -> list[str]:
+    """``names`` sorted so that each pipeline comes after those among them whose outputs it
+    reads (in any transcoding), ties broken by :data:`RUN_ORDER`, then by name."""
+
+    def bases(datasets) -> set[str]:
+        return {d.split("@")[0] for d in datasets}
+
+    after = {
+        name: {other for other in names if other != name
+               and bases(pipelines[name].inputs()) & bases(pipelines[other].all_outputs())}
+        for name in names
+    }
+    rank = {name: (RUN_ORDER.index(name) if name in RUN_ORDER else len(RUN_ORDER), name) for name in names}
+    order: list[str] = []
+    while len(order) < len(names):
+        ready = [n for n in names if n not in order and after[n] <= set(order)]
+        # A cycle between pipelines (none today): fall back to the rank for what is left.
+        order.append(min(ready or [n for n in names if n not in order], key=rank.__getitem__))
     return order
 
 
