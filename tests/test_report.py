@@ -106,8 +106,21 @@ def test_sentences_state_what_known_numbers_show(tables):
 def test_thresholds_change_the_words(tables):
     sentences = _findings(tables, probe_drop_points=40, cka_threshold=0.5)
     text = "\n".join(sentences)
-    assert "it stays within 40 points of fp at every layer" in text
+    assert "it falls more than 40 points below fp at no layer" in text
     assert "stays at or above 0.5 at every layer for every variant" in text
+
+
+def test_a_drop_the_paired_test_does_not_support_is_not_stated(tables):
+    probes = tables["probes"].copy()
+    transfer = probes["metric"] == "transfer_accuracy"
+    # a's answer-probe drop (30 points at layer 2) with a Holm-adjusted p of 0.2: noise.
+    probes["p_holm"] = np.where(transfer & (probes["variant"] == "a"), 0.2, np.nan)
+    text = "\n".join(_findings({**tables, "probes": probes}))
+    assert ("it falls more than 5 points and significantly (paired McNemar on the test rows, Holm p < 0.05) below fp "
+            "at no layer") in text
+    probes["p_holm"] = np.where(transfer & (probes["variant"] == "a"), 0.001, np.nan)
+    text = "\n".join(_findings({**tables, "probes": probes}))
+    assert "falls more than 5 points and significantly (paired McNemar on the test rows, Holm p < 0.05) below fp for a" in text
 
 
 def test_summary_table_numbers(tables):

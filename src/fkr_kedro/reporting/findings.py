@@ -286,17 +286,26 @@ def _probe_drop(probes: pd.DataFrame, probe: str, order: list[str], settings: Re
     if best - floor < points / 100:
         return text + (f": it does not decode above chance by {_points(points)}, so its changes under quantization "
                        f"carry no signal.")
+    # A drop counts where it exceeds the threshold and, when the table carries the paired
+    # test (McNemar on the same test rows, Holm over the variants per layer), where it is significant.
+    holm = layer_metric(probes, "transfer_accuracy", "p_holm", probe=probe)
+    tested = not holm.empty
     drops = []
     for variant in order:
         if variant not in transfer:
             continue
-        below = transfer.index[(transfer[ref] - transfer[variant]) * 100 > points]
+        large = (transfer[ref] - transfer[variant]) * 100 > points
+        if tested and variant in holm:
+            large &= holm[variant].reindex(transfer.index) < settings.alpha
+        below = transfer.index[large]
         if len(below):
             drops.append((variant, int(below[0]), 100 * float(transfer.loc[best_layer, ref] - transfer.loc[best_layer, variant])))
+    test = f" and significantly (paired McNemar on the test rows, Holm p < {settings.alpha:g})" if tested else ""
     if not drops:
-        return text + f". Applied to every variant, it stays within {_points(points)} of {ref} at every layer."
+        return text + (f". Applied to every variant, it falls more than {_points(points)}{test} below {ref} at no "
+                       f"layer.")
     listed = _names([f"{v} from layer {layer} ({gap:.1f} points lower at layer {best_layer})" for v, layer, gap in drops])
-    return text + f". Applied unchanged, it falls more than {_points(points)} below {ref} for {listed}."
+    return text + f". Applied unchanged, it falls more than {_points(points)}{test} below {ref} for {listed}."
 
 
 def _entrec(entrec: pd.DataFrame, order: list[str], settings: ReportSettings) -> str | None:
@@ -306,12 +315,20 @@ def _entrec(entrec: pd.DataFrame, order: list[str], settings: ReportSettings) ->
         return None
     last = int(curves.index.max())
     at_last = curves.loc[last]
-    drops = [v for v in order if v in at_last and at_last[ref] - at_last[v] > nats]
+    holm = layer_metric(entrec, "entrec_mean", "p_holm", split="all")
+    significant = holm.loc[last] if last in holm.index else None
+    drops = [v for v in order if v in at_last and at_last[ref] - at_last[v] > nats
+             and (significant is None or significant.get(v, 1.0) < settings.alpha)]
+    test = (f" and significantly (paired Wilcoxon over chains, Holm p < {settings.alpha:g})"
+            if significant is not None else "")
     text = f"At layer {last}, the bridge entity's mean EntRec is {at_last[ref]:.2f} nats for {settings.reference}"
+    low, high = layer_metric(entrec, "entrec_mean", "ci_low", split="all"), layer_metric(entrec, "entrec_mean", "ci_high", split="all")
+    if ref in low and last in low.index and not pd.isna(low.loc[last, ref]):
+        text += f" (95% CI {low.loc[last, ref]:.2f} to {high.loc[last, ref]:.2f})"
     if drops:
-        return text + f"; it is more than {_nats(nats)} lower for " + _names(
+        return text + f"; it is more than {_nats(nats)}{test} lower for " + _names(
             [f"{v} ({at_last[v]:.2f})" for v in drops]) + "."
-    return text + f"; no variant is more than {_nats(nats)} lower."
+    return text + f"; no variant is more than {_nats(nats)}{test} lower."
 
 
 def _neurons(attribution: pd.DataFrame, order: list[str], ref: str) -> str | None:
@@ -369,8 +386,9 @@ def _dtype_name(row: pd.Series) -> str:
 
 
 def _dtypes_and_fallbacks(info: pd.DataFrame) -> list[str]:
-    """Whether every variant computes in one dtype, and which variants' modules the quantizer
-    left to its RTN fallback."""
+    """Whether every variant computes in one dtype, which variants' modules the quantizer
+    left to its RTN fallback, and where AWQ's o_proj followed its grouped-query-attention
+    rule (or the averaged-scale option), with how many modules."""
     out = []
     if "compute_dtype_bits" in info:
         dtypes = {variant: _dtype_name(row) for variant, row in info.iterrows()}
@@ -388,11 +406,30 @@ def _dtypes_and_fallbacks(info: pd.DataFrame) -> list[str]:
             out.append("The quantizer did not apply the named method to " + ", ".join(
                 f"{_pct(value)} of {variant}'s modules" for variant, value in missed.items())
                 + " (RTN fallback, or no log entry: variant.json lists each module).")
+    # AWQ's o_proj under grouped-query attention: the method's own rule (or its averaged-scale
+    # option), stated per variant and not counted as "not by its method".
+    rules = {
+        "modules.awq_unscaled_gqa_fraction": "o_proj unscaled under grouped-query attention ({}), as in the reference AWQ",
+        "modules.awq_gqa_average_fraction": "o_proj scaled by its AWQ scale averaged over each key-value head's query "
+                                            "heads ({}), instead of the reference AWQ's unscaled o_proj",
+    }
+    for column, text in rules.items():
+        if column not in info:
+            continue
+        for variant, share in info[column].dropna().items():
+            if share <= 0:
+                continue
+            total = info["quantized_modules"].get(variant) if "quantized_modules" in info else None
+            count = (f"{round(share * total)} of {int(total)} modules" if total is not None and not pd.isna(total)
+                     else f"{_pct(share)} of its modules")
+            out.append(f"{variant}: {text.format(count)}.")
     return out
 
 
 def _not_by_method(info: pd.DataFrame) -> pd.Series:
     """The share of a variant's modules its quantizer left to its RTN fallback, skipped or did
-    not log (``modules.rtn_fallback_fraction`` + ``modules.other_fraction``)."""
+    not log (``modules.rtn_fallback_fraction`` + ``modules.other_fraction``). AWQ's o_proj
+    under grouped-query attention (``modules.awq_unscaled_gqa_fraction``,
+    ``modules.awq_gqa_average_fraction``) is the method's own rule and is not counted."""
     other = info["modules.other_fraction"] if "modules.other_fraction" in info else 0.0
     return info["modules.rtn_fallback_fraction"] + pd.Series(other, index=info.index).fillna(0.0)
