@@ -98,9 +98,9 @@ def test_sentences_state_what_known_numbers_show(tables):
     assert "The bridge probe trained on fp peaks at layer 2 (12.0%; chance 10.0%" in text
     assert "does not decode above chance by 5 points" in text
     assert "more than 1 nat lower for a (-3.50)" in text
-    assert "b keeps the most above fp's threshold (95.0%) and a the fewest (35.0%; 20.0% in decoder layer 1" in text
+    assert "the variants keep 35.0% (a) to 95.0% (b) above fp's threshold (no paired tests in the table" in text
     assert "falls below 0.9 for a (from layer 2, 0.80 at layer 2)" in text
-    assert "ranges from -5.00 (a, least consistent) to -4.10 (b)" in text
+    assert "among the variants it ranges from -5.00 (a) to -4.10 (b)" in text
 
 
 def test_thresholds_change_the_words(tables):
@@ -121,6 +121,19 @@ def test_a_drop_the_paired_test_does_not_support_is_not_stated(tables):
     probes["p_holm"] = np.where(transfer & (probes["variant"] == "a"), 0.001, np.nan)
     text = "\n".join(_findings({**tables, "probes": probes}))
     assert "falls more than 5 points and significantly (paired McNemar on the test rows, Holm p < 0.05) below fp for a" in text
+
+
+def test_neurons_and_cnst_sentences_follow_their_tests(tables):
+    attribution = tables["attribution"].assign(
+        p_holm=[np.nan, np.nan, 0.001, 0.2, 0.5, 0.5], delta=[np.nan, np.nan, -5.0, -8.0, -1.0, 0.0])
+    cnst = tables["cnst"].assign(ci_low=[-4.2, -5.2, -4.3], ci_high=[-3.8, -4.8, -3.9], p_holm=[np.nan, 0.01, 0.3],
+                                 delta=[np.nan, -1.0, -0.1])
+    text = "\n".join(_findings({**tables, "attribution": attribution, "cnst": cnst}))
+    assert ("Of fp's top attribution neurons, 1 of 2 variants keep significantly fewer above fp's threshold in at least "
+            "one layer (paired Wilcoxon over prompts, Holm p < 0.05): a (35.0% overall); a keeps 20.0% in decoder layer "
+            "1, its lowest. b is within the noise in every layer.") in text
+    assert ("is -4.00 for fp (95% CI -4.20 to -3.80); less consistent (paired Wilcoxon over chains, Holm p < 0.05): "
+            "a (-5.00); within the noise: b.") in text
 
 
 def test_summary_table_numbers(tables):

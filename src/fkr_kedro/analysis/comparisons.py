@@ -146,17 +146,18 @@ def headline_lines(table: pd.DataFrame) -> list[str]:
     held-out composition with their intervals and the change against the reference, and the
     effective bits."""
     overall = table[table["relation"].isna()].set_index(["variant", "metric"])
-    lines = [f"{'variant':<14}{'1-hop (95% CI)':<22}{'':<7}{'2-hop held-out (95% CI)':<26}{'':<7}{'bits':>5}"]
+    width = max(14, int(table["variant"].str.len().max()) + 1)
+    lines = [f"{'variant':<{width}}{'1-hop [95% CI]':<30}{'2-hop held-out [95% CI]':<30}{'bits':>6}"]
     for name in table["variant"].drop_duplicates():
         cells = []
         for metric in ("one_hop.accuracy", "two_hop.held_out.accuracy"):
+            cell = ""
             if (name, metric) in overall.index:
                 row = overall.loc[(name, metric)]
                 change = row.get("change")
-                cells.append(f"{row['value']:>7.1%} [{row['ci_low']:.1%}, {row['ci_high']:.1%}]".ljust(22 if metric.startswith("one") else 26)
-                             + f"{change if isinstance(change, str) else '':<7}")
-            else:
-                cells.append(" " * (29 if metric.startswith("one") else 33))
+                cell = f"{row['value']:.1%} [{row['ci_low']:.1%}, {row['ci_high']:.1%}]"
+                cell += f" {change}" if isinstance(change, str) else ""
+            cells.append(f"{cell:<30}")
         bits = overall.loc[(name, "effective_bits"), "value"] if (name, "effective_bits") in overall.index else np.nan
-        lines.append(f"{name:<14}{''.join(cells)}{bits:>5.2f}")
+        lines.append(f"{name:<{width}}{''.join(cells)}{bits:>6.2f}")
     return lines

@@ -119,8 +119,8 @@ def findings(
         sentence = _probe_drop(tables.probes, probe, order, settings)
         if sentence:
             out.append(sentence)
-    out += [s for s in (_entrec(tables.entrec, order, settings), _neurons(tables.attribution, order, ref),
-                        _drift(tables.drift, order, settings), _cnst(tables.cnst, order, ref)) if s]
+    out += [s for s in (_entrec(tables.entrec, order, settings), _neurons(tables.attribution, order, ref, settings.alpha),
+                        _drift(tables.drift, order, settings), _cnst(tables.cnst, order, ref, settings.alpha)) if s]
     return out
 
 
@@ -189,7 +189,8 @@ def _changes(recall: pd.DataFrame, metric: str, verb: str, what: str, order: lis
     if noise:
         deltas = 100 * rows.loc[noise, "delta"]
         n = int(rows.loc[noise, "n"].max())
-        span = f"{deltas.min():+.1f} to {deltas.max():+.1f} points" if len(noise) > 1 else f"{deltas.iloc[0]:+.1f} points"
+        low, high = f"{deltas.min():+.1f}", f"{deltas.max():+.1f}"
+        span = f"{low} to {high} points" if low != high else f"{low} points"
         every = "All " + str(len(noise)) if len(noise) == len(tested) and len(noise) > 1 else _names(noise)
         if len(noise) == len(tested) and len(noise) > 1:
             text += f" {every} variants are within the noise of {n} prompts ({span}; {test})."
@@ -331,18 +332,39 @@ def _entrec(entrec: pd.DataFrame, order: list[str], settings: ReportSettings) ->
     return text + f"; no variant is more than {_nats(nats)}{test} lower."
 
 
-def _neurons(attribution: pd.DataFrame, order: list[str], ref: str) -> str | None:
+def _neurons(attribution: pd.DataFrame, order: list[str], ref: str, alpha: float = 0.05) -> str | None:
+    """Which variants keep significantly fewer of the reference's top attribution neurons
+    above its threshold in some layer (paired Wilcoxon over the attributed prompts, Holm over
+    the variants per layer, where the table carries the test), with their overall share;
+    without the test, the range of the shares."""
     retained = layer_metric(attribution, "top_neurons_retained")
-    if ref not in retained or not [v for v in order if v in retained]:
+    variants = [v for v in order if v in retained]
+    if ref not in retained or not variants:
         return None
     share = (retained.sum() / retained[ref].sum()).drop(ref)
-    share = share[[v for v in order if v in share.index]]
-    low, high = share.idxmin(), share.idxmax()
-    per_layer = neuron_retention(attribution, ref)[low]
-    worst_layer = int(per_layer.idxmin())
-    return (f"Of {ref}'s top attribution neurons, {high} keeps the most above {ref}'s threshold ({_pct(share[high])}) "
-            f"and {low} the fewest ({_pct(share[low])}; {_pct(per_layer[worst_layer])} in decoder layer {worst_layer}, "
-            f"its lowest).")
+    text = f"Of {ref}'s top attribution neurons"
+    holm = layer_metric(attribution, "top_neurons_retained", "p_holm")
+    delta = layer_metric(attribution, "top_neurons_retained", "delta")
+    if holm.empty:
+        low, high = min(variants, key=lambda v: share[v]), max(variants, key=lambda v: share[v])
+        return (text + f", the variants keep {_pct(share[low])} ({low}) to {_pct(share[high])} ({high}) above {ref}'s "
+                f"threshold (no paired tests in the table: rerun `kedro run --pipeline=probe`).")
+    fewer = [v for v in variants if v in holm and ((holm[v] < alpha) & (delta[v] < 0)).any()]
+    kept = [v for v in variants if v not in fewer]
+    if fewer:
+        worst = min(fewer, key=lambda v: share[v])
+        per_layer = neuron_retention(attribution, ref)[worst]
+        worst_layer = int(per_layer.idxmin())
+        text += (f", {len(fewer)} of {len(variants)} variants keep significantly fewer above {ref}'s threshold in at "
+                 f"least one layer (paired Wilcoxon over prompts, Holm p < {alpha:g}): "
+                 + _names([f"{v} ({_pct(share[v])} overall)" for v in sorted(fewer, key=lambda v: share[v])])
+                 + f"; {worst} keeps {_pct(per_layer[worst_layer])} in decoder layer {worst_layer}, its lowest")
+        if kept:
+            text += f". {_names(kept)} {'is' if len(kept) == 1 else 'are'} within the noise in every layer"
+    else:
+        text += (f", every variant keeps as many above {ref}'s threshold as {ref} within the noise, in every layer "
+                 f"(paired Wilcoxon over prompts, Holm p >= {alpha:g})")
+    return text + "."
 
 
 def _drift(drift: pd.DataFrame, order: list[str], settings: ReportSettings) -> str | None:
@@ -362,16 +384,33 @@ def _drift(drift: pd.DataFrame, order: list[str], settings: ReportSettings) -> s
     return f"Linear CKA against {settings.reference} ({site}) falls below {settings.cka_threshold:g} for {_names(below)}."
 
 
-def _cnst(cnst: pd.DataFrame, order: list[str], ref: str) -> str | None:
-    scores = cnst[(cnst["metric"] == "cnst_score") & (cnst["split"] == "all")].set_index("variant")["value"]
-    variants = [v for v in order if v in scores.index]
-    if ref not in scores.index or not variants:
+def _cnst(cnst: pd.DataFrame, order: list[str], ref: str, alpha: float = 0.05) -> str | None:
+    """CnstScore of the reference with its interval, and the variants whose paired test
+    (Wilcoxon over chains, Holm over the variants) finds them less or more consistent."""
+    rows = cnst[(cnst["metric"] == "cnst_score") & (cnst["split"] == "all")].set_index("variant")
+    variants = [v for v in order if v in rows.index]
+    if ref not in rows.index or not variants:
         return None
-    low = min(variants, key=lambda v: scores[v])
-    high = max(variants, key=lambda v: scores[v])
-    return (f"CnstScore (0 = the two-hop answer distribution equals the one-hop one) is {scores[ref]:.2f} for {ref}; "
-            f"among the variants it ranges from {scores[low]:.2f} ({low}, least consistent) to {scores[high]:.2f} "
-            f"({high}).")
+    text = f"CnstScore (0 = the two-hop answer distribution equals the one-hop one) is {rows.loc[ref, 'value']:.2f} for {ref}"
+    if "ci_low" in rows and not pd.isna(rows.loc[ref, "ci_low"]):
+        text += f" (95% CI {rows.loc[ref, 'ci_low']:.2f} to {rows.loc[ref, 'ci_high']:.2f})"
+    if "p_holm" not in rows:
+        low, high = min(variants, key=lambda v: rows.loc[v, "value"]), max(variants, key=lambda v: rows.loc[v, "value"])
+        return text + (f"; among the variants it ranges from {rows.loc[low, 'value']:.2f} ({low}) to "
+                       f"{rows.loc[high, 'value']:.2f} ({high}).")
+    significant = [v for v in variants if rows.loc[v, "p_holm"] < alpha]
+    less = sorted((v for v in significant if rows.loc[v, "delta"] < 0), key=lambda v: rows.loc[v, "value"])
+    more = [v for v in significant if rows.loc[v, "delta"] > 0]
+    noise = [v for v in variants if v not in significant]
+    parts = []
+    if less:
+        parts.append(f"less consistent (paired Wilcoxon over chains, Holm p < {alpha:g}): "
+                     + _names([f"{v} ({rows.loc[v, 'value']:.2f})" for v in less]))
+    if more:
+        parts.append("more consistent: " + _names([f"{v} ({rows.loc[v, 'value']:.2f})" for v in more]))
+    if noise:
+        parts.append(f"within the noise: {_names(noise)}")
+    return text + "; " + "; ".join(parts) + "."
 
 
 # (total bits, mantissa bits) of the compute dtypes the footprint records.
