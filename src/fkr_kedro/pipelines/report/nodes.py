@@ -26,17 +26,20 @@ FIGURES = {
     "accuracy_vs_bits": (
         "Accuracy vs effective bits",
         "One-hop recall and two-hop accuracy against effective bits per weight read from the stored "
-        "format; the dashed line is full precision, the dotted line chance.",
+        "format; error bars: 95% Wilson intervals over prompts; the dashed line and grey band are the reference "
+        "and its interval, the dotted line chance. Overlapping bars do not mean no difference: the paired tests "
+        "(recall_by_variant.csv, variant_comparisons.csv) decide.",
     ),
     "probe_by_layer": (
         "Probe accuracy per layer",
-        "Linear probes trained on full precision, applied unchanged to every variant (the bridge "
-        "entity itself, the first token of the other entities); dotted: chance.",
+        "Linear probes trained on the reference, applied unchanged to every variant (the bridge "
+        "entity itself, the first token of the other entities); shaded: 95% intervals over the test entities "
+        "(cluster bootstrap); dotted: chance.",
     ),
     "entrec_by_layer": (
         "EntRec per layer",
         "Mean log-probability of the bridge entity's first token at the end of its mention, read "
-        "through each variant's own final norm and unembedding.",
+        "through each variant's own final norm and unembedding; shaded: 95% bootstrap intervals over chains.",
     ),
     "neuron_retention_by_layer": (
         "Neuron retention per layer",
