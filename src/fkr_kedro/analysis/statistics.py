@@ -171,7 +171,9 @@ def paired(reference: Sequence[float], variant: Sequence[float],
     if n == 0:
         return NAN_COMPARISON
     delta = float(var.mean() - ref.mean())
-    low, high = _bootstrap((var, ref), lambda v, r, axis=-1: v.mean(axis=axis) - r.mean(axis=axis), settings, paired=True)
+    # Resampling prompts with both variants' values together (a paired bootstrap) resamples
+    # the per-prompt differences: the mean difference is the mean of those.
+    low, high = _bootstrap((var - ref,), lambda d, axis=-1: d.mean(axis=axis), settings, paired=False)
     if is_binary(ref) and is_binary(var):
         gained, lost = int(((var == 1) & (ref == 0)).sum()), int(((var == 0) & (ref == 1)).sum())
         both, neither = int(((var == 1) & (ref == 1)).sum()), int(((var == 0) & (ref == 0)).sum())
