@@ -54,6 +54,7 @@ from ..modeling.load import CausalLM, resolve_device
 from .awq_gqa import AWQ_RULES, UNSCALED, gqa_average_prescale, label_gqa_rule
 from .common import load_tokenizer, quiet_load_report, source_dtype
 from .methods import quantizable_linears
+from .progress import LayerProgress
 from .variants import VariantSpec
 
 # Sizes GPTQModel's CPU thread pools on machines with few cores (asked for by the project's
@@ -115,13 +116,17 @@ def quantize(source_dir: Path, spec: VariantSpec, calibration_texts: list[str], 
 
 def run_gptqmodel(
     source_dir: Path, config: Any, calibration_texts: list[str] | None, out_dir: Path, spec: VariantSpec,
-    prescaled: dict[str, torch.Tensor] | None = None,
+    prescaled: dict[str, torch.Tensor] | None = None, progress: bool | None = None,
 ) -> dict:
     """Load ``source_dir`` into GPTQModel with ``config`` in the source's dtype (with the
     ``prescaled`` tensors, by state-dict name, put in place of the stored ones), quantize,
     check every module got ``spec.method`` (within ``spec.max_fallback_fraction``), save
     model and tokenizer. Returns ``{"compute_dtype": ..., "modules": {name: method}}``, and
-    ``notes`` when a rule of the method applied (AWQ under grouped-query attention)."""
+    ``notes`` when a rule of the method applied (AWQ under grouped-query attention).
+
+    GPTQ and AWQ show a progress bar over the decoder layers (when ``progress``; by default
+    when stderr is a terminal) and log the estimated and the measured time of the
+    layer-by-layer pass (:class:`~.progress.LayerProgress`)."""
     gm = gptqmodel()
     dtype = calibration_dtype(source_dir, config.method)
     with _no_animation_without_terminal():
@@ -133,7 +138,11 @@ def run_gptqmodel(
     model.prepare_dataset = functools.partial(model.prepare_dataset, calibration_data_min_length=0)
     # AWQ's default packer is a CUDA kernel; the torch one writes the same GEMM format anywhere.
     backend = gm.BACKEND.AWQ_TORCH if config.method == "awq" else gm.BACKEND.AUTO
-    with _finite_activations(model.model, spec, dtype) as check, _no_animation_without_terminal():
+    with (
+        _finite_activations(model.model, spec, dtype) as check,
+        _no_animation_without_terminal(),
+        _layer_progress(model, spec, progress),
+    ):
         try:
             result = model.quantize(calibration_texts or None, batch_size=1, backend=backend)
         except Exception:
@@ -314,6 +323,29 @@ def _finite_activations(model: torch.nn.Module, spec: VariantSpec, dtype: torch.
     finally:
         for handle in handles:
             handle.remove()
+
+
+# Methods GPTQModel quantizes layer by layer, calling the model's layer_callback after each;
+# RTN (weight-only) goes through another loop, which calls none.
+_LAYERWISE = ("gptq", "awq")
+
+
+@contextmanager
+def _layer_progress(model: Any, spec: VariantSpec, progress: bool | None) -> Iterator[None]:
+    """:class:`~.progress.LayerProgress` set as ``model.layer_callback`` (which GPTQModel
+    7.0.0's ModuleLooper reads when ``quantize()`` builds it) while the body runs."""
+    if spec.method not in _LAYERWISE:
+        yield
+        return
+    if progress is None:
+        progress = getattr(sys.stderr, "isatty", lambda: False)()
+    layers = len(_decoder_layers(model.model))
+    with LayerProgress(spec.name, spec.method, layers, progress=progress) as callback:
+        model.layer_callback = callback
+        try:
+            yield
+        finally:
+            del model.layer_callback
 
 
 def _decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
