@@ -54,6 +54,8 @@ class ThreadsHook:
         self._settings = None
         self._initial: int | None = None
         self._pipeline_of: dict[str, str] = {}
+        self._base_model: str | None = None
+        self._parameters: int | None = None
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
@@ -61,6 +63,8 @@ class ThreadsHook:
 
         self._settings = study_parameters().runtime.threads
         self._initial = torch.get_num_threads()
+        self._base_model = _filepath(catalog, "base_model@dir")
+        self._parameters = None
         self._pipeline_of = {}
         if self._settings.pipelines:
             for name, pipe in project_pipelines().items():
@@ -74,7 +78,10 @@ class ThreadsHook:
 
         if self._settings is None:
             return
-        threads = self._settings.for_node(node.name, self._pipeline_of.get(node.name)) or self._initial
+        threads = self._settings.for_node(node.name, self._pipeline_of.get(node.name))
+        if threads == "auto":
+            threads = self._auto_threads(node.name)
+        threads = threads or self._initial
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
         log.debug("%s: %d torch threads", node.name, threads)
@@ -85,6 +92,22 @@ class ThreadsHook:
                 mlflow.set_tag(f"torch_threads.{node.name}", threads)
         except Exception as error:  # recording is best effort; the run goes on
             log.debug("could not tag the torch threads: %s", error)
+
+    def _auto_threads(self, node: str) -> int:
+        """``auto``: one thread for a small base model, else the cores free right now. The
+        base model's size is read once it exists (the train pipeline may make it first)."""
+        from .modeling.threads import choose_threads, free_cores, parameter_count
+
+        if self._parameters is None and self._base_model is not None:
+            self._parameters = parameter_count(self._base_model)
+        minimum = self._settings.auto_min_parameters
+        if self._parameters is None or self._parameters < minimum:
+            return 1
+        cores = os.cpu_count() or 1
+        free = free_cores(cores=cores)
+        threads = choose_threads(self._parameters, free, cores, minimum)
+        log.debug("%s: %.1f of %d cores free, %d threads (auto)", node, free, cores, threads)
+        return threads
 
     @hook_impl
     def after_pipeline_run(self, run_params: dict[str, Any], run_result, pipeline, catalog) -> None:

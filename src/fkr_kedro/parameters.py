@@ -30,6 +30,7 @@ from .analysis.probes import ProbeConfig
 from .capacity.config import CapacitySettings
 from .knowledge.world import WorldConfig
 from .modeling.load import ModelSource
+from .modeling.threads import AUTO_MIN_PARAMETERS
 from .modeling.train import ModelShape, TrainConfig
 from .reporting.findings import ReportSettings
 from .scaling.config import ScalingSettings
@@ -212,19 +213,28 @@ class ScalingParameters(_Settings):
 
 
 # ------------------------------------------------------------------ parameters_runtime.yml
+Threads = PositiveInt | Literal["auto"] | None
+
+
 class ThreadSettings(_Settings):
     """torch's intra-op threads, set before each node (``fkr_kedro.hooks.ThreadsHook``).
 
-    One thread is the default: on a 2-core machine two threads train ~1.3x faster when
-    nothing else runs, but collapse (5x slower) when one other busy process shares the
-    cores, while one thread barely notices it (docs/performance.md)."""
+    ``auto`` (the default) follows the work (:mod:`fkr_kedro.modeling.threads`): one thread
+    for a base model below ``auto_min_parameters`` (the embedded default: on a 2-core machine
+    two threads train it ~1.3x faster when nothing else runs, but collapse when one other
+    busy process shares the cores, while one thread barely notices it), and every free core
+    for a larger one (a real model's matmuls scale with cores), measured when each node starts,
+    so one on a busy machine (docs/performance.md). A number fixes the threads; None leaves
+    torch's own default (one thread per core)."""
 
-    default: PositiveInt | None = 1  # None: torch's own default (one thread per core)
-    pipelines: dict[str, PositiveInt | None] = {}  # pipeline name -> threads of its nodes
-    nodes: dict[str, PositiveInt | None] = {}  # node name -> threads (wins over pipelines)
+    default: Threads = "auto"
+    pipelines: dict[str, Threads] = {}  # pipeline name -> threads of its nodes
+    nodes: dict[str, Threads] = {}  # node name -> threads (wins over pipelines)
+    auto_min_parameters: PositiveInt = AUTO_MIN_PARAMETERS  # below: one thread under auto
 
-    def for_node(self, node: str, pipeline: str | None) -> int | None:
-        """The threads of ``node`` (run as part of ``pipeline``); None: torch's default."""
+    def for_node(self, node: str, pipeline: str | None) -> int | str | None:
+        """The threads of ``node`` (run as part of ``pipeline``): a number, ``auto`` or None
+        (torch's default)."""
         if node in self.nodes:
             return self.nodes[node]
         if pipeline is not None and pipeline in self.pipelines:
