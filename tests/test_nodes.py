@@ -149,3 +149,16 @@ def test_quantization_job_takes_the_seeded_calibration_texts(base_configuration)
         **{"base_model@dir": "data/06_models/base", "train_corpus": corpus, "params:quantize": QuantizeSettings()},
     )["gptq_w4_g32.model@variant"]
     assert again.calibration_texts == job.calibration_texts
+
+
+def test_bound_nodes_state_their_own_signature_so_kedro_converts_their_parameters(base_configuration):
+    """A node built with run_config.bind maps its inputs onto its own arguments: Kedro's
+    params: type conversion (validation.TypeExtractor) finds ReportSettings for the evaluate
+    pipeline alone (run with --pipelines=...,evaluate it got a dict before)."""
+    from kedro.validation import TypeExtractor
+
+    from fkr_kedro.pipelines.evaluate import create_pipeline
+    from fkr_kedro.reporting.findings import ReportSettings
+
+    types = TypeExtractor({"evaluate": create_pipeline()}).extract_types_from_pipelines()
+    assert types["report"] is ReportSettings

@@ -98,9 +98,18 @@ def bind(func, **kwargs):
     """``functools.partial`` that keeps ``func``'s name and annotations, for nodes specialised
     per variant (Kedro names nodes, kedro-viz shows functions by it and converts ``params:``
     inputs from the type hints)."""
+    import inspect
     from functools import partial, update_wrapper
 
-    return update_wrapper(partial(func, **kwargs), func)
+    wrapper = update_wrapper(partial(func, **kwargs), func)
+    # inspect.signature follows __wrapped__ to ``func`` and would list the bound arguments
+    # too; Kedro maps a node's inputs onto that signature (its params: type conversion
+    # included), so the wrapper states its own.
+    signature = inspect.signature(func)
+    wrapper.__signature__ = signature.replace(
+        parameters=[p for name, p in signature.parameters.items() if name not in kwargs]
+    )
+    return wrapper
 
 
 def active_parameters() -> dict:
