@@ -70,6 +70,10 @@ def test_threads_hook_gives_a_small_base_model_one_thread_under_auto(tmp_path):
         hook._settings = ThreadSettings(auto_min_parameters=1)
         hook.before_node_run(SimpleNamespace(name="evaluate_recall"))
         assert 1 <= torch.get_num_threads() <= (os.cpu_count() or 1)
+        # Quantization keeps one thread under auto whatever the model (GPTQModel's own workers).
+        torch.set_num_threads(2)
+        hook.before_node_run(SimpleNamespace(name="gptq_w4_g32.quantize"))
+        assert torch.get_num_threads() == 1
     finally:
         hook._restore()
     assert torch.get_num_threads() == initial

@@ -98,6 +98,8 @@ class ThreadsHook:
         base model's size is read once it exists (the train pipeline may make it first)."""
         from .modeling.threads import choose_threads, free_cores, parameter_count
 
+        if node.rsplit(".", 1)[-1] in self._settings.auto_one_thread:
+            return 1
         if self._parameters is None and self._base_model is not None:
             self._parameters = parameter_count(self._base_model)
         minimum = self._settings.auto_min_parameters

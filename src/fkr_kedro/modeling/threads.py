@@ -2,10 +2,12 @@
 
 Measured on a 2-core machine (docs/performance.md, "Threads that follow the work"): the
 embedded default model (263k non-embedding parameters) runs fastest on one thread and
-collapses on two when another process is busy, while a real model's matmuls (SmolLM2-135M)
-run nearly twice as fast on two free cores. So ``auto`` gives a model below
-``min_parameters`` one thread, and a larger one every core that is free when the stage
-starts (at least one): on a busy machine that is one.
+collapses on two when another process is busy, while a real model's evaluation
+(SmolLM2-135M) runs 1.78x as fast on two free cores and 0.56x as fast on two threads beside
+one busy core. So ``auto`` gives a model below ``min_parameters`` one thread, and a larger
+one every core that is free when the stage starts (at least one): on a busy machine that is
+one. Quantization is the exception (the hook's ``auto_one_thread`` nodes): GPTQModel runs its
+own pool of CPU workers, and two torch threads on top were slower in both conditions.
 """
 
 from __future__ import annotations
