@@ -1,4 +1,5 @@
-"""Cross-variant summaries: the tidy tables the evaluate and probe pipelines write, built
+"""Cross-variant summaries of the probe pipeline (the recall table is
+:mod:`fkr_kedro.analysis.comparisons`), built
 from each variant's results (mappings from variant name to its result, reference first)."""
 
 from __future__ import annotations
@@ -8,52 +9,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..quantization.variants import VariantSpec
 from .capture import ActivationCache
 from .readouts import cnst_table
 from .statistics import StatisticsSettings, add_holm, mean, paired
-
-
-# Metrics that also come per relation, as ``<metric>.<relation>``.
-PER_RELATION = ("one_hop.accuracy", "stored_bits")
-
-
-def recall_table(specs: Sequence[VariantSpec], metrics: Mapping[str, dict], footprints: Mapping[str, dict]) -> pd.DataFrame:
-    """One tidy table: a row per variant and metric (relation-level metrics keep their
-    relation in its own column), with the variant's method, bits, group size and
-    calibration size."""
-    rows = []
-    for spec in specs:
-        for key, value in {**metrics[spec.name], **footprints[spec.name]}.items():
-            prefix = next((p for p in PER_RELATION if key.startswith(f"{p}.")), None)
-            relation = key.removeprefix(f"{prefix}.") if prefix else None
-            rows.append(
-                {
-                    "variant": spec.name,
-                    "method": spec.method,
-                    "bits": spec.bits,
-                    "group_size": spec.group_size,
-                    "calibration_size": spec.calibration_size,
-                    "metric": prefix or key,
-                    "relation": relation,
-                    "value": float(value),
-                }
-            )
-    return pd.DataFrame(rows)
-
-
-def recall_lines(table: pd.DataFrame) -> list[str]:
-    """A narrow text table (variant, one-hop recall, held-out two-hop, effective bits) of a
-    :func:`recall_table`, in its variant order."""
-    headline = table[table["relation"].isna()].pivot(index="variant", columns="metric", values="value")
-    lines = [f"{'variant':<13}{'1-hop':>8}{'2-hop':>8}{'bits':>7}"]
-    for name in table["variant"].drop_duplicates():
-        row = headline.loc[name]
-        lines.append(
-            f"{name:<13}{row['one_hop.accuracy']:>8.2%}"
-            f"{row.get('two_hop.held_out.accuracy', np.nan):>8.2%}{row.get('effective_bits', np.nan):>7.2f}"
-        )
-    return lines
 
 
 def probe_headline(results: pd.DataFrame, name: str, reference: str = "fp") -> pd.DataFrame | None:
