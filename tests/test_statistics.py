@@ -135,7 +135,8 @@ def test_recall_table_carries_intervals_and_paired_tests(study):
     worse = _row(table, "worse", "one_hop.accuracy")
     assert worse["delta"] == pytest.approx(-0.15) and worse["p_value"] < 1e-15 and worse["change"] == "loss"
     assert worse["p_holm"] == pytest.approx(min(1.0, 2 * worse["p_value"]))  # two variants in the family
-    assert worse["delta_ci_high"] < 0
+    assert worse["delta_ci_high"] < 0 and worse["test"] == "mcnemar_exact"
+    assert _row(table, "worse", "one_hop.answer_logprob")["test"] == "wilcoxon"
     # Metrics that average no prompts carry no interval.
     bits = _row(table, "near", "effective_bits")
     assert np.isnan(bits["ci_low"]) and np.isnan(bits["p_value"])
@@ -159,6 +160,22 @@ def test_sentences_follow_the_tests(study):
     ranking = next(s for s in sentences if s.startswith("At 4 bits, one-hop recall ranks"))
     assert "near above worse (14.8 points" in ranking
     assert "At 4 bits, no variant keeps significantly more held-out composition than another (1 pairs" in "\n".join(sentences)
+
+
+def test_the_level_names_the_intervals(study):
+    empty = pd.DataFrame(columns=["variant", "layer", "metric", "value", "probe", "split", "site"])
+    tables = StudyTables(study["table"], empty, empty, empty, empty,
+                         pd.DataFrame(columns=["variant", "layer", "split", "metric", "value"]))
+    settings = ReportSettings(alpha=0.1, bootstrap_resamples=500)
+    values = study["values"]
+    metrics = {name: {k: float(v.mean()) for k, v in values[name].items()} for name in values}
+    table = recall_table(SPECS, metrics, {name: {} for name in values}, values, "fp", settings)
+    tables = StudyTables(table, empty, empty, empty, empty, tables.cnst)
+    sentences = findings(tables, {"held_out": 100}, settings, variant_comparisons(SPECS, values, settings))
+    assert "(90% CI " in sentences[0] and "alpha 0.1" in sentences[0]
+    fp = _row(table, "fp", "one_hop.accuracy")
+    assert fp["ci_high"] - fp["ci_low"] < _row(study["table"], "fp", "one_hop.accuracy").pipe(
+        lambda r: r["ci_high"] - r["ci_low"])  # a 90% interval is narrower than the 95% one
 
 
 def test_variant_comparisons_pair_variants_of_one_bit_width(study):

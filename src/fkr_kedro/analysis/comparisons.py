@@ -3,7 +3,7 @@
 ``recall_by_variant`` holds one row per variant and metric: the value, its 95% interval
 (Wilson for correctness, percentile bootstrap for log-probabilities, over prompts) and the
 paired comparison with the reference variant on the same prompts (difference with a paired
-bootstrap interval, exact McNemar or Wilcoxon p-value, Holm-adjusted across the study's
+bootstrap interval, exact McNemar or Wilcoxon p-value (``test`` names which), Holm-adjusted across the study's
 variants per metric, and ``change``: ``loss``, ``gain`` or ``noise`` at the level ``alpha``).
 
 ``variant_comparisons`` holds the same paired comparison for every pair of variants with the
@@ -27,7 +27,7 @@ from .statistics import NAN_COMPARISON, NAN_ESTIMATE, StatisticsSettings, add_ho
 PER_RELATION = ("one_hop.accuracy", "stored_bits")
 SPEC_COLUMNS = ("method", "bits", "group_size", "calibration_size")
 INTERVAL_COLUMNS = ("n", "stderr", "ci_low", "ci_high")
-COMPARISON_COLUMNS = ("delta", "delta_ci_low", "delta_ci_high", "p_value", "p_holm", "gained", "lost", "change")
+COMPARISON_COLUMNS = ("delta", "delta_ci_low", "delta_ci_high", "p_value", "test", "p_holm", "gained", "lost", "change")
 
 
 class PromptMismatchError(ValueError):
@@ -121,7 +121,7 @@ def variant_comparisons(
                 "n": comparison.n, **{c: getattr(comparison, c) for c in COMPARISON_COLUMNS if hasattr(comparison, c)},
             })
     columns = ["bits", "variant_a", "method_a", "variant_b", "method_b", "metric", "relation", "value_a", "value_b",
-               "n", "delta", "delta_ci_low", "delta_ci_high", "p_value", "gained", "lost", "p_holm", "change"]
+               "n", "delta", "delta_ci_low", "delta_ci_high", "p_value", "test", "gained", "lost", "p_holm", "change"]
     if not rows:
         return pd.DataFrame(columns=columns)
     table = add_holm(pd.DataFrame(rows), by=["metric", "relation"])

@@ -42,6 +42,11 @@ class StatisticsSettings(BaseModel):
     bootstrap_seed: int = 0
 
 
+def ci_label(alpha: float) -> str:
+    """``95% CI`` for alpha 0.05."""
+    return f"{100 * (1 - alpha):g}% CI"
+
+
 @dataclass(frozen=True)
 class Estimate:
     """A proportion or mean over ``n`` prompts with its interval and standard error."""

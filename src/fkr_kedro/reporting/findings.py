@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import pandas as pd
 from pydantic import ConfigDict, Field
 
-from ..analysis.statistics import StatisticsSettings
+from ..analysis.statistics import StatisticsSettings, ci_label
 from .tables import StudyTables, headline, layer_metric, neuron_retention, variant_order
 
 
@@ -57,7 +57,7 @@ def summary_table(tables: StudyTables, settings: ReportSettings) -> pd.DataFrame
         if metric in info:
             table[column] = info[metric]
         if metric.endswith("accuracy") and metric in info:
-            table = _with_interval_and_test(table, tables.recall, metric, column, ref)
+            table = _with_interval_and_test(table, tables.recall, metric, column, ref, settings.alpha)
     answer = layer_metric(tables.probes, "transfer_accuracy", probe="answer")
     if not answer.empty:
         table[f"answer probe, layer {answer.index.max()}"] = answer.iloc[-1]
@@ -75,13 +75,14 @@ def summary_table(tables: StudyTables, settings: ReportSettings) -> pd.DataFrame
     return table
 
 
-def _with_interval_and_test(table: pd.DataFrame, recall: pd.DataFrame, metric: str, column: str, ref: str) -> pd.DataFrame:
-    """Beside ``column``: its 95% interval over prompts, and its paired difference with the
+def _with_interval_and_test(table: pd.DataFrame, recall: pd.DataFrame, metric: str, column: str, ref: str,
+                            alpha: float) -> pd.DataFrame:
+    """Beside ``column``: its 1 - alpha interval over prompts, and its paired difference with the
     reference (points) and Holm-adjusted p (NaN for the reference)."""
     if "ci_low" not in recall:
         return table
     rows = _overall(recall, metric).reindex(table.index)
-    table[f"95% CI, {column}"] = [
+    table[f"{ci_label(alpha)}, {column}"] = [
         "" if pd.isna(lo) else f"{100 * lo:.1f}-{100 * hi:.1f}%" for lo, hi in zip(rows["ci_low"], rows["ci_high"])
     ]
     table[f"{column} vs {ref} (points)"] = 100 * rows["delta"]
@@ -142,8 +143,8 @@ def _names(items: list[str]) -> str:
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def _interval(low: float, high: float) -> str:
-    return f"95% CI {100 * low:.1f}-{100 * high:.1f}%"
+def _interval(low: float, high: float, alpha: float) -> str:
+    return f"{ci_label(alpha)} {100 * low:.1f}-{100 * high:.1f}%"
 
 
 def _delta(row: pd.Series) -> str:
@@ -167,7 +168,7 @@ def _changes(recall: pd.DataFrame, metric: str, verb: str, what: str, order: lis
     r = rows.loc[ref]
     text = f"{ref} {verb} {_pct(r['value'])} {what}"
     if "ci_low" in rows and not pd.isna(r.get("ci_low")):
-        text += f" ({_interval(r['ci_low'], r['ci_high'])}, {int(r['n'])} prompts)"
+        text += f" ({_interval(r['ci_low'], r['ci_high'], alpha)}, {int(r['n'])} prompts)"
     text += "."
     if "p_holm" not in rows:
         return text + " The table carries no paired tests: rerun `kedro run --pipeline=evaluate`."
@@ -325,7 +326,7 @@ def _entrec(entrec: pd.DataFrame, order: list[str], settings: ReportSettings) ->
     text = f"At layer {last}, the bridge entity's mean EntRec is {at_last[ref]:.2f} nats for {settings.reference}"
     low, high = layer_metric(entrec, "entrec_mean", "ci_low", split="all"), layer_metric(entrec, "entrec_mean", "ci_high", split="all")
     if ref in low and last in low.index and not pd.isna(low.loc[last, ref]):
-        text += f" (95% CI {low.loc[last, ref]:.2f} to {high.loc[last, ref]:.2f})"
+        text += f" ({ci_label(settings.alpha)} {low.loc[last, ref]:.2f} to {high.loc[last, ref]:.2f})"
     if drops:
         return text + f"; it is more than {_nats(nats)}{test} lower for " + _names(
             [f"{v} ({at_last[v]:.2f})" for v in drops]) + "."
@@ -393,7 +394,7 @@ def _cnst(cnst: pd.DataFrame, order: list[str], ref: str, alpha: float = 0.05) -
         return None
     text = f"CnstScore (0 = the two-hop answer distribution equals the one-hop one) is {rows.loc[ref, 'value']:.2f} for {ref}"
     if "ci_low" in rows and not pd.isna(rows.loc[ref, "ci_low"]):
-        text += f" (95% CI {rows.loc[ref, 'ci_low']:.2f} to {rows.loc[ref, 'ci_high']:.2f})"
+        text += f" ({ci_label(alpha)} {rows.loc[ref, 'ci_low']:.2f} to {rows.loc[ref, 'ci_high']:.2f})"
     if "p_holm" not in rows:
         low, high = min(variants, key=lambda v: rows.loc[v, "value"]), max(variants, key=lambda v: rows.loc[v, "value"])
         return text + (f"; among the variants it ranges from {rows.loc[low, 'value']:.2f} ({low}) to "
