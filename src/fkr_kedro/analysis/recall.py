@@ -279,6 +279,11 @@ def teacher_forced_verdicts(
     return pd.DataFrame(out)
 
 
+def generation_bound(tokenizer, answers: Sequence[str]) -> int:
+    """The longest answer in tokens, plus one to see where the name ends."""
+    return max(len(ids) for ids in tokenizer([" " + a for a in answers], add_special_tokens=False)["input_ids"]) + 1
+
+
 def score_prompts(
     model,
     tokenizer,
@@ -302,9 +307,7 @@ def score_prompts(
         return frame[["prompt", "answer"]].assign(generated=pd.Series(dtype=object), correct=pd.Series(dtype=bool),
                                                   answer_logprob=pd.Series(dtype=float))
     if max_new_tokens is None:
-        # Longest answer in tokens, plus one to see where the name ends.
-        longest = max(len(tokenizer(" " + a, add_special_tokens=False)["input_ids"]) for a in unique["answer"])
-        max_new_tokens = longest + 1
+        max_new_tokens = generation_bound(tokenizer, unique["answer"])
     if mode == "teacher_forced":
         forced = teacher_forced_verdicts(
             model, tokenizer, unique["prompt"].tolist(), unique["answer"].tolist(), unique["aliases"].tolist(),
@@ -460,9 +463,7 @@ def estimate_recall_seconds(
         prompts = two_hop_prompts
         texts = prompts[prompt_col]
     if max_new_tokens is None:  # as score_prompts bounds the whole set (not the sample)
-        answers = [" " + a for a in prompts[answer].unique()]
-        longest = max(len(ids) for ids in tokenizer(answers, add_special_tokens=False)["input_ids"])
-        max_new_tokens = longest + 1
+        max_new_tokens = generation_bound(tokenizer, prompts[answer].unique())
     measured = min(batch_size, len(prompts))
 
     def score(rows: int) -> None:

@@ -112,15 +112,21 @@ def proportion(correct: Sequence[bool], settings: StatisticsSettings = Statistic
     return Estimate(successes / n, float(low), float(high), stderr(array), n)
 
 
-def _bootstrap(data: tuple[np.ndarray, ...], statistic, settings: StatisticsSettings, paired: bool) -> tuple[float, float]:
-    if len(data[0]) < 2:
-        return math.nan, math.nan
-    result = stats.bootstrap(
+def _resample(data: tuple[np.ndarray, ...], statistic, settings: StatisticsSettings, paired: bool):
+    """scipy's percentile bootstrap of ``statistic`` over the rows of ``data``: the one call
+    every interval of this module makes."""
+    return stats.bootstrap(
         data, statistic, paired=paired, vectorized=True, n_resamples=settings.bootstrap_resamples,
         confidence_level=1 - settings.alpha, method="percentile",
         rng=np.random.default_rng(settings.bootstrap_seed),
     )
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def _bootstrap(data: tuple[np.ndarray, ...], statistic, settings: StatisticsSettings, paired: bool) -> tuple[float, float]:
+    if len(data[0]) < 2:
+        return math.nan, math.nan
+    interval = _resample(data, statistic, settings, paired).confidence_interval
+    return float(interval.low), float(interval.high)
 
 
 def mean(values: Sequence[float], settings: StatisticsSettings = StatisticsSettings()) -> Estimate:
@@ -132,6 +138,27 @@ def mean(values: Sequence[float], settings: StatisticsSettings = StatisticsSetti
     return Estimate(float(array.mean()), low, high, stderr(array), len(array))
 
 
+def bootstrap_estimate(data: Sequence[Sequence], statistic, settings: StatisticsSettings = StatisticsSettings(),
+                       paired: bool = False, centred: bool = False) -> Estimate:
+    """Any vectorized ``statistic(*data, axis=-1)`` with its percentile bootstrap interval over
+    the rows of ``data`` (e.g. of row indices, for a statistic of whole matrices such as CKA);
+    ``stderr`` is the bootstrap standard deviation. ``centred``: the percentile interval of the
+    resamples' deviations from their own mean, placed around the value (the statistic's spread
+    over prompt samples without the shift that resampling itself causes in statistics biased
+    at small n, such as CKA, whose resamples repeat prompts)."""
+    data = tuple(np.asarray(d) for d in data)
+    n = len(data[0])
+    value = float(statistic(*data, axis=-1)) if n else math.nan
+    if n < 2 or math.isnan(value):
+        return Estimate(value, math.nan, math.nan, math.nan, n)
+    result = _resample(data, statistic, settings, paired)
+    low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+    if centred:
+        shift = value - float(np.mean(result.bootstrap_distribution))
+        low, high = low + shift, high + shift
+    return Estimate(value, low, high, float(result.standard_error), n)
+
+
 def ratio_of_sums(numerators: Sequence[float], denominators: Sequence[float],
                   settings: StatisticsSettings = StatisticsSettings()) -> Estimate:
     """sum(numerators) / sum(denominators) with a cluster bootstrap interval: each cluster
@@ -140,20 +167,8 @@ def ratio_of_sums(numerators: Sequence[float], denominators: Sequence[float],
     num, den = np.asarray(numerators, dtype=float), np.asarray(denominators, dtype=float)
     if len(num) == 0 or den.sum() == 0:
         return NAN_ESTIMATE
-    value = float(num.sum() / den.sum())
-    if len(num) < 2:
-        return Estimate(value, math.nan, math.nan, math.nan, len(num))
-
-    def statistic(a, b, axis=-1):
-        return a.sum(axis=axis) / b.sum(axis=axis)
-
-    result = stats.bootstrap(
-        (num, den), statistic, paired=True, vectorized=True, n_resamples=settings.bootstrap_resamples,
-        confidence_level=1 - settings.alpha, method="percentile",
-        rng=np.random.default_rng(settings.bootstrap_seed),
-    )
-    return Estimate(value, float(result.confidence_interval.low), float(result.confidence_interval.high),
-                    float(result.standard_error), len(num))
+    return bootstrap_estimate((num, den), lambda a, b, axis=-1: a.sum(axis=axis) / b.sum(axis=axis), settings,
+                              paired=True)
 
 
 def estimate(values: Sequence[float], settings: StatisticsSettings = StatisticsSettings()) -> Estimate:
@@ -224,28 +239,3 @@ def verdict(comparison: Comparison | pd.Series, p_adjusted: float, alpha: float)
     if np.isnan(p_adjusted) or p_adjusted >= alpha or delta == 0:
         return "noise"
     return "gain" if delta > 0 else "loss"
-
-
-def bootstrap_estimate(data: Sequence[Sequence], statistic, settings: StatisticsSettings = StatisticsSettings(),
-                       paired: bool = False, centred: bool = False) -> Estimate:
-    """Any vectorized ``statistic(*data, axis=-1)`` with its percentile bootstrap interval over
-    the rows of ``data`` (e.g. of row indices, for a statistic of whole matrices such as CKA);
-    ``stderr`` is the bootstrap standard deviation. ``centred``: the percentile interval of the
-    resamples' deviations from their own mean, placed around the value (the statistic's spread
-    over prompt samples without the shift that resampling itself causes in statistics biased
-    at small n, such as CKA, whose resamples repeat prompts)."""
-    data = tuple(np.asarray(d) for d in data)
-    n = len(data[0])
-    value = float(statistic(*data, axis=-1)) if n else math.nan
-    if n < 2 or math.isnan(value):
-        return Estimate(value, math.nan, math.nan, math.nan, n)
-    result = stats.bootstrap(
-        data, statistic, paired=paired, vectorized=True, n_resamples=settings.bootstrap_resamples,
-        confidence_level=1 - settings.alpha, method="percentile",
-        rng=np.random.default_rng(settings.bootstrap_seed),
-    )
-    low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
-    if centred:
-        shift = value - float(np.mean(result.bootstrap_distribution))
-        low, high = low + shift, high + shift
-    return Estimate(value, low, high, float(result.standard_error), n)
