@@ -115,3 +115,35 @@ def bind(func, **kwargs):
 def active_parameters() -> dict:
     """The merged parameters as configured (plain values, for logging), not validated."""
     return _loader()["parameters"]
+
+
+def active_env() -> str:
+    """The environment of the active configuration (``--env``; ``local`` by default)."""
+    loader = _loader()
+    return loader.env or getattr(loader, "default_run_env", "") or "local"
+
+
+def kedro_command(*arguments: str, command: str = "run") -> str:
+    """A ``kedro`` command line for the study this process runs: ``kedro run`` with
+    ``arguments`` plus the ``--env`` and ``--params`` the study was started with, so a command
+    the project prints (a rebuild hint, a resubmission) acts on the same study's files and
+    settings. The default environment adds no ``--env``."""
+    import shlex
+
+    loader = _loader()
+    parts = ["kedro", command, *arguments]
+    env = active_env()
+    if env != getattr(loader, "default_run_env", "local"):
+        parts.append(f"--env={env}")
+    runtime = dict(getattr(loader, "runtime_params", None) or {})
+    if runtime:
+        parts.append("--params=" + ",".join(f"{key}={value}" for key, value in _flatten(runtime)))
+    return " ".join(shlex.quote(part) if part != command else part for part in parts)
+
+
+def _flatten(values: dict, prefix: str = ""):
+    for key, value in values.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
