@@ -438,11 +438,13 @@ class MlflowVariantHook:
             VariantRuns,
             check_declarations,
             end_stale_runs,
-            flatten_params,
+            job_scoped_tags,
             process_tags,
             runs_table_link,
             set_experiment_kind,
             set_tags,
+            slurm_job_tags,
+            study_params,
             study_run_name,
         )
 
@@ -451,6 +453,11 @@ class MlflowVariantHook:
         tags = process_tags()
         if self._job is None:  # a submitted study's parent run outlives every job: no process tags
             set_tags(client, run_id, tags)
+        else:  # this job's own tags (kedro-mlflow's, from its arguments) go on its nested runs
+            moved = job_scoped_tags(client.get_run(run_id).data.tags)
+            for key in moved:
+                client.delete_tag(run_id, key)
+            tags = {**tags, **moved, **slurm_job_tags()}
         end_stale_runs(client, [experiment_id])
         set_experiment_kind(client, experiment_id)
         uri = mlflow.get_tracking_uri()
@@ -496,7 +503,8 @@ class MlflowVariantHook:
         self._runs = VariantRuns(client, run_id, variant_params, variant_tags, run_tags=tags)
         # Every parameter as configured, flattened: kedro-mlflow logs a node's parameters after
         # Kedro converted them to the node's types (`training` as "TrainConfig(...)").
-        self._runs.log_params(flatten_params(parameters))
+        # The variants' own settings go on their nested runs only (a resubmission may change them).
+        self._runs.log_params(study_params(parameters))
         self._catalog = catalog
         self._own = {spec.name for spec in studied}
         if self._job == "report":
@@ -543,13 +551,15 @@ class MlflowVariantHook:
 
     @hook_impl(tryfirst=True)
     def on_pipeline_error(self, error: Exception, run_params: dict[str, Any], pipeline, catalog) -> None:
-        self._finish("FAILED")  # kedro-mlflow ends the parent run FAILED
+        from .tracking import failure_reason
 
-    def _finish(self, status: str) -> None:
+        self._finish("FAILED", failure_reason(error))  # kedro-mlflow ends the parent run FAILED
+
+    def _finish(self, status: str, reason: str | None = None) -> None:
         if self._guard is not None:
             self._guard.uninstall()
         if self._runs is not None:
-            self._runs.finish(status)
+            self._runs.finish(status, reason)
         self._runs = None
         self._catalog = None
         self._guard = None
@@ -567,7 +577,7 @@ class MlflowVariantHook:
             own = {v: r for v, r in self._runs.run_ids.items() if v in self._own}
             for nested in own.values():
                 client.set_tag(nested, "fkr.ended_by", reason)
-            self._runs.finish("FAILED")
+            self._runs.finish("FAILED", reason)
             log.warning("MLflow: variant runs %s ended FAILED: %s", sorted(own), reason)
             self._runs = None
             self._parent_run_id = None
@@ -619,9 +629,9 @@ class MlflowRunStackHook:
         while self._run_id is not None and (active := mlflow.active_run()) is not None and active.info.run_id == self._run_id:
             mlflow.end_run(status)
         job = submitted_job(self._run_id)
-        # kedro-mlflow ends the run it opened; the study's parent run of `kedro submit` ends
-        # with the report job (or FAILED with a failed shared job, after which nothing runs).
-        if job == "variant" or (job == "shared" and status == "FINISHED"):
+        # kedro-mlflow ends the run it opened; the study's parent run of `kedro submit` is ended
+        # by the submission's last job (`kedro submit-end`, fkr_kedro.tracking.end_study).
+        if job is not None:
             from mlflow.tracking import MlflowClient
 
             MlflowClient(mlflow.get_tracking_uri()).update_run(self._run_id, status="RUNNING")

@@ -14,7 +14,11 @@ from .declared import (
     parse_declaration,
 )
 from .mlflow_runs import (
+    FAILURE_TAG,
     VariantRuns,
+    changed_params,
+    failure_reason,
+    job_scoped_tags,
     flat_numbers,
     flatten_params,
     layer_histories,
@@ -22,9 +26,22 @@ from .mlflow_runs import (
     runs_table_link,
     set_experiment_kind,
     set_tags,
+    study_params,
     study_run_name,
 )
-from .run_state import RunGuard, end_stale_runs, process_alive, process_tags
+from .run_state import (
+    MISSING_TAG,
+    PREVIOUS_STUDY_TAG,
+    RunGuard,
+    end_stale_runs,
+    end_study,
+    fail_run,
+    latest_variant_runs,
+    process_alive,
+    process_tags,
+    slurm_job_tags,
+    study_runs,
+)
 from .store import (
     TrackingStoreError,
     check_artifact_location,
@@ -34,6 +51,18 @@ from .store import (
 )
 
 __all__ = [
+    "FAILURE_TAG",
+    "MISSING_TAG",
+    "PREVIOUS_STUDY_TAG",
+    "changed_params",
+    "end_study",
+    "fail_run",
+    "failure_reason",
+    "job_scoped_tags",
+    "latest_variant_runs",
+    "slurm_job_tags",
+    "study_params",
+    "study_runs",
     "TRACKING_KEY",
     "Declaration",
     "RunGuard",
