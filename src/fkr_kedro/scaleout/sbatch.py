@@ -175,7 +175,23 @@ def job_states(ids: Iterable[str], env: Mapping[str, str] | None = None) -> dict
             parts = line.split("|")
             if len(parts) == 3:
                 states[parts[0]] = (parts[1], "" if parts[2] == "None" else parts[2])
-    return states
+    return _expand_arrays(states)
+
+
+def _expand_arrays(states: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
+    """Array tasks that Slurm lists as one record (``123_[0-2,5]``: pending, or cancelled
+    before they started) as one entry per task (``123_0``, ``123_1``, ...)."""
+    out = dict(states)
+    for job, state in states.items():
+        if "_[" not in job:
+            continue
+        base, spec = job.split("_[", 1)
+        for part in spec.rstrip("]").split("%")[0].split(","):
+            first, _, last = part.partition("-")
+            if first.isdigit() and (not last or last.isdigit()):
+                for task in range(int(first), int(last or first) + 1):
+                    out.setdefault(f"{base}_{task}", state)
+    return out
 
 
 def cancel_jobs(ids: Iterable[str], env: Mapping[str, str] | None = None) -> None:

@@ -217,6 +217,7 @@ def end_study(
     submitted: Mapping[str, str],
     states: Mapping[str, tuple[str, str]],
     since_ms: int,
+    other_jobs: Mapping[str, str] | None = None,
 ) -> tuple[str, list[str]]:
     """End a submitted study's run once its jobs have ended; its status and missing variants.
 
@@ -226,7 +227,9 @@ def end_study(
     nested run since then (its task was cancelled or failed before Python started) gets one,
     FAILED with the Slurm state; one left RUNNING (its process was killed outright) ends FAILED
     with it. The study run ends FINISHED when every variant's latest nested run finished, else
-    FAILED naming the missing variants (tag ``fkr.missing_variants`` and its description)."""
+    FAILED naming the missing variants (tag ``fkr.missing_variants`` and its description).
+    ``other_jobs``: ``{kind: job id}`` of the submission's other jobs (shared stages, report):
+    one that did not complete fails the study run too."""
     experiment_id = client.get_run(parent_run_id).info.experiment_id
     chain = study_runs(client, parent_run_id)
     own = latest_variant_runs(client, experiment_id, chain[:1])
@@ -248,13 +251,20 @@ def end_study(
             client.set_terminated(run.info.run_id, FAILED)
     latest = latest_variant_runs(client, experiment_id, chain)
     missing = [v for v in variants if v not in latest or latest[v].info.status != "FINISHED"]
-    if missing:
+    failed_jobs = [
+        f"the {kind} job {job} ended {states.get(job, ('UNKNOWN', ''))[0]}"
+        for kind, job in (other_jobs or {}).items()
+        if states.get(job, ("UNKNOWN", ""))[0] != "COMPLETED"
+    ]
+    if missing or failed_jobs:
+        problems = ([f"variants without a finished run: {', '.join(missing)}"] if missing else []) + failed_jobs
         client.set_tag(parent_run_id, MISSING_TAG, " ".join(missing))
         note = client.get_run(parent_run_id).data.tags.get(NOTE_TAG, "")
-        line = f"Missing variants (no finished run): {', '.join(missing)}."
-        if line not in note:
-            client.set_tag(parent_run_id, NOTE_TAG, f"{line}\n\n{note}".strip())
-        client.set_tag(parent_run_id, ENDED_BY_TAG, f"variants without a finished run: {', '.join(missing)}")
+        if note.startswith("Missing variants"):
+            note = note.split("\n\n", 1)[1] if "\n\n" in note else ""
+        line = f"Missing variants (no finished run): {', '.join(missing) or 'none'}; " + "; ".join(problems) + "."
+        client.set_tag(parent_run_id, NOTE_TAG, f"{line}\n\n{note}".strip())
+        client.set_tag(parent_run_id, ENDED_BY_TAG, "; ".join(problems))
         status = FAILED
     else:
         tags = client.get_run(parent_run_id).data.tags
