@@ -261,7 +261,8 @@ def test_a_submitted_study_equals_kedro_run_isolates_a_cancelled_variant_and_res
         v: "FINISHED" for v in ["fp", *names] if v != cancelled
     }, logs
     parent = client.get_run(parent_id)
-    assert parent.info.status == "FINISHED", logs
+    assert parent.info.status == "FAILED", logs  # a variant is missing
+    assert parent.data.tags["fkr.missing_variants"] == cancelled
     assert parent.info.run_name == parent.data.tags["fkr.study_name"] and parent.info.run_name.startswith("test: ")
     report = (project / "data" / "08_reporting" / "report.html").read_text()
     assert f"Missing variants: {cancelled}" in report, logs
