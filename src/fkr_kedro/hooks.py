@@ -438,6 +438,7 @@ class MlflowVariantHook:
             VariantRuns,
             check_declarations,
             end_stale_runs,
+            flatten_params,
             job_scoped_tags,
             process_tags,
             runs_table_link,
@@ -490,7 +491,13 @@ class MlflowVariantHook:
 
         self._declarations = _declarations(pipeline, catalog)
         check_declarations(self._declarations.values(), {n: _filepath(catalog, n) for n in self._declarations})
-        variant_params = {spec.name: {**_variant_params(spec), **source} for spec in specs}
+        # Each variant's settings as configured (``setting.<key>``) too: the parent run does not log them.
+        configured = parameters.get("variants") or {}
+        variant_params = {
+            spec.name: {**_variant_params(spec), **source,
+                        **flatten_params(configured.get(spec.name) or {}, prefix="setting.")}
+            for spec in specs
+        }
         # What a user filters variant runs by (`tags.method = 'gptq' and tags.bits = '4'`).
         variant_tags = {
             spec.name: {

@@ -101,8 +101,14 @@ def job_scoped_tags(tags: Mapping[str, Any]) -> dict[str, str]:
 
 
 def failure_reason(error: BaseException) -> str:
-    """``Type: message`` of an exception, as a tag value."""
-    return f"{type(error).__name__}: {error}"[:_TAG_LIMIT]
+    """``Type: message`` of an exception, as a tag value; a wrapped one names the error it
+    wraps (``DatasetError (from ValueError): ...``: Kedro wraps a dataset's own error)."""
+    root, seen = error, set()
+    while (root.__cause__ or root.__context__) is not None and id(root) not in seen:
+        seen.add(id(root))
+        root = root.__cause__ or root.__context__
+    kind = type(error).__name__ + (f" (from {type(root).__name__})" if root is not error else "")
+    return f"{kind}: {error}"[:_TAG_LIMIT]
 
 
 def layer_histories(
