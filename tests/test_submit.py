@@ -409,3 +409,47 @@ def test_params_are_read_as_kedro_run_reads_them():
     }
     with pytest.raises(click.UsageError, match="'steps' must be key=value"):
         _parse_params("steps")
+
+
+def test_the_final_job_gives_a_task_cancelled_before_python_a_failed_run_and_fails_the_study(tmp_path):
+    """``end_study`` on a real MLflow store, with the Slurm states the final job reads: a task
+    cancelled while pending gets a FAILED nested run naming its state; a run left RUNNING
+    (killed outright) ends FAILED; the study run FAILED naming both; once both are rerun and
+    finished, FINISHED."""
+    from mlflow.tracking import MlflowClient
+
+    from fkr_kedro.tracking import end_study
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("study", artifact_location=str(tmp_path / "artifacts"))
+    parent = client.create_run(experiment, run_name="study").info.run_id
+
+    def nested(variant: str, status: str | None) -> str:
+        run = client.create_run(experiment, tags={"mlflow.parentRunId": parent, "variant": variant}).info.run_id
+        if status:
+            client.set_terminated(run, status)
+        return run
+
+    since = int(time.time() * 1000) - 1000
+    nested("fp", "FINISHED")
+    killed = nested("a", None)  # still RUNNING: its process was killed outright
+    states = {"1": ("COMPLETED", ""), "2_0": ("TIMEOUT", ""), "2_1": ("CANCELLED", "DependencyNeverSatisfied")}
+    status, missing = end_study(client, parent, ["fp", "a", "b"], {"fp": "1", "a": "2_0", "b": "2_1"}, states, since,
+                                {"shared": "1"})
+    assert (status, missing) == ("FAILED", ["a", "b"])
+    assert client.get_run(killed).info.status == "FAILED"
+    assert client.get_run(killed).data.tags["fkr.failure"] == "Slurm job 2_0 ended TIMEOUT while the run was open"
+    runs = client.search_runs([experiment], filter_string="tags.variant = 'b'")
+    assert [(r.info.status, r.data.tags["fkr.failure"]) for r in runs] == [
+        ("FAILED", "Slurm job 2_1 ended CANCELLED (DependencyNeverSatisfied) before its run started")
+    ]
+    study = client.get_run(parent)
+    assert study.info.status == "FAILED" and study.data.tags["fkr.missing_variants"] == "a b"
+
+    since = int(time.time() * 1000)
+    time.sleep(0.01)
+    nested("a", "FINISHED"), nested("b", "FINISHED")
+    states = {"3_0": ("COMPLETED", ""), "3_1": ("COMPLETED", "")}
+    assert end_study(client, parent, ["fp", "a", "b"], {"a": "3_0", "b": "3_1"}, states, since) == ("FINISHED", [])
+    study = client.get_run(parent)
+    assert study.info.status == "FINISHED" and "fkr.missing_variants" not in study.data.tags
