@@ -135,6 +135,9 @@ def queued_jobs(ids: Iterable[str], env: Mapping[str, str] | None = None) -> lis
     ids = [str(i) for i in ids if i]
     if not ids:
         return []
+    if shutil.which("squeue") is None:
+        raise SlurmError(f"squeue not found on PATH, so whether jobs {', '.join(ids)} still run cannot be told: "
+                         "run `kedro submit` on a Slurm login node")
     found: list[str] = []
     for job in ids:  # one at a time: squeue refuses the whole list when one id is gone
         result = _slurm(["squeue", "-h", "-r", "-j", job, "-o", "%i %T"], env)
