@@ -453,3 +453,12 @@ def test_the_final_job_gives_a_task_cancelled_before_python_a_failed_run_and_fai
     assert end_study(client, parent, ["fp", "a", "b"], {"a": "3_0", "b": "3_1"}, states, since) == ("FINISHED", [])
     study = client.get_run(parent)
     assert study.info.status == "FINISHED" and "fkr.missing_variants" not in study.data.tags
+
+
+def test_array_tasks_listed_as_one_record_count_one_by_one():
+    from fkr_kedro.scaleout.sbatch import _expand_arrays
+
+    states = _expand_arrays({"7_[0-2,5%2]": ("CANCELLED", "DependencyNeverSatisfied"), "7_3": ("FAILED", "")})
+    assert {k: v[0] for k, v in states.items() if not k.endswith("]")} == {
+        "7_0": "CANCELLED", "7_1": "CANCELLED", "7_2": "CANCELLED", "7_3": "FAILED", "7_5": "CANCELLED"
+    }
