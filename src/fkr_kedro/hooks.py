@@ -439,7 +439,6 @@ class MlflowVariantHook:
             check_declarations,
             end_stale_runs,
             flatten_params,
-            job_scoped_tags,
             process_tags,
             runs_table_link,
             set_experiment_kind,
@@ -447,6 +446,7 @@ class MlflowVariantHook:
             slurm_job_tags,
             study_params,
             study_run_name,
+            take_job_tags,
         )
 
         client = MlflowClient(mlflow.get_tracking_uri())
@@ -455,10 +455,7 @@ class MlflowVariantHook:
         if self._job is None:  # a submitted study's parent run outlives every job: no process tags
             set_tags(client, run_id, tags)
         else:  # this job's own tags (kedro-mlflow's, from its arguments) go on its nested runs
-            moved = job_scoped_tags(client.get_run(run_id).data.tags)
-            for key in moved:
-                client.delete_tag(run_id, key)
-            tags = {**tags, **moved, **slurm_job_tags()}
+            tags = {**tags, **take_job_tags(client, run_id), **slurm_job_tags()}
         end_stale_runs(client, [experiment_id])
         set_experiment_kind(client, experiment_id)
         uri = mlflow.get_tracking_uri()

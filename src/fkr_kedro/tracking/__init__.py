@@ -28,6 +28,7 @@ from .mlflow_runs import (
     set_tags,
     study_params,
     study_run_name,
+    take_job_tags,
 )
 from .run_state import (
     MISSING_TAG,
@@ -63,6 +64,7 @@ __all__ = [
     "slurm_job_tags",
     "study_params",
     "study_runs",
+    "take_job_tags",
     "TRACKING_KEY",
     "Declaration",
     "RunGuard",

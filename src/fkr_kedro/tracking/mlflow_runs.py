@@ -100,6 +100,21 @@ def job_scoped_tags(tags: Mapping[str, Any]) -> dict[str, str]:
     return {k: str(v) for k, v in tags.items() if k in JOB_SCOPED_TAGS}
 
 
+def take_job_tags(client: MlflowClient, run_id: str) -> dict[str, str]:
+    """Remove this job's own tags (:data:`JOB_SCOPED_TAGS`) from the study's run and return
+    them (for the job's nested runs). Jobs run side by side: a tag another job removed first
+    is no error."""
+    from mlflow.exceptions import MlflowException
+
+    moved = job_scoped_tags(client.get_run(run_id).data.tags)
+    for key in moved:
+        try:
+            client.delete_tag(run_id, key)
+        except MlflowException:
+            pass  # removed by a job running beside this one
+    return moved
+
+
 def failure_reason(error: BaseException) -> str:
     """``Type: message`` of an exception, as a tag value; a wrapped one names the error it
     wraps (``DatasetError (from ValueError): ...``: Kedro wraps a dataset's own error)."""
