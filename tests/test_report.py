@@ -150,13 +150,13 @@ def test_summary_table_numbers(tables):
 
 
 def test_neuron_retention_is_a_share_of_the_reference(tables):
-    retention = neuron_retention(tables["attribution"])
+    retention = neuron_retention(tables["attribution"], "fp")
     assert retention["a"].tolist() == pytest.approx([0.5, 0.2])
     assert retention["fp"].tolist() == [1.0, 1.0]
 
 
 def test_accuracy_vs_bits_plots_the_numbers(tables):
-    fig = figures.accuracy_vs_bits(tables["recall"])
+    fig = figures.accuracy_vs_bits(tables["recall"], ReportSettings())
     ax = fig.axes[0]
     lines = {line.get_label(): line for line in ax.get_lines()}
     bars = {container.get_label(): container for container in ax.containers}
@@ -172,7 +172,8 @@ def test_accuracy_vs_bits_plots_the_numbers(tables):
 
 
 def test_report_gets_a_scaling_section_only_when_scaling_ran(tables):
-    from fkr_kedro.pipelines.report.nodes import FIGURES, build_report
+    from fkr_kedro.pipelines.report.nodes import build_report
+    from fkr_kedro.reporting.figures import FIGURES
 
     from fkr_kedro.modeling.load import ModelSource
     from fkr_kedro.parameters import KnowledgeSettings
@@ -225,7 +226,7 @@ def test_report_of_the_test_run(tracked_study):
     html = (reporting / "report.html").read_text()
     # Self-contained: every image embedded, nothing fetched from elsewhere.
     assert not re.search(r'(src|href)="(https?:)?//', html) and "<link" not in html
-    from fkr_kedro.pipelines.report.nodes import FIGURES
+    from fkr_kedro.reporting.figures import FIGURES
 
     assert html.count('src="data:image/png;base64,') == len(FIGURES) + len(VARIANTS)
     for variant in VARIANTS:

@@ -13,6 +13,7 @@ import pandas as pd
 from pydantic import ConfigDict, Field
 
 from ..analysis.statistics import StatisticsSettings, ci_label
+from ..quantization.methods import METHODS
 from .tables import StudyTables, headline, layer_metric, neuron_retention, variant_order
 
 
@@ -23,7 +24,8 @@ class ReportSettings(StatisticsSettings):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    reference: str = "fp"
+    # By default the full-precision variant, named after its method (the default variants).
+    reference: str = next(name for name, method in METHODS.items() if method.full_precision)
     probe_drop_points: float = Field(5.0, ge=0, description="a probe 'falls below fp' beyond this many points")
     entrec_drop_nats: float = Field(1.0, ge=0, description="EntRec 'drops' beyond this many nats")
     cka_threshold: float = Field(0.9, gt=0, le=1, description="representations 'drift' below this linear CKA")
