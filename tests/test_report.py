@@ -447,3 +447,51 @@ def test_dtypes_and_fallbacks_are_stated(tables):
     )
     text = " ".join(_findings({**tables, "recall": uniform}))
     assert "Every variant computes its activations in float32" in text and "did not apply" not in text
+
+
+@pytest.mark.slow
+def test_a_study_against_another_reference(tracked_study, tmp_path):
+    """`report.reference: bnb_int8` (a variant of the test env): the tables the reference
+    decides are rebuilt from the test study's models and captures (--only-missing-outputs
+    after removing them), and every comparison in them is against bnb_int8."""
+    project = tmp_path / "project"
+    shutil.copytree(tracked_study.project, project, ignore=shutil.ignore_patterns("mlruns", "mlflow.db", "build"))
+    reporting = project / "data/08_reporting"
+    decided = ("recall_by_variant", "variant_comparisons", "probe_results", "drift_results", "cnst_results",
+               "entrec_results", "attribution_results", "report_summary")
+    for name in decided:
+        (reporting / f"{name}.csv").unlink()
+    (reporting / "report.html").unlink()
+    result = kedro(project, "run", "--env=test", "--params=report.reference=bnb_int8", "--only-missing-outputs")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+
+    reference = "bnb_int8"
+    summary = pd.read_csv(reporting / "report_summary.csv").set_index("variant")
+    assert summary.index[0] == reference
+    for column, metric in (("one-hop recall", "one_hop.accuracy"), ("two-hop seen", "two_hop.seen.accuracy"),
+                           ("two-hop held-out", "two_hop.held_out.accuracy")):
+        delta = summary[f"{column} vs {reference} (points)"]
+        # The reference has no comparison with itself; every other delta is its value minus the reference's.
+        assert pd.isna(delta[reference]) and pd.isna(summary.loc[reference, f"Holm p, {column} vs {reference}"])
+        expected = 100 * (summary[column] - summary.loc[reference, column])
+        assert delta.drop(reference).to_dict() == pytest.approx(expected.drop(reference).to_dict())
+    assert not [c for c in summary.columns if "vs fp" in c or c.startswith("fp's")]
+    assert summary[f"{reference}'s top neurons retained"][reference] == pytest.approx(1.0)
+
+    recall = pd.read_csv(reporting / "recall_by_variant.csv")
+    one_hop = recall[(recall["metric"] == "one_hop.accuracy") & recall["relation"].isna()].set_index("variant")
+    assert one_hop["delta"].drop(reference).to_dict() == pytest.approx(
+        (one_hop["value"] - one_hop.loc[reference, "value"]).drop(reference).to_dict())
+    # The probe and drift tables compare against bnb_int8 too: its own transfer rows carry no
+    # delta, and its residual stream is identical to itself.
+    probes = pd.read_csv(reporting / "probe_results.csv")
+    transfer = probes[probes["metric"] == "transfer_accuracy"]
+    assert transfer[transfer["variant"] == reference]["delta"].isna().all()
+    assert transfer[transfer["variant"] == "fp"]["delta"].notna().all()
+    drift = pd.read_csv(reporting / "drift_results.csv")
+    cosine = drift[(drift["variant"] == reference) & (drift["metric"] == "cosine")]["value"]
+    assert cosine.to_numpy() == pytest.approx(1.0, abs=1e-4)
+
+    html = (reporting / "report.html").read_text()
+    assert f"<li>{reference} recalls " in html and f"reference {reference})" in html
+    assert f"Each variant against {reference}" in html and "The reference: every curve" in html

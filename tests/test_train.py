@@ -117,18 +117,36 @@ def test_threads_resolve_node_then_pipeline_then_default():
 
 
 def test_threads_hook_sets_and_restores_torch_threads():
+    """Through the hook's Kedro entry points, on the test configuration with
+    ``runtime.threads`` given as runtime parameters (as ``--params`` does)."""
     from types import SimpleNamespace
 
-    from fkr_kedro.hooks import ThreadsHook
+    from kedro.config import OmegaConfigLoader
+    from kedro.io import DataCatalog
+    from kedro.pipeline import Pipeline
 
+    from conftest import PROJECT_ROOT
+    from fkr_kedro.hooks import ThreadsHook
+    from fkr_kedro.run_config import set_active_config_loader
+
+    threads = {"runtime": {"threads": {"default": 1, "pipelines": {}, "nodes": {"train_model": 2}}}}
+    set_active_config_loader(OmegaConfigLoader(
+        conf_source=str(PROJECT_ROOT / "conf"), base_env="base", default_run_env="test", env="test",
+        runtime_params=threads,
+    ))
     initial = torch.get_num_threads()
     hook = ThreadsHook()
-    hook._settings, hook._initial = ThreadSettings(default=1, nodes={"train_model": 2}), initial
     try:
+        hook.before_pipeline_run({}, Pipeline([]), DataCatalog())
         hook.before_node_run(SimpleNamespace(name="train_model"))
         assert torch.get_num_threads() == 2
         hook.before_node_run(SimpleNamespace(name="evaluate_recall"))
         assert torch.get_num_threads() == 1
+        hook.before_node_run(SimpleNamespace(name="train_model"))
     finally:
-        hook._restore()
-    assert torch.get_num_threads() == initial and hook._settings is None
+        hook.after_pipeline_run({}, None, Pipeline([]), DataCatalog())
+        set_active_config_loader(None)
+    assert torch.get_num_threads() == initial
+    # After the run the hook sets nothing.
+    hook.before_node_run(SimpleNamespace(name="train_model"))
+    assert torch.get_num_threads() == initial
