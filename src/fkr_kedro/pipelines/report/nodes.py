@@ -77,7 +77,8 @@ def build_report(
     **images: bytes,
 ) -> tuple[pd.DataFrame, str]:
     """The summary table and the HTML report. ``images`` are the PNGs the figure nodes drew:
-    ``<figure>_png`` for each of :data:`~fkr_kedro.reporting.figures.FIGURES` and ``<variant>.layers_png`` per variant.
+    ``<figure>_png`` for each of :data:`~fkr_kedro.reporting.figures.FIGURES` and
+    ``<variant>.layers_png`` per variant.
     ``missing_variants``: configured variants left out because their job did not succeed
     (``kedro submit``); the report names them first."""
     results = StudyTables(recall_by_variant, probe_results, entrec_results, attribution_results, drift_results, cnst_results)
