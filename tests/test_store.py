@@ -94,7 +94,7 @@ def test_a_half_migrated_store_is_an_error_naming_the_fix(tmp_path, monkeypatch)
     database, _ = _store_with_a_run(tmp_path, monkeypatch)
     with sqlite3.connect(database) as connection:  # what two concurrent creations leave behind
         connection.execute("CREATE TABLE _alembic_tmp_tags (key VARCHAR(250))")
-    with pytest.raises(TrackingStoreError, match=r"half-migrated.*_alembic_tmp_tags.*holds 1 runs.*"
+    with pytest.raises(TrackingStoreError, match=r"half-migrated.*_alembic_tmp_tags.*holds 1 runs: .*"
                                                  r"DROP TABLE _alembic_tmp_tags.*mlflow db upgrade"):
         prepare_sqlite_store(database, tmp_path)
     # The fix it names works.
@@ -120,7 +120,7 @@ def test_a_half_migrated_store_without_runs_is_moved_aside(tmp_path):
     prepare_sqlite_store(database, tmp_path)
     with sqlite3.connect(database) as connection:
         connection.execute("CREATE TABLE _alembic_tmp_tags (key VARCHAR(250))")
-    with pytest.raises(TrackingStoreError, match=rf"holds 0 runs; .*`mv {database} {database}.broken`"):
+    with pytest.raises(TrackingStoreError, match=rf"holds 0 runs: .*`mv {database} {database}.broken`"):
         prepare_sqlite_store(database, tmp_path)
 
 

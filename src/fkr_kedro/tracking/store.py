@@ -146,7 +146,7 @@ def check_schema(database: Path) -> None:
     leftovers = sorted(t for t in tables if t.startswith("_alembic_tmp_"))
     uri = f"sqlite:///{database}"
     if runs == 0:
-        fix = f"it holds no runs, so move it aside and run again: `mv {database} {database}.broken`"
+        fix = f"nothing is lost by moving it aside: `mv {database} {database}.broken`, then run again"
     else:
         fix = (f"back it up (`cp {database} {database}.bak`), "
                + (f"drop the leftover tables (`sqlite3 {database} 'DROP TABLE {leftovers[0]}'`"
@@ -157,7 +157,7 @@ def check_schema(database: Path) -> None:
                  else f"{len(versions)} schema versions in alembic_version ({versions})")
         raise TrackingStoreError(
             f"MLflow store {database} is half-migrated ({state}): a migration was interrupted, or two runs "
-            f"created the store at once. It holds {runs} runs; {fix}."
+            f"created the store at once. It holds {runs} runs: {fix}."
         )
     head = _get_latest_schema_revision()
     if versions[0] != head:
