@@ -25,12 +25,6 @@ def _hashes(folder: Path) -> dict[str, str]:
     }
 
 
-@pytest.fixture
-def no_active_loader():
-    yield
-    set_active_config_loader(None)  # the sessions below leave theirs recorded
-
-
 def test_the_catalog_follows_the_environment_and_a_new_one_needs_no_edits(kedro_project):
     shutil.copytree(kedro_project / "conf" / "test", kedro_project / "conf" / "mine")  # a user's own env
     paths = {}
@@ -46,7 +40,7 @@ def test_the_catalog_follows_the_environment_and_a_new_one_needs_no_edits(kedro_
     assert study_root(None) == study_root("local") == "data"
 
 
-def test_a_second_study_leaves_the_first_byte_identical(kedro_project, monkeypatch, no_active_loader):
+def test_a_second_study_leaves_the_first_byte_identical(kedro_project, monkeypatch):
     import mlflow
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -79,7 +73,7 @@ def test_a_second_study_leaves_the_first_byte_identical(kedro_project, monkeypat
     )
 
 
-def test_an_integrity_error_names_the_rebuild_command_of_its_study(kedro_project, monkeypatch, no_active_loader):
+def test_an_integrity_error_names_the_rebuild_command_of_its_study(kedro_project, monkeypatch):
     """A variant folder without a manifest is refused; the command to rebuild it is the study's."""
     monkeypatch.chdir(kedro_project)
     loader = StudyConfigLoader(str(kedro_project / "conf"), env="test", base_env="base", default_run_env="local",
