@@ -6,9 +6,9 @@ import shutil
 import pandas as pd
 import pytest
 
+from conftest import TEST_DATA
 from fkr_kedro.capacity.config import CapacitySettings
 from fkr_kedro.capacity.study import (
-from conftest import TEST_DATA
     capacity_conclusion,
     default_load_sentences,
     run_capacity,

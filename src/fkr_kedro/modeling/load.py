@@ -347,7 +347,8 @@ def load_model(
     if source.kind == "train":
         raise ModelSourceError(
             "base_model kind 'train' is trained by the train pipeline, not loaded: run "
-            "`kedro run --pipeline=train`, then load data/06_models/base as kind 'dir'"
+            "`kedro run --pipeline=train`, then load its 06_models/base (under data/, or data/<env>/ for "
+            "an environment other than local) as kind 'dir'"
         )
     if source.kind == "gguf":
         folder, name = gguf_location(source, join_dir=gguf_join_dir)
