@@ -370,6 +370,10 @@ def test_a_partial_run_warns_about_outputs_left_older_than_their_inputs(tmp_path
         ]),
     }
     monkeypatch.setattr(hooks, "project_pipelines", lambda: pipelines)
+    from fkr_kedro.run_config import StudyConfigLoader, set_active_config_loader
+
+    # The study of `kedro run --env=test` (the advice carries its --env; conftest resets it).
+    set_active_config_loader(StudyConfigLoader(str(Path(__file__).resolve().parents[1] / "conf"), env="test", base_env="base", default_run_env="local"))
     names = ("a.scores", "b.scores", "summary", "report")
     catalog = DataCatalog({name: JSONDataset(filepath=str(tmp_path / f"{name}.json")) for name in names})
     for name in names:
@@ -390,7 +394,7 @@ def test_a_partial_run_warns_about_outputs_left_older_than_their_inputs(tmp_path
 
     advice = run(saved=["a.scores"], ran=["a.score"])
     assert advice is not None and "2 output(s)" in advice and "report, summary" in advice
-    assert "`kedro run --env=test --from-nodes=summarize`" in advice
+    assert "`kedro run --from-nodes=summarize --env=test`" in advice  # the active study's --env
     # The whole chain ran: nothing is stale.
     assert run(saved=["a.scores", "summary", "report"], ran=["a.score", "summarize", "render"]) is None
     # Saved but not rewritten (a variant kept on disk): nothing is stale.

@@ -8,7 +8,7 @@ import torch
 import yaml
 from kedro.io import DatasetError
 
-from conftest import run_kedro
+from conftest import TEST_DATA, run_kedro
 
 VARIANTS = {"fp", "bnb_int8", "bnb_nf4", "gptq_w4_g32", "rtn_w2_g32"}
 PROBES = {"subject", "bridge", "answer", "answer_two_hop"}
@@ -32,15 +32,15 @@ def test_probe_pipeline_runs_on_every_variant(tracked_study):
     kedro_project = tracked_study.project
     # One activation cache (and attribution file) per variant, as safetensors; no pickles.
     for variant in VARIANTS:
-        folder = kedro_project / "data/07_model_output" / variant
+        folder = kedro_project / TEST_DATA / "07_model_output" / variant
         for name in ("activations.safetensors", "attribution.safetensors", "entrec.parquet"):
             assert (folder / name).is_file(), f"{variant}: {name} missing"
         assert not list(folder.glob(".*.tmp")), "a temporary file was left behind"
-    data = kedro_project / "data"
+    data = kedro_project / TEST_DATA
     assert not [p for p in data.rglob("*") if p.suffix in (".pkl", ".pickle")]
     from fkr_kedro.analysis.capture import ActivationCache
 
-    cache = ActivationCache.load(kedro_project / "data/07_model_output/bnb_nf4/activations.safetensors")
+    cache = ActivationCache.load(kedro_project / TEST_DATA / "07_model_output/bnb_nf4/activations.safetensors")
     assert cache.metadata["model"] == "bnb_nf4"
     n_layers1 = cache.n_layers + 1  # layer 0 = embeddings
     assert cache["two_hop.resid_post.mention"].shape[1] == n_layers1

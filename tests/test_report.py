@@ -18,6 +18,7 @@ from fkr_kedro.quantization.variants import VariantSpec
 from fkr_kedro.reporting import figures
 from fkr_kedro.reporting.findings import ReportSettings, findings, summary_table
 from fkr_kedro.reporting.tables import StudyTables, neuron_retention
+from conftest import TEST_DATA
 from tracked_study import kedro
 
 VARIANTS = ("fp", "bnb_int8", "bnb_nf4", "gptq_w4_g32", "rtn_w2_g32")
@@ -363,7 +364,7 @@ def _png() -> bytes:
 
 @pytest.mark.slow
 def test_report_of_the_test_run(tracked_study):
-    reporting = tracked_study.project / "data/08_reporting"
+    reporting = tracked_study.project / TEST_DATA / "08_reporting"
     html = (reporting / "report.html").read_text()
     # Self-contained: every image embedded, nothing fetched from elsewhere.
     assert not re.search(r'(src|href)="(https?:)?//', html) and "<link" not in html
@@ -406,14 +407,14 @@ def test_report_of_the_test_run(tracked_study):
 def test_report_without_probe_tables_names_the_pipeline_to_run(tracked_study, tmp_path):
     project = tmp_path / "project"
     shutil.copytree(tracked_study.project, project, ignore=shutil.ignore_patterns("mlruns", "mlflow.db", "build"))
-    (project / "data/08_reporting/probe_results.csv").unlink()
-    (project / "data/08_reporting/report.html").unlink()
+    (project / TEST_DATA / "08_reporting/probe_results.csv").unlink()
+    (project / TEST_DATA / "08_reporting/report.html").unlink()
     result = kedro(project, "run", "--env=test", "--pipeline=report")
     assert result.returncode != 0
     # The console wraps long lines wherever it likes: compare with whitespace collapsed.
     output = " ".join((result.stdout + result.stderr).split())
     assert "probe_results does not exist yet" in output and "kedro run --pipeline=probe" in output
-    assert not (project / "data/08_reporting/report.html").exists()
+    assert not (project / TEST_DATA / "08_reporting/report.html").exists()
 
 
 def test_dtypes_and_fallbacks_are_stated(tables):

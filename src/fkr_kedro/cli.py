@@ -389,3 +389,7 @@ def _submit(project, env, names, kedro_args, plan, todo, slurm, uri, experiment,
         click.echo(f"submitted {script.kind}: job {ids[script.kind]}" + (f" ({dependency})" if dependency else ""))
     (log_dir / "jobs.json").write_text(json.dumps({"parent_run_id": parent, "jobs": ids, "array": todo["array"]}, indent=2))
     click.echo(f"scripts and logs: {log_dir}")
+    from .run_config import kedro_command  # the study's --env and --params
+
+    again = [f"--pipelines={','.join(names)}"] if names != ["__default__"] else []
+    click.echo(f"after a failure, fix it and submit again: {kedro_command(*again, command='submit')}")

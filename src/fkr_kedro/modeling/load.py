@@ -49,8 +49,10 @@ HUB_FILE_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken"
 # Weight files written with pickle (torch.save): loading one runs whatever code it holds.
 PICKLE_WEIGHT_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt")
 
-# Where a GGUF split into parts is joined into one file (relative: to the working directory,
-# the project root under `kedro run`); callers may pass another folder.
+# Where a GGUF split into parts is joined into one file when the caller names no folder
+# (relative: to the working directory, the project root under `kedro run`). The base model
+# dataset passes its study's folder (beside its own path); the file is a checked join of the
+# parts (same bytes for every study), so a shared fallback loses nothing.
 GGUF_JOIN_DIR = Path("data/06_models/base_gguf")
 # llama.cpp's gguf-split names its parts ``<name>-00001-of-00003.gguf`` (gguf-py's GGUFWriter too).
 SPLIT_PART_NAME = re.compile(r"(?P<stem>.+)-(?P<number>\d{5})-of-(?P<count>\d{5})\.gguf")
@@ -353,25 +355,26 @@ def load_model(
     if source.kind == "train":
         raise ModelSourceError(
             "base_model kind 'train' is trained by the train pipeline, not loaded: run "
-            "`kedro run --pipeline=train`, then load data/06_models/base as kind 'dir'"
+            "`kedro run --pipeline=train`, then load its 06_models/base (under data/, or data/<env>/ for "
+            "an environment other than local) as kind 'dir'"
         )
     if source.kind == "gguf":
         folder, name = gguf_location(source, join_dir=gguf_join_dir)
         log.info("Dequantizing GGUF %s (%s) with transformers", name, folder)
         return load_causal_lm(folder, gguf_file=name, **common, **model_kwargs)
     if source.kind == "config":
-        return build_from_config(source)
+        return build_from_config(source, gguf_join_dir=gguf_join_dir)
     return load_causal_lm(model_directory(source), **common, **model_kwargs)
 
 
-def build_from_config(source: ModelSource | dict[str, Any]) -> CausalLM:
+def build_from_config(source: ModelSource | dict[str, Any], *, gguf_join_dir: str | Path | None = None) -> CausalLM:
     """A randomly initialised model of a ``config`` source (seeded: the same source gives the
     same weights), on the CPU in the source's dtype (``auto``: float32), with its tokenizer;
     the vocabulary size and special-token ids come from the tokenizer."""
     from transformers import AutoConfig
 
     source = as_source(source)
-    tokenizer = load_source_tokenizer(source)
+    tokenizer = load_source_tokenizer(source, gguf_join_dir=gguf_join_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     settings = dict(source.config or {})

@@ -19,6 +19,7 @@ from fkr_kedro.reporting.describe import describe_dataset, describe_model
 from fkr_kedro.reporting.findings import ReportSettings, findings, summary_table
 from fkr_kedro.reporting.html import ReportFigure, Section, format_table, render
 from fkr_kedro.reporting.tables import StudyTables, headline
+from fkr_kedro.run_config import active_study_root, kedro_command
 from fkr_kedro.scaling.fit import PAPER_SOURCE, exponents_vs_paper, loso_table
 
 def plot_figure(report: ReportSettings, figure: str = "", **tables: pd.DataFrame) -> tuple[Figure, bytes]:
@@ -102,7 +103,8 @@ def build_report(
         *(
             [Section("Missing variants", sentences=[
                 f"Missing variants: {', '.join(missing_variants)}. Their Slurm jobs failed or were cancelled, so "
-                "this report leaves them out; `kedro submit` again runs only them and rebuilds the report."
+                f"this report leaves them out; `{kedro_command(command='submit')}` again runs only them and "
+                "rebuilds the report."
             ])]
             if missing_variants else []
         ),
@@ -125,7 +127,7 @@ def build_report(
         sections.append(capacity)
     meta = [
         f"Model: {describe_model(base_model)}. Knowledge: {describe_dataset(knowledge)}.",
-        f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from data/08_reporting "
+        f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from {active_study_root() / '08_reporting'} "
         f"({len(info)} variants, reference {report.reference}). Every sentence is computed from the tables; "
         f"thresholds: report in parameters_report.yml."
     ]
