@@ -4,8 +4,6 @@ model size, then the law fitted per task."""
 from __future__ import annotations
 
 import logging
-import random
-
 import pandas as pd
 
 from fkr_kedro.knowledge.utilization import in_context_task
@@ -13,6 +11,7 @@ from fkr_kedro.knowledge.world import generate_world
 from fkr_kedro.parameters import EvaluationSample
 from fkr_kedro.pipelines.data_prep.nodes import generate_synthetic_world
 from fkr_kedro.pipelines.wiring import by_namespace
+from fkr_kedro.quantization.calibration import calibration_texts
 from fkr_kedro.reporting.figures import scaling_predicted_vs_observed, scaling_training_curves
 from fkr_kedro.scaling.config import ScalingSettings
 from fkr_kedro.scaling.fit import fit_study
@@ -65,8 +64,7 @@ def sweep_model(
     """Every point of the design on this model (size, training seed); points already in the
     cache are read."""
     settings = scaling
-    calibration = train_corpus.splitlines() + in_context_corpus.splitlines()
-    random.Random(settings.sweep.calibration_seed).shuffle(calibration)
+    calibration = calibration_texts(train_corpus.splitlines() + in_context_corpus.splitlines(), settings.sweep.calibration_seed)
     result = run_sweep(
         model.path, settings.points(), calibration, scaling_tasks(one_hop_prompts, two_hop_prompts, in_context_prompts),
         cache, model=size, batch_size=settings.sweep.batch_size,
