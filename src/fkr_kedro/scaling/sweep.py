@@ -46,6 +46,7 @@ from ..modeling.train import (
     TrainConfig,
     non_embedding_parameters,
     train_causal_lm,
+    training_fingerprint,
 )
 from ..quantization.api import load_quantized, quantize
 from ..quantization.footprint import Footprint, footprint
@@ -154,15 +155,6 @@ class TrainedDirectory:
     path: Path
     kept: bool
     record: dict  # training.json
-
-
-def training_fingerprint(corpus: Sequence[str], shape: ModelShape, training: TrainConfig) -> dict:
-    """Everything that determines a trained model: its shape, training settings and corpus."""
-    return {
-        "shape": asdict(shape),
-        "training": asdict(training),
-        "corpus_sha256": hashlib.sha256("\n".join(corpus).encode()).hexdigest(),
-    }
 
 
 def train_or_keep(

@@ -17,7 +17,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 node(
                     train_model,
                     inputs={"train_corpus": "train_corpus", "model_shape": "params:model_shape", "training": "params:training"},
-                    outputs=["base_model@hf", "training_history"],
+                    outputs=["base_model@hf", "training_history", "base_model_training"],
                     name="train_model",
                 ),
                 node(
