@@ -186,7 +186,8 @@ def _variant_changed(name: str, catalog, params) -> str | None:
     if not catalog.exists("train_corpus"):
         return None
     stored = Path(store["path"])
-    texts = calibration_texts(catalog.load("train_corpus").splitlines(), params.quantize.calibration_seed, spec.calibration_size)
+    corpus = catalog.load("train_corpus").splitlines()
+    texts = calibration_texts(corpus, params.quantize.calibration_seed, spec.calibration_size)
     wanted = variant_fingerprint(source, spec, texts)
     recorded = recorded_fingerprint(stored) or {}
     for key in ("device", "torch_threads"):

@@ -50,7 +50,9 @@ def quantize(source_dir: Path, spec: VariantSpec, calibration_texts: list[str], 
     log.info("variant %s -> %s", spec.name, out_dir)
 
 
-def _write_variant(source_dir: Path, spec: VariantSpec, calibration: list[str], directory: Path, fingerprint: dict) -> None:
+def _write_variant(
+    source_dir: Path, spec: VariantSpec, calibration: list[str], directory: Path, fingerprint: dict
+) -> None:
     """Run the method's backend into the empty ``directory`` and record ``variant.json``."""
     method = METHODS[spec.method]
     backend = importlib.import_module(f".{method.backend}", __package__)
@@ -84,7 +86,9 @@ def quantize_or_keep(
     wanted = variant_fingerprint(source_dir, spec, calibration_texts)
     why = None if overwrite else stale_reason(stored_dir, wanted)
     if not overwrite and why is None:
-        log.info("Variant %s is already on disk at %s; kept (set quantize.overwrite: true to redo it)", spec.name, stored_dir)
+        log.info(
+            "Variant %s is already on disk at %s; kept (set quantize.overwrite: true to redo it)", spec.name, stored_dir
+        )
         return VariantDirectory(stored_dir, kept=True)
     if why is not None and (stored_dir / VARIANT_FILE).exists():
         log.info("Variant %s at %s: %s; quantizing it again", spec.name, stored_dir, why)

@@ -67,7 +67,8 @@ def sweep_model(
     """Every point of the design on this model (size, training seed); points already in the
     cache are read."""
     settings = scaling
-    calibration = calibration_texts(train_corpus.splitlines() + in_context_corpus.splitlines(), settings.sweep.calibration_seed)
+    corpus = train_corpus.splitlines() + in_context_corpus.splitlines()
+    calibration = calibration_texts(corpus, settings.sweep.calibration_seed)
     result = run_sweep(
         model.path, settings.points(), calibration, scaling_tasks(one_hop_prompts, two_hop_prompts, in_context_prompts),
         cache, model=size, batch_size=settings.sweep.batch_size,

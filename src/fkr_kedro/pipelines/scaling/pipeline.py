@@ -13,8 +13,8 @@ from fkr_kedro.pipelines.wiring import per_namespace
 from fkr_kedro.run_config import bind, study_parameters
 
 from .nodes import (
-    build_in_context_task, fit_scaling_laws, generate_scaling_world, train_scaling_model, plot_scaling_fit, summarize_training,
-    sweep_model,
+    build_in_context_task, fit_scaling_laws, generate_scaling_world, plot_scaling_fit, summarize_training, sweep_model,
+    train_scaling_model,
 )
 
 SHARED = {

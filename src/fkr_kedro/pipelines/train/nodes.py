@@ -12,13 +12,17 @@ import torch
 from fkr_kedro.analysis.recall import measure_recall
 from fkr_kedro.modeling.load import CausalLM, ModelSource
 from fkr_kedro.modeling.tokenizer import build_word_tokenizer
-from fkr_kedro.modeling.train import ModelShape, TrainConfig, non_embedding_parameters, train_causal_lm, training_fingerprint
+from fkr_kedro.modeling.train import (
+    ModelShape, TrainConfig, non_embedding_parameters, train_causal_lm, training_fingerprint,
+)
 from fkr_kedro.parameters import EvaluateSettings
 
 log = logging.getLogger(__name__)
 
 
-def train_model(train_corpus: str, model_shape: ModelShape, training: TrainConfig) -> tuple[CausalLM, pd.DataFrame, dict]:
+def train_model(
+    train_corpus: str, model_shape: ModelShape, training: TrainConfig
+) -> tuple[CausalLM, pd.DataFrame, dict]:
     """The base model, its training curve and what it was trained from
     (:func:`~fkr_kedro.modeling.train.training_fingerprint`: `kedro submit` skips the shared
     job only when the configured training is the one recorded)."""
