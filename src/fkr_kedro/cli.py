@@ -174,8 +174,7 @@ def _variant_changed(name: str, catalog, params) -> str | None:
     texts, environment). The environment's machine-dependent part (device, thread count) is
     the job's to check on its node: the one recorded stands in for it here. None too when the
     shared job has yet to write the base model or the corpus (it runs anyway)."""
-    from .quantization.api import recorded_fingerprint, stale_reason, variant_fingerprint
-    from .quantization.calibration import calibration_texts
+    from .quantization.api import expected_fingerprint, stale_reason
     from .run_config import active_variants
 
     spec = next((s for s in active_variants(params) if s.name == name), None)
@@ -187,15 +186,7 @@ def _variant_changed(name: str, catalog, params) -> str | None:
         return None
     stored = Path(store["path"])
     corpus = catalog.load("train_corpus").splitlines()
-    texts = calibration_texts(corpus, params.quantize.calibration_seed, spec.calibration_size)
-    wanted = variant_fingerprint(source, spec, texts)
-    recorded = recorded_fingerprint(stored) or {}
-    for key in ("device", "torch_threads"):
-        if key in recorded.get("environment", {}):
-            wanted["environment"][key] = recorded["environment"][key]
-        else:
-            wanted["environment"].pop(key, None)
-    return stale_reason(stored, wanted)
+    return stale_reason(stored, expected_fingerprint(source, spec, corpus, params.quantize.calibration_seed, stored))
 
 
 def _shared_changed(catalog, params) -> str | None:

@@ -23,7 +23,9 @@ from kedro.io import AbstractDataset, DatasetError
 
 from ..modeling.load import CausalLM
 from ..modeling.storage import is_model_directory, replace_with_staging
-from ..quantization.api import VARIANT_FILE, VariantDirectory, load_quantized, recorded_fingerprint
+from ..quantization.api import (
+    VARIANT_FILE, VariantDirectory, expected_fingerprint, load_quantized, recorded_fingerprint, stale_reason,
+)
 from .integrity import check_model_directory, weights_problem
 
 
@@ -76,9 +78,16 @@ class VariantModelDataset(AbstractDataset[VariantDirectory, CausalLM]):
     a checked staging folder moved into place, or the stored variant, kept) and loads the
     variant, its files checked against their manifest."""
 
-    def __init__(self, path: str, load_args: dict[str, Any] | None = None, metadata: dict | None = None):
+    def __init__(
+        self, path: str, load_args: dict[str, Any] | None = None, source: str | None = None,
+        corpus: str | None = None, metadata: dict | None = None,
+    ):
+        """``source`` (the base model directory) and ``corpus`` (the training corpus file):
+        where the inputs of the variant's fingerprint are, so that exists means current."""
         self._path = Path(path)
         self._load_args = dict(load_args or {})
+        self._source = Path(source) if source else None
+        self._corpus = Path(corpus) if corpus else None
         self.metadata = metadata
 
     def load(self) -> CausalLM:
@@ -106,8 +115,28 @@ class VariantModelDataset(AbstractDataset[VariantDirectory, CausalLM]):
         replace_with_staging(variant.path, self._path, manifest=False)
 
     def _exists(self) -> bool:
-        recorded = recorded_fingerprint(self._path) if is_model_directory(self._path) else None
-        return recorded is not None and "source_weights_sha256" in recorded
+        """A variant is there and current: the quantize node's rule (``stale_reason`` on the
+        fingerprint the configured variant gets), files unhashed (loading checks them), so
+        `--only-missing-outputs` rebuilds a changed variant as `kedro run` does."""
+        if not is_model_directory(self._path):
+            return False
+        wanted = self._wanted()
+        if wanted is None:  # not configured, or its inputs not there: whatever is stored stands
+            recorded = recorded_fingerprint(self._path)
+            return recorded is not None and "source_weights_sha256" in recorded
+        return stale_reason(self._path, wanted, check_files=False) is None
+
+    def _wanted(self) -> dict | None:
+        from ..run_config import active_variants, study_parameters
+
+        if self._source is None or self._corpus is None or not (self._source.is_dir() and self._corpus.is_file()):
+            return None
+        params = study_parameters()
+        spec = next((s for s in active_variants(params) if s.name == self._path.name), None)
+        if spec is None:
+            return None
+        corpus = self._corpus.read_text().splitlines()
+        return expected_fingerprint(self._source, spec, corpus, params.quantize.calibration_seed, self._path)
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path), "load_args": self._load_args}

@@ -122,6 +122,32 @@ def stale_reason(model_dir: Path, wanted: dict, check_files: bool = True) -> str
     return None
 
 
+# What the environment records about the machine a variant is quantized on. A check made
+# elsewhere (`kedro submit` on a login node, a dataset's exists before any node set its thread
+# count) cannot know it: it takes the recorded values, and the node's own check decides them.
+MACHINE_KEYS = ("device", "torch_threads")
+
+
+def expected_fingerprint(
+    source_dir: Path, spec: VariantSpec, corpus: list[str], calibration_seed: int, stored_dir: Path | None = None
+) -> dict:
+    """The fingerprint variant ``spec`` of the model in ``source_dir`` gets in a study whose
+    calibration texts are drawn from ``corpus`` with ``calibration_seed``
+    (:func:`~fkr_kedro.quantization.calibration.calibration_texts`). With ``stored_dir``: the
+    machine part of its environment (:data:`MACHINE_KEYS`) as recorded there."""
+    from .calibration import calibration_texts
+
+    wanted = variant_fingerprint(source_dir, spec, calibration_texts(corpus, calibration_seed, spec.calibration_size))
+    if stored_dir is not None:
+        recorded = (recorded_fingerprint(stored_dir) or {}).get("environment", {})
+        for key in MACHINE_KEYS:
+            if key in recorded:
+                wanted["environment"][key] = recorded[key]
+            else:
+                wanted["environment"].pop(key, None)
+    return wanted
+
+
 def is_current(model_dir: Path, wanted: dict) -> bool:
     """Whether ``model_dir`` holds the variant ``wanted`` describes, intact (:func:`stale_reason`)."""
     return stale_reason(model_dir, wanted) is None

@@ -4,6 +4,8 @@ model size, then the law fitted per task."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+
 import pandas as pd
 
 from fkr_kedro.knowledge.utilization import in_context_task
