@@ -91,7 +91,9 @@ def quantize_or_keep(
         )
         return VariantDirectory(stored_dir, kept=True)
     if why is not None and (stored_dir / VARIANT_FILE).exists():
-        log.info("Variant %s at %s: %s; quantizing it again", spec.name, stored_dir, why)
+        damaged = recorded_fingerprint(stored_dir) == wanted  # the right variant, its files not
+        log.log(logging.WARNING if damaged else logging.INFO, "Variant %s at %s: %s; quantizing it again",
+                spec.name, stored_dir, why)
     staging = new_staging_directory(stored_dir)
     try:
         _write_variant(source_dir, spec, calibration, staging, wanted)
