@@ -82,7 +82,6 @@ def quantize_or_keep(
     with the staging folder (:func:`~fkr_kedro.modeling.storage.replace_with_staging`);
     staging left by a process that died is removed by the next write beside it."""
     source_dir, stored_dir = Path(source_dir).resolve(), Path(stored_dir)
-    calibration = _checked_calibration(source_dir, spec, calibration_texts)
     wanted = variant_fingerprint(source_dir, spec, calibration_texts)
     why = None if overwrite else stale_reason(stored_dir, wanted)
     if not overwrite and why is None:
@@ -94,6 +93,7 @@ def quantize_or_keep(
         damaged = recorded_fingerprint(stored_dir) == wanted  # the right variant, its files not
         log.log(logging.WARNING if damaged else logging.INFO, "Variant %s at %s: %s; quantizing it again",
                 spec.name, stored_dir, why)
+    calibration = _checked_calibration(source_dir, spec, calibration_texts)  # checked only when quantizing
     staging = new_staging_directory(stored_dir)
     try:
         _write_variant(source_dir, spec, calibration, staging, wanted)
