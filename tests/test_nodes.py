@@ -136,26 +136,6 @@ def test_entrec_summary_averages_each_split_and_all_chains(base_configuration):
     assert list(table["variant"].drop_duplicates())[0] == "fp"
 
 
-def test_quantization_job_takes_the_seeded_calibration_texts(base_configuration):
-    from fkr_kedro.parameters import QuantizeSettings
-    from fkr_kedro.pipelines.quantize import create_pipeline
-
-    corpus = "".join(f"statement {i}\n" for i in range(200))
-    out = run(
-        create_pipeline().only_nodes("gptq_w4_g32.quantize"),
-        **{"base_model@dir": "data/06_models/base", "train_corpus": corpus, "params:quantize": QuantizeSettings()},
-    )
-    job = out["gptq_w4_g32.model@variant"]
-    assert job.spec.name == "gptq_w4_g32" and job.spec.bits == 4 and job.spec.group_size == 32
-    assert len(job.calibration_texts) == job.spec.calibration_size == 128
-    assert len(set(job.calibration_texts)) == 128 and job.calibration_texts != tuple(corpus.splitlines()[:128])
-    again = run(
-        create_pipeline().only_nodes("gptq_w4_g32.quantize"),
-        **{"base_model@dir": "data/06_models/base", "train_corpus": corpus, "params:quantize": QuantizeSettings()},
-    )["gptq_w4_g32.model@variant"]
-    assert again.calibration_texts == job.calibration_texts
-
-
 def test_bound_nodes_state_their_own_signature_so_kedro_converts_their_parameters(base_configuration):
     """A node built with run_config.bind maps its inputs onto its own arguments: Kedro's
     params: type conversion (validation.TypeExtractor) finds ReportSettings for the evaluate

@@ -16,10 +16,13 @@ a standard ``LlamaForCausalLM`` and saves as one. docs/performance.md has the me
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import asdict
 from typing import Literal
 
 import torch
@@ -142,6 +145,17 @@ def llama_config(shape: ModelShape, tokenizer: PreTrainedTokenizerBase) -> Llama
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
     )
+
+
+def training_fingerprint(corpus: Sequence[str], shape: ModelShape, training: TrainConfig) -> dict:
+    """Everything that determines a model trained from scratch: its shape, training settings
+    and corpus (as JSON would hold it). Recorded with every trained model; a model is kept
+    (scaling, capacity) or its job skipped (`kedro submit`) only when it is the same."""
+    return json.loads(json.dumps({
+        "shape": asdict(shape),
+        "training": asdict(training),
+        "corpus_sha256": hashlib.sha256("\n".join(corpus).encode()).hexdigest(),
+    }))
 
 
 def non_embedding_parameters(model: torch.nn.Module) -> int:

@@ -18,7 +18,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     train_model,
                     inputs={"train_corpus": "train_corpus", "model_shape": "params:model_shape", "training": "params:training",
                             "training_time": "params:training_time"},
-                    outputs=["base_model@hf", "training_history"],
+                    outputs=["base_model@hf", "training_history", "base_model_training"],
                     name="train_model",
                 ),
                 node(
