@@ -9,7 +9,7 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
-from .run_config import active_parameters, active_variants, set_active_config_loader, study_parameters
+from ..run_config import active_parameters, active_variants, set_active_config_loader, study_parameters
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class ActiveConfigHook:
 
     @hook_impl(tryfirst=True)  # before kedro-mlflow opens a run for nothing
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
-        from .modeling.load import check_device
+        from ..modeling.load import check_device
 
         check_device(study_parameters().base_model)
 
@@ -96,7 +96,7 @@ class ThreadsHook:
     def _auto_threads(self, node: str) -> int:
         """``auto``: one thread for a small base model, else the cores free right now. The
         base model's size is read once it exists (the train pipeline may make it first)."""
-        from .modeling.threads import choose_threads, free_cores, parameter_count
+        from ..modeling.threads import choose_threads, free_cores, parameter_count
 
         if node.rsplit(".", 1)[-1] in self._settings.auto_one_thread:
             return 1
@@ -224,7 +224,7 @@ class StaleOutputsHook:
         )
         if not on_disk:
             return None
-        from .pipeline_registry import NOT_IN_DEFAULT
+        from ..pipeline_registry import NOT_IN_DEFAULT
 
         command = ["kedro run"]
         env = self._run_params.get("env")
@@ -280,7 +280,7 @@ def stale_nodes(pipelines: dict, changed: set[str], ran: set[str]) -> tuple[list
 def run_chain_advice(chain: list[str]) -> str:
     """What to run for the pipelines of ``chain`` (in order): the default ``kedro run`` when
     it holds them all, and the explicit list."""
-    from .pipeline_registry import NOT_IN_DEFAULT
+    from ..pipeline_registry import NOT_IN_DEFAULT
 
     if len(chain) == 1:
         return f"the {chain[0]!r} pipeline writes it; run `kedro run --pipeline={chain[0]}` first"
@@ -355,7 +355,7 @@ def project_pipelines() -> dict:
     import importlib
     import pkgutil
 
-    from . import pipelines as package
+    from .. import pipelines as package
 
     found = {}
     for module in sorted(m.name for m in pkgutil.iter_modules(package.__path__) if m.ispkg):
@@ -393,7 +393,7 @@ class MlflowVariantHook:
 
     @hook_impl(tryfirst=True)  # before kedro-mlflow reads mlflow.yml and opens the store
     def after_context_created(self, context) -> None:
-        from .tracking import check_env, check_sqlite_store, sqlite_path
+        from ..tracking import check_env, check_sqlite_store, sqlite_path
 
         self._project_path = Path(context.project_path)
         loader = context.config_loader
@@ -418,7 +418,7 @@ class MlflowVariantHook:
             log.info("MLflow: no active run (tracking disabled for this pipeline); variants are not logged")
             self._runs = None
             return
-        from .tracking import RunGuard
+        from ..tracking import RunGuard
 
         self._parent_run_id = parent.info.run_id
         self._job = submitted_job(parent.info.run_id)
@@ -434,7 +434,7 @@ class MlflowVariantHook:
         import mlflow
         from mlflow.tracking import MlflowClient
 
-        from .tracking import (
+        from ..tracking import (
             VariantRuns,
             check_declarations,
             end_stale_runs,
@@ -514,7 +514,7 @@ class MlflowVariantHook:
         declaration = self._declarations.get(dataset_name)
         if self._runs is None or declaration is None:
             return
-        from .tracking import log_saved
+        from ..tracking import log_saved
 
         prefix, _, local = dataset_name.partition(".")
         variant = prefix if local and prefix in self._variants else None
@@ -664,7 +664,7 @@ def _experiment_name(mlflow_conf: dict[str, Any]) -> str:
 def _check_experiment_artifacts(uri: str, database: Path, experiment: str, project: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    from .tracking import check_artifact_location
+    from ..tracking import check_artifact_location
 
     found = MlflowClient(uri).get_experiment_by_name(experiment)
     if found is not None:
@@ -674,7 +674,7 @@ def _check_experiment_artifacts(uri: str, database: Path, experiment: str, proje
 def _declarations(pipeline, catalog) -> dict[str, Any]:
     """``{dataset: Declaration}`` for every dataset of the pipeline whose catalog entry
     declares ``metadata: {fkr_tracking: ...}`` (dataset factories included)."""
-    from .tracking import parse_declaration
+    from ..tracking import parse_declaration
 
     out = {}
     for name in pipeline.datasets():
@@ -719,7 +719,7 @@ def _variant_params(spec) -> dict[str, Any]:
     """Method, bits, group size and calibration size, the same keys for every variant so
     that MLflow's Compare lines them up; a setting the method does not read is ``None``
     (RTN and bitsandbytes take no calibration texts)."""
-    from .quantization.methods import METHODS
+    from ..quantization.methods import METHODS
 
     options = METHODS[spec.method].options
     return {
@@ -735,7 +735,7 @@ def _variant_params(spec) -> dict[str, Any]:
 def _sweep_description(pipelines: list[str]) -> tuple[dict[str, str], int] | None:
     """For a run of the scaling or capacity sweep alone: its model sizes, its world(s) and its
     quantized points a model, instead of the default study's model and variants."""
-    from .reporting.describe import describe_dataset
+    from ..reporting.describe import describe_dataset
 
     params = study_parameters()
     seeds: list[int] = []
@@ -756,7 +756,7 @@ def _sweep_description(pipelines: list[str]) -> tuple[dict[str, str], int] | Non
 def _source_description(parameters: dict[str, Any]) -> dict[str, str]:
     """The model and the dataset every variant derives from, as short params, from
     ``base_model`` (parameters_train.yml) and ``knowledge`` (parameters_data_prep.yml)."""
-    from .reporting.describe import describe_dataset, describe_model
+    from ..reporting.describe import describe_dataset, describe_model
 
     return {
         "model": describe_model(parameters.get("base_model"), parameters.get("model_shape")),
