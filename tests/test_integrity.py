@@ -358,6 +358,7 @@ def test_a_partial_run_warns_about_outputs_left_older_than_their_inputs(tmp_path
     from kedro_datasets.json import JSONDataset
 
     from fkr_kedro import hooks
+    from fkr_kedro.hooks import advice
 
     pipelines = {
         "evaluate": Pipeline([
@@ -369,7 +370,7 @@ def test_a_partial_run_warns_about_outputs_left_older_than_their_inputs(tmp_path
             node(_score, "summary", "report", name="render"),
         ]),
     }
-    monkeypatch.setattr(hooks, "project_pipelines", lambda: pipelines)
+    monkeypatch.setattr(advice, "project_pipelines", lambda: pipelines)
     names = ("a.scores", "b.scores", "summary", "report")
     catalog = DataCatalog({name: JSONDataset(filepath=str(tmp_path / f"{name}.json")) for name in names})
     for name in names:

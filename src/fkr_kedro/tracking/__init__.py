@@ -25,6 +25,7 @@ from .mlflow_runs import (
     study_run_name,
 )
 from .run_state import RunGuard, end_stale_runs, process_alive, process_tags
+from .study import describe_report, latest_nested_runs, variant_params, variant_tags
 from .store import (
     TrackingStoreError,
     check_artifact_location,
@@ -44,9 +45,11 @@ __all__ = [
     "check_declarations",
     "check_env",
     "check_sqlite_store",
+    "describe_report",
     "end_stale_runs",
     "flat_numbers",
     "flatten_params",
+    "latest_nested_runs",
     "layer_histories",
     "log_saved",
     "metric_key",
@@ -58,4 +61,6 @@ __all__ = [
     "set_tags",
     "sqlite_path",
     "study_run_name",
+    "variant_params",
+    "variant_tags",
 ]
