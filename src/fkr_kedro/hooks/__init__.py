@@ -4,13 +4,15 @@
   MLflow's run stack;
 * :mod:`.advice`: what to run first when an input is missing, what a partial run left stale;
 * :mod:`.mlflow`: one nested run per variant and what the catalog declares to be tracked;
-* :mod:`.summary`: a run that speaks briefly (repeated warnings once, one line a node) and
+* :mod:`.runlog`: a run that speaks briefly (repeated warnings once, one line a node) and
   ends with what it found, where the report is and how to open MLflow.
 
 The Kedro-configuration helpers they share with ``kedro submit`` are in
 :mod:`fkr_kedro.kedro_config`; the library code in :mod:`fkr_kedro.tracking`.
 """
 
+# runlog first: it quiets library loggers before the other hooks import torch.
+from .runlog import RunSummaryHook  # isort: skip
 from ..kedro_config import project_pipelines, submitted_job
 from .advice import RUN_ORDER, MissingInputHook, StaleOutputsHook, _run_order, missing_chain, run_chain_advice, stale_nodes
 from .mlflow import MlflowVariantHook
@@ -22,6 +24,7 @@ __all__ = [
     "MissingInputHook",
     "MlflowRunStackHook",
     "MlflowVariantHook",
+    "RunSummaryHook",
     "StaleOutputsHook",
     "ThreadsHook",
     "missing_chain",

@@ -25,6 +25,7 @@ from .mlflow_runs import (
     study_run_name,
 )
 from .run_state import RunGuard, end_stale_runs, process_alive, process_tags
+from .summary import headline_lines, mlflow_ui_command, written_lines
 from .study import describe_report, latest_nested_runs, variant_params, variant_tags
 from .store import (
     TrackingStoreError,
@@ -49,10 +50,12 @@ __all__ = [
     "end_stale_runs",
     "flat_numbers",
     "flatten_params",
+    "headline_lines",
     "latest_nested_runs",
     "layer_histories",
     "log_saved",
     "metric_key",
+    "mlflow_ui_command",
     "parse_declaration",
     "process_alive",
     "process_tags",
@@ -63,4 +66,5 @@ __all__ = [
     "study_run_name",
     "variant_params",
     "variant_tags",
+    "written_lines",
 ]
