@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from .kedro_config import PARENT_RUN_ENV, STUDY_NAME_TAG, SUBMIT_JOB_ENV, mlflow_target, persisted, study_run
+from .kedro_config import PARENT_RUN_ENV, STUDY_NAME_TAG, SUBMIT_JOB_ENV, absolute_uri, mlflow_target, persisted, study_run
 
 LOG_ROOT = Path("logs") / "slurm"
 
@@ -273,15 +273,6 @@ def _parent_run(project: Path, env: str, names: list[str], uri: str, experiment:
     return run.info.run_id
 
 
-def _absolute_uri(uri: str, project: Path) -> str:
-    """A relative SQLite or file store made absolute (jobs run in the project, but say so)."""
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return f"sqlite:///{(project / uri[len('sqlite:///'):]).resolve()}"
-    if "://" not in uri:
-        return str((project / uri).resolve())
-    return uri
-
-
 def _submit(project, env, names, kedro_args, plan, todo, slurm, uri, experiment, dry_run) -> None:
     from .scaleout import check_slurm, render_script, submit_script
 
@@ -299,7 +290,7 @@ def _submit(project, env, names, kedro_args, plan, todo, slurm, uri, experiment,
     if not (todo["shared"] or todo["array"] or todo["report"]):
         click.echo("nothing to submit: every job's outputs are on disk")
         return
-    uri = _absolute_uri(uri, project)
+    uri = absolute_uri(uri, project)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     log_dir = (project / LOG_ROOT / env / stamp).resolve()
     done_dir = log_dir / "done"

@@ -6,6 +6,7 @@ jobs. One home, so that ``kedro run`` and ``kedro submit`` read them the same wa
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 # Set in the jobs of `kedro submit` (fkr_kedro.cli): the study's parent run (kedro-mlflow opens
@@ -52,6 +53,16 @@ def mlflow_target(loader) -> tuple[str, str]:
     """``(tracking uri, experiment)`` of the environment's mlflow.yml."""
     conf = mlflow_conf(loader)
     return str(tracking_uri(conf, "mlruns")), experiment_name(conf)
+
+
+def absolute_uri(uri: str, project: Path) -> str:
+    """A relative SQLite or file store made absolute (jobs and commands printed for later
+    run in the project, but say so)."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{(project / uri[len('sqlite:///'):]).resolve()}"
+    if "://" not in uri:
+        return str((project / uri).resolve())
+    return uri
 
 
 # ------------------------------------------------------------------ the study's run

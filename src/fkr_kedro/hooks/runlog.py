@@ -10,6 +10,7 @@ them to the root handlers."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
@@ -19,14 +20,21 @@ log = logging.getLogger(__name__)
 # Loggers whose messages below ERROR are noise in this project: torchao's optional CUDA
 # kernels and Triton absent on CPU, and torch's note on torchao's pytree registrations.
 QUIET_LOGGERS = ("torchao", "torch.utils._pytree")
+# GPTQModel's logger (LogBar, which sets itself to INFO when GPTQModel is imported): its
+# per-layer tables and model-loading notes, hundreds of lines a variant; warnings stay.
+LOGBAR = "logbar"
 # The project's and Kedro's own messages are never folded: each says something different.
 NEVER_FOLDED = ("fkr_kedro", "kedro")
 
 
 def quiet_library_loggers() -> None:
-    """Raise the quiet loggers to ERROR (before the libraries are imported)."""
+    """Raise the quiet loggers to ERROR (before the libraries are imported), and GPTQModel's
+    to WARNING (after it is imported)."""
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    logbar = logging.Logger.manager.loggerDict.get(LOGBAR)
+    if isinstance(logbar, logging.Logger) and logbar.level < logging.WARNING:
+        logbar.setLevel(logging.WARNING)
 
 
 class RepeatedMessageFilter(logging.Filter):
@@ -102,6 +110,7 @@ class NodeLineFilter(logging.Filter):
         super().__init__()
         self.total: int | None = None
         self.started = 0
+        self.current: str | None = None  # the node about to run (its name with its namespace)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.msg in self.COMPLETED:
@@ -110,7 +119,7 @@ class NodeLineFilter(logging.Filter):
             record.fkr_short = True
             self.started += 1
             text = str(record.args[0] if isinstance(record.args, tuple) else record.args)
-            name = text.split(": ", 1)[0] if ": " in text else text.split("(", 1)[0]
+            name = self.current or (text.split(": ", 1)[0] if ": " in text else text.split("(", 1)[0])
             where = f" {self.started}/{self.total}" if self.total else ""
             record.msg, record.args = f"Running node{where}: %s", (name,)
         return True
@@ -152,11 +161,13 @@ class RunSummaryHook:
         self._saved: set[str] = set()
         self._catalog = None
         self._mlflow: tuple[str, str | None] | None = None
+        self._project = Path.cwd()
         install([self.repeats], self.nodes)
 
     @hook_impl
     def after_context_created(self, context) -> None:
         install([self.repeats], self.nodes)  # handlers made since this hook was
+        self._project = Path(context.project_path)
 
     @hook_impl(trylast=True)  # after kedro-mlflow has opened the run
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
@@ -169,9 +180,16 @@ class RunSummaryHook:
 
             active = mlflow.active_run()
             if active is not None:
-                self._mlflow = (mlflow.get_tracking_uri(), active.info.experiment_id)
+                from ..kedro_config import absolute_uri
+
+                self._mlflow = (absolute_uri(mlflow.get_tracking_uri(), self._project), active.info.experiment_id)
         except Exception as error:  # noqa: BLE001 - no MLflow: the summary leaves it out
             log.debug("no MLflow run for the summary: %s", error)
+
+    @hook_impl
+    def before_node_run(self, node) -> None:
+        self.nodes.current = node.name
+        quiet_library_loggers()  # a node may have imported GPTQModel
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str) -> None:
@@ -196,7 +214,7 @@ class RunSummaryHook:
 
     def _end(self) -> None:
         self.repeats.reset()
-        self.nodes.total, self._catalog = None, None
+        self.nodes.total, self.nodes.current, self._catalog = None, None, None
 
     def summary_lines(self) -> list[str]:
         """The summary's lines (the repeated messages held back first)."""
