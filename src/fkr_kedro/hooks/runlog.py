@@ -28,13 +28,21 @@ NEVER_FOLDED = ("fkr_kedro", "kedro")
 
 
 def quiet_library_loggers() -> None:
-    """Raise the quiet loggers to ERROR (before the libraries are imported), and GPTQModel's
-    to WARNING (after it is imported)."""
+    """Raise the quiet loggers to ERROR (before the libraries are imported)."""
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
-    logbar = logging.Logger.manager.loggerDict.get(LOGBAR)
-    if isinstance(logbar, logging.Logger) and logbar.level < logging.WARNING:
-        logbar.setLevel(logging.WARNING)
+
+
+def quiet_gptqmodel() -> None:
+    """GPTQModel's logger to WARNING. LogBar sets its shared logger to INFO when it first
+    makes it (on GPTQModel's import, inside a node), so it is made here first."""
+    import importlib.util
+
+    if importlib.util.find_spec(LOGBAR) is None:
+        return
+    from logbar import LogBar
+
+    LogBar.shared().setLevel(logging.WARNING)
 
 
 class RepeatedMessageFilter(logging.Filter):
@@ -172,6 +180,10 @@ class RunSummaryHook:
     @hook_impl(trylast=True)  # after kedro-mlflow has opened the run
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
         install([self.repeats], self.nodes)
+        try:
+            quiet_gptqmodel()
+        except Exception as error:  # noqa: BLE001 - a louder log, not a failed run
+            log.debug("GPTQModel's log left as it is: %s", error)
         self.nodes.total, self.nodes.started = len(pipeline.nodes), 0
         self._saved, self._catalog = set(), catalog
         self._mlflow = None
@@ -189,7 +201,6 @@ class RunSummaryHook:
     @hook_impl
     def before_node_run(self, node) -> None:
         self.nodes.current = node.name
-        quiet_library_loggers()  # a node may have imported GPTQModel
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str) -> None:
