@@ -92,20 +92,20 @@ class MlflowVariantHook:
         import mlflow
         from mlflow.tracking import MlflowClient
 
+        from ..quantization.methods import METHODS
         from ..tracking import (
             VariantRuns,
             check_declarations,
             end_stale_runs,
             flatten_params,
+            latest_nested_runs,
             process_tags,
             runs_table_link,
             set_experiment_kind,
-            latest_nested_runs,
             set_tags,
             variant_params,
             variant_tags,
         )
-        from ..quantization.methods import METHODS
 
         client = MlflowClient(mlflow.get_tracking_uri())
         run_id, experiment_id = parent.info.run_id, parent.info.experiment_id
