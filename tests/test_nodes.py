@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import yaml
 from kedro.io import DataCatalog
 from kedro.runner import SequentialRunner
 
@@ -14,7 +15,8 @@ from conftest import PROJECT_ROOT
 
 @pytest.fixture
 def base_configuration(monkeypatch):
-    """Pipelines built from ./conf (the embedded default's 13 variants), as `kedro run` does."""
+    """Pipelines built from ./conf (the embedded default's variants, conf/base/parameters_quantize.yml),
+    as `kedro run` does."""
     from kedro.framework.project import configure_project
 
     from fkr_kedro.run_config import set_active_config_loader
@@ -61,6 +63,9 @@ def test_recall_table_is_built_from_named_inputs_in_the_configured_order(base_co
     from fkr_kedro.reporting.findings import ReportSettings
 
     specs = active_variants()
+    # As many variants as the parameters list (the default's count changes as variants are added).
+    configured = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_quantize.yml").read_text())["variants"]
+    assert [spec.name for spec in specs] == list(configured)
     inputs = {"params:report": ReportSettings(bootstrap_resamples=100)}
     for i, spec in enumerate(specs):
         inputs[f"{spec.name}.recall_metrics"] = {

@@ -80,19 +80,3 @@ def test_a_bad_variant_stops_the_run_before_anything_loads(kedro_project):
         # the default pipeline, data_prep first; --params adds a variant to the configured ones
         run_kedro(kedro_project, params={"variants": {"bnb_w3": {"method": "bnb_nf4", "bits": 3}}})
     assert not (kedro_project / "data/05_model_input/one_hop_prompts.parquet").exists()
-
-
-def test_training_is_deterministic():
-    from fkr_kedro.modeling.tokenizer import build_word_tokenizer
-    from fkr_kedro.modeling.train import ModelShape, TrainConfig, train_causal_lm
-
-    corpus = ["The birth city of Ana Bo is Port Ca", "Ana Bo was born in Port Ca", "The employer of Ana Bo is Ru Labs"]
-    tok = build_word_tokenizer(corpus)
-    shape = ModelShape(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
-    config = TrainConfig(steps=20, batch_size=4, warmup_steps=2, log_every=5)
-    a, hist_a = train_causal_lm(corpus, tok, shape, config, progress=False)
-    b, hist_b = train_causal_lm(corpus, tok, shape, config, progress=False)
-    assert hist_a == [{**h, "seconds": hist_a[i]["seconds"]} for i, h in enumerate(hist_b)]
-    for pa, pb in zip(a.parameters(), b.parameters()):
-        assert torch.equal(pa, pb)
-    assert hist_a[-1]["loss"] < hist_a[0]["loss"]

@@ -31,7 +31,7 @@ from .capacity.config import CapacitySettings
 from .knowledge.world import WorldConfig
 from .modeling.load import ModelSource
 from .modeling.threads import AUTO_MIN_PARAMETERS
-from .modeling.train import ModelShape, TrainConfig
+from .modeling.train import ModelShape, TrainConfig, TrainingTime
 from .reporting.findings import ReportSettings
 from .scaling.config import ScalingSettings
 
@@ -143,6 +143,7 @@ class DataPrepParameters(_Settings):
 class TrainParameters(_Settings):
     model_shape: ModelShape = ModelShape()
     training: TrainConfig = TrainConfig()
+    training_time: TrainingTime = TrainingTime()
     base_model: ModelSource = ModelSource(kind="train")
 
 

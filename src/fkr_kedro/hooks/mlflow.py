@@ -51,7 +51,7 @@ class MlflowVariantHook:
 
     @hook_impl(tryfirst=True)  # before kedro-mlflow reads mlflow.yml and opens the store
     def after_context_created(self, context) -> None:
-        from ..tracking import check_env, check_sqlite_store, sqlite_path
+        from ..tracking import check_env, prepare_sqlite_store, sqlite_path
 
         self._project_path = Path(context.project_path)
         loader = context.config_loader
@@ -63,7 +63,7 @@ class MlflowVariantHook:
         if database is None:
             return
         # MLflow's default artifact root beside a SQLite store is ./mlruns.
-        check_sqlite_store(database, artifact_root=Path.cwd() / "mlruns")
+        prepare_sqlite_store(database, Path(context.project_path), artifact_root=Path.cwd() / "mlruns")
         if database.exists():
             _check_experiment_artifacts(uri, database, experiment_name(conf), Path(context.project_path))
 

@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 HUB_FILE_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.jinja"]
 
 
+# Weight files written with pickle (torch.save): loading one runs whatever code it holds.
+PICKLE_WEIGHT_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt")
+
 # Where a GGUF split into parts is joined into one file (relative: to the working directory,
 # the project root under `kedro run`); callers may pass another folder.
 GGUF_JOIN_DIR = Path("data/06_models/base_gguf")
@@ -141,6 +144,9 @@ class ModelSource(BaseModel):
     description: str = ""
     config: dict[str, Any] | None = None  # config: transformers config keys, model_type first
     seed: int = 0  # config: the seed of the random initialisation
+    # dir, hub: load pickled weights (pytorch_model.bin, *.pt ...) when there are no safetensors;
+    # only for files you trust (unpickling runs code): convert them instead (see check_no_pickles).
+    allow_pickle: bool = False
 
     @field_validator("files", "paths", mode="before")
     @classmethod
@@ -254,6 +260,8 @@ class ModelSource(BaseModel):
         for key in ("files", "paths"):
             if data.get(key, ...) is None:
                 del data[key]
+        if data.get("allow_pickle") is False:  # the same record as before the setting existed
+            del data["allow_pickle"]
         return data
 
     @property
@@ -417,6 +425,8 @@ def model_directory(source: ModelSource | dict[str, Any]) -> Path:
                 f"no model directory at {path} (config.json missing): point base_model.path at a "
                 f"Hugging Face model directory"
             )
+        if not source.allow_pickle:
+            check_no_pickles(path)
         return path
     if source.kind == "hub":
         from huggingface_hub import snapshot_download
@@ -440,6 +450,28 @@ def model_directory(source: ModelSource | dict[str, Any]) -> Path:
             ) from error
         return Path(folder)
     raise ModelSourceError(f"base_model of kind {source.kind!r} has no model directory; kinds dir and hub do")
+
+
+def check_no_pickles(path: Path) -> None:
+    """Refuse a model directory whose weights are pickles (``*.bin``, ``*.pt``, ``*.pth``,
+    ``*.ckpt``) rather than safetensors: transformers would unpickle them, and a pickle runs any
+    code it holds. The error gives the one-off conversion (run it only on files you trust) and
+    the setting that allows them."""
+    path = Path(path)
+    pickles = sorted({p.name for pattern in PICKLE_WEIGHT_PATTERNS for p in path.glob(pattern) if p.is_file()})
+    if not pickles or any(path.glob("*.safetensors")):
+        return  # transformers reads the safetensors when both are there
+    converted = path.parent / f"{path.name}-safetensors"
+    command = (
+        f"python -c \"from transformers import AutoModelForCausalLM, AutoTokenizer; "
+        f"AutoModelForCausalLM.from_pretrained('{path}').save_pretrained('{converted}'); "
+        f"AutoTokenizer.from_pretrained('{path}').save_pretrained('{converted}')\""
+    )
+    raise ModelSourceError(
+        f"model directory {path} holds pickled weights ({', '.join(pickles)}) and no safetensors: loading "
+        f"them would run any code they hold. If you trust the files, convert them once: `{command}` and set "
+        f"base_model.path: {converted}; or set base_model.allow_pickle: true to load them as they are"
+    )
 
 
 def gguf_location(source: ModelSource | dict[str, Any], join_dir: str | Path | None = None) -> tuple[Path, str]:

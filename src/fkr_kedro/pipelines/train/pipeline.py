@@ -16,7 +16,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             [
                 node(
                     train_model,
-                    inputs={"train_corpus": "train_corpus", "model_shape": "params:model_shape", "training": "params:training"},
+                    inputs={"train_corpus": "train_corpus", "model_shape": "params:model_shape", "training": "params:training",
+                            "training_time": "params:training_time"},
                     outputs=["base_model@hf", "training_history"],
                     name="train_model",
                 ),
