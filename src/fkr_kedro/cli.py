@@ -11,7 +11,6 @@ directory; the library part is :mod:`fkr_kedro.scaleout`.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,8 +18,8 @@ from typing import Any
 
 import click
 
-PARENT_RUN_ENV = "FKR_MLFLOW_PARENT_RUN_ID"
-SUBMIT_JOB_ENV = "FKR_SUBMIT_JOB"
+from .kedro_config import PARENT_RUN_ENV, STUDY_NAME_TAG, SUBMIT_JOB_ENV, absolute_uri, mlflow_target, persisted, study_run
+
 LOG_ROOT = Path("logs") / "slurm"
 
 
@@ -74,7 +73,7 @@ def submit(env: str | None, pipeline: str | None, pipelines: str, params: str, d
             kedro_args.append(f"--pipelines={','.join(names)}")
         if params:
             kedro_args.append(f"--params={params}")
-        tracking_uri, experiment = _mlflow_target(context.config_loader)
+        tracking_uri, experiment = mlflow_target(context.config_loader)
         try:
             if dry_run:
                 _submit(project, env_name, names, kedro_args, plan, _resume(plan, context), slurm, tracking_uri,
@@ -164,23 +163,13 @@ def _check_persisted(pipeline, graph, catalog) -> None:
             base = name.split("@")[0]
             if name.startswith("params:") or name == "parameters" or writer.get(base, stage[node.name]) == stage[node.name]:
                 continue
-            if not _persisted(catalog, name):
+            if not persisted(catalog, name):
                 problems.append(f"{name} (written in the {writer[base]} job, read in the {stage[node.name]} job)")
     if problems:
         raise ValueError(
             "datasets passed between Slurm jobs must be saved to files, but these are in memory: "
             + ", ".join(sorted(set(problems))) + ": give them a catalog entry with a filepath"
         )
-
-
-def _persisted(catalog, name: str) -> bool:
-    from kedro.io import MemoryDataset
-
-    try:
-        dataset = catalog.get(name)
-    except Exception:  # noqa: BLE001 - a name no entry or factory resolves: not a file
-        return False
-    return dataset is not None and not isinstance(dataset, MemoryDataset)
 
 
 # ------------------------------------------------------------------ resume
@@ -191,7 +180,7 @@ def _outputs_exist(pipeline, nodes: list[str], catalog) -> list[str]:
     for node in pipeline.nodes:
         if node.name in chosen:
             for output in node.outputs:
-                if _persisted(catalog, output) and not catalog.exists(output):
+                if persisted(catalog, output) and not catalog.exists(output):
                     absent.append(output)
     return absent
 
@@ -288,20 +277,6 @@ def _slurm_config(loader):
     return load_slurm_config(data or None, source)
 
 
-def _mlflow_target(loader) -> tuple[str, str]:
-    from kedro.config import MissingConfigException
-
-    if "mlflow" not in loader.config_patterns:
-        loader.config_patterns.update({"mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"]})
-    try:
-        conf = dict(loader["mlflow"] or {})
-    except MissingConfigException:
-        conf = {}
-    uri = (conf.get("server") or {}).get("mlflow_tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI") or "mlruns"
-    experiment = ((conf.get("tracking") or {}).get("experiment") or {}).get("name") or "fkr_kedro"
-    return str(uri), str(experiment)
-
-
 def _study_state(project: Path, env: str) -> tuple[Path, dict[str, Any]]:
     """``logs/slurm/<env>/study.json``: the study's parent run and its latest submission's jobs."""
     path = project / LOG_ROOT / env / "study.json"
@@ -329,9 +304,8 @@ def _parent_run(project: Path, env: str, names: list[str], uri: str, experiment:
     logged on its nested runs, so a changed variant keeps the study's run."""
     from mlflow.tracking import MlflowClient
 
-    from .reporting.describe import describe_dataset, describe_model
     from .run_config import active_parameters
-    from .tracking import PREVIOUS_STUDY_TAG, changed_params, study_params, study_run_name
+    from .tracking import PREVIOUS_STUDY_TAG, changed_params, study_params
 
     client = MlflowClient(uri)
     state, previous = _study_state(project, env)
@@ -355,32 +329,17 @@ def _parent_run(project: Path, env: str, names: list[str], uri: str, experiment:
                        f"a new study run, tagged {PREVIOUS_STUDY_TAG}={replaced}")
     found = client.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
-    raw = active_parameters()
-    model = describe_model(raw.get("base_model"), raw.get("model_shape"))
-    source = describe_dataset(raw.get("knowledge"), raw.get("world"))
     from .run_config import active_variants
 
-    n = len(active_variants(params))
-    name = study_run_name(env, names, model, source, n)
+    name, tags, _ = study_run(env, names, len(active_variants(params)))
     run = client.create_run(
-        experiment_id,
-        run_name=name,
-        tags={"fkr.study_name": name, "pipeline": "+".join(names), "kedro_env": env, "model": model, "knowledge_source": source,
-              "n_variants": str(n), "fkr.submit": "slurm", **({PREVIOUS_STUDY_TAG: replaced} if replaced else {})},
+        experiment_id, run_name=name,
+        tags={STUDY_NAME_TAG: name, **tags, "fkr.submit": "slurm", **({PREVIOUS_STUDY_TAG: replaced} if replaced else {})},
     )
     state.parent.mkdir(parents=True, exist_ok=True)
     state.write_text(json.dumps({"parent_run_id": run.info.run_id, "tracking_uri": uri, "pipelines": names}, indent=2))
     click.echo(f"MLflow: the study's run {run.info.run_id} ({uri})")
     return run.info.run_id
-
-
-def _absolute_uri(uri: str, project: Path) -> str:
-    """A relative SQLite or file store made absolute (jobs run in the project, but say so)."""
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return f"sqlite:///{(project / uri[len('sqlite:///'):]).resolve()}"
-    if "://" not in uri:
-        return str((project / uri).resolve())
-    return uri
 
 
 def _submit(project, env, names, kedro_args, plan, todo, slurm, uri, experiment, dry_run) -> None:
@@ -403,7 +362,7 @@ def _submit(project, env, names, kedro_args, plan, todo, slurm, uri, experiment,
     if not (todo["shared"] or todo["array"] or todo["report"]):
         click.echo("nothing to submit: every job's outputs are on disk")
         return
-    uri = _absolute_uri(uri, project)
+    uri = absolute_uri(uri, project)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     log_dir = (project / LOG_ROOT / env / stamp).resolve()
     done_dir = log_dir / "done"

@@ -43,6 +43,8 @@ from .run_state import (
     slurm_job_tags,
     study_runs,
 )
+from .summary import headline_lines, mlflow_ui_command, written_lines
+from .study import describe_report, latest_nested_runs, variant_params, variant_tags
 from .store import (
     TrackingStoreError,
     check_artifact_location,
@@ -79,12 +81,16 @@ __all__ = [
     "check_env",
     "check_schema",
     "check_sqlite_store",
+    "describe_report",
     "end_stale_runs",
     "flat_numbers",
     "flatten_params",
+    "headline_lines",
+    "latest_nested_runs",
     "layer_histories",
     "log_saved",
     "metric_key",
+    "mlflow_ui_command",
     "parse_declaration",
     "prepare_sqlite_store",
     "process_alive",
@@ -95,4 +101,7 @@ __all__ = [
     "set_tags",
     "sqlite_path",
     "study_run_name",
+    "variant_params",
+    "variant_tags",
+    "written_lines",
 ]
