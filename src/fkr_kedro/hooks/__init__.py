@@ -14,7 +14,7 @@ The Kedro-configuration helpers they share with ``kedro submit`` are in
 # runlog first: it quiets library loggers before the other hooks import torch.
 from .runlog import RunSummaryHook  # isort: skip
 from ..kedro_config import project_pipelines, submitted_job
-from .advice import RUN_ORDER, MissingInputHook, StaleOutputsHook, _run_order, missing_chain, run_chain_advice, stale_nodes
+from .advice import RUN_ORDER, MissingInputHook, StaleOutputsHook, missing_chain, run_chain_advice, stale_nodes
 from .mlflow import MlflowVariantHook
 from .runtime import ActiveConfigHook, MlflowRunStackHook, ThreadsHook
 
