@@ -159,3 +159,27 @@ def test_every_nan_of_the_drift_table_has_its_reason(tracked_study):
         ("two_hop.resid_post.last", 0, "cka")
     }
     assert nan["reason"].str.contains("same vector").all()
+
+
+def test_a_sharded_cache_is_verified_file_by_file(study):
+    """A cache captured in chunks (probe.capture.chunk_rows) is a folder of shards: each is in
+    its manifest, so a damaged or removed shard is refused like a damaged single file."""
+    from fkr_kedro.analysis.capture import CaptureConfig, capture_activations
+
+    catalog = _catalog(study)
+    model = catalog.load("fp.model@variant")
+    one, two = catalog.load("one_hop_prompts").head(20), catalog.load("two_hop_prompts").head(20)
+    chunked = capture_activations(
+        model.model, model.tokenizer, one, two, CaptureConfig(chunk_rows=8, batch_size=8, max_act_prompts=4, progress=False)
+    )
+    catalog.save("fp.activations", chunked)
+    folder = _path(catalog, "fp.activations").with_suffix("")
+    assert _catalog(study).load("fp.activations").is_sharded
+    shards = sorted(p for p in folder.rglob("*.safetensors") if p.name != "cache.safetensors")
+    assert len(shards) >= 3
+    _same_size_random(shards[1])
+    with pytest.raises(DatasetError, match=rf"{shards[1].name} does not match the sha256.*--pipeline=probe --namespaces=fp --env=test"):
+        _catalog(study).load("fp.activations")
+    shards[2].unlink()
+    with pytest.raises(DatasetError, match=rf"{shards[2].name} is missing"):
+        _catalog(study).load("fp.activations")
