@@ -29,7 +29,6 @@ from fkr_kedro.modeling.storage import staged_file
 
 from .integrity import (
     adopt_artifact,
-    artifact_manifest_path,
     check_artifact,
     rebuild_command,
     remove_artifact_manifest,
@@ -115,7 +114,7 @@ class ActivationCacheDataset(_SafetensorsDataset):
             super().save(data)
             if self._directory.is_dir():
                 shutil.rmtree(self._directory)
-            artifact_manifest_path(self._directory).unlink(missing_ok=True)
+            remove_artifact_manifest(self._directory)
             return
         remove_artifact_manifest(self._directory)
         # A staging folder beside the target, renamed into place when complete.
