@@ -183,3 +183,11 @@ def test_a_sharded_cache_is_verified_file_by_file(study):
     shards[2].unlink()
     with pytest.raises(DatasetError, match=rf"{shards[2].name} is missing"):
         _catalog(study).load("fp.activations")
+
+
+def test_a_damaged_variant_names_the_rebuild_command_with_the_studys_env(study):
+    catalog = _catalog(study)
+    folder = Path(catalog.get(f"{VARIANT}.model@dir")._describe()["path"])
+    _same_size_random(next(folder.glob("*.safetensors")))
+    with pytest.raises(DatasetError, match=rf"rebuild it with `kedro run --namespaces={VARIANT} --env=test`"):
+        _catalog(study).load(f"{VARIANT}.model@dir")

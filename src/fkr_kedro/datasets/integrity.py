@@ -1,6 +1,8 @@
-"""The check every model dataset makes before a model directory is used: its files match the
-manifest written with them (``modeling.storage.verify_weights``). A mismatch is one
-:class:`~kedro.io.DatasetError` naming the model and the command that rebuilds it.
+"""The checks every dataset of stored artifacts makes before a later stage uses them: a model
+directory's files match the manifest written with them (``modeling.storage.verify_weights``),
+and a table or activation cache matches ``<file>.manifest.json`` (the second half of this
+module). A mismatch is one :class:`~kedro.io.DatasetError` naming the model or file and the
+command that rebuilds it.
 
 Directories without a manifest (written before manifests were recorded):
 
@@ -41,38 +43,40 @@ def describe(path: Path) -> tuple[str, str, bool]:
             pass
         return (
             f"variant {name!r}",
-            f"`kedro run --namespaces={name}` (or the whole quantize pipeline: `kedro run --pipeline=quantize`)",
+            f"`{rebuild_command(f'--namespaces={name}')}` (or the whole quantize pipeline: "
+            f"`{rebuild_command('--pipeline=quantize')}`)",
             True,
         )
     if path.is_symlink():
         return (
             f"base model (a link to {path.resolve()})",
             "restoring the files it links to (for a hub model: `hf download <id> --revision <revision> "
-            "--force-download`), then `kedro run --pipeline=train` to link it again",
+            f"--force-download`), then `{rebuild_command('--pipeline=train')}` to link it again",
             False,
         )
     if (path / SOURCE_FILE).is_file():
         return (
             "base model (a dequantized GGUF)",
-            "`kedro run --pipeline=train` (it dequantizes the GGUF again)",
+            f"`{rebuild_command('--pipeline=train')}` (it dequantizes the GGUF again)",
             False,
         )
-    return "model", "`kedro run --pipeline=train`", False
+    return "model", f"`{rebuild_command('--pipeline=train')}`", False
 
 
 def check_model_directory(path: Path) -> None:
     """Raise a DatasetError when ``path``'s files do not match its manifest (or, for a
     variant, when it has none); warn when a base model has none."""
-    what, rebuild, variant = describe(path)
     try:
         verify_weights(path)
     except ManifestMissingError as error:
+        what, rebuild, variant = describe(path)  # only on failure: it builds the study's command line
         if variant:
             raise DatasetError(f"{what} at {path}: {error}; rebuild it with {rebuild}") from None
         if path.resolve() not in _WARNED:  # once per directory and process (stages load it again)
             _WARNED.add(path.resolve())
             log.warning("%s at %s is loaded unverified: %s; rebuild it with %s to record one", what, path, error, rebuild)
     except WeightsError as error:
+        what, rebuild, _ = describe(path)
         raise DatasetError(f"{what} at {path}: {error}; rebuild it with {rebuild}") from None
 
 
