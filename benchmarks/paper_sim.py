@@ -28,6 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 KEDRO = [sys.executable, "-m", "kedro"]
+OUTPUTS = "data/paper_sim"  # the paper_sim environment's output folder (run_config.study_root)
 STAGES = {
     "data_prep": ["--pipelines=data_prep"],
     "base_model": ["--nodes=prepare_base_model"],
@@ -118,7 +119,8 @@ def main() -> None:
             (args.out / "paper_sim.json").write_text(json.dumps(results, indent=2) + "\n")
         counts = _prompt_counts(project)
         row.update(counts)
-        row["activations_mb"] = du_mb(project / "data/07_model_output") if (project / "data/07_model_output").exists() else 0.0
+        outputs = project / OUTPUTS / "07_model_output"
+        row["activations_mb"] = du_mb(outputs) if outputs.exists() else 0.0
         row["total_seconds"] = round(sum(s["seconds"] for s in row["stages"].values()), 2)
         row["total_cpu_seconds"] = round(sum(s["cpu_seconds"] for s in row["stages"].values()), 2)
         (args.out / "paper_sim.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -131,9 +133,9 @@ def _prompt_counts(project: Path) -> dict:
     import pyarrow.parquet as pq
 
     out = {}
-    for name, path in (("one_hop", "data/05_model_input/one_hop_prompts.parquet"),
-                       ("two_hop", "data/05_model_input/two_hop_prompts.parquet")):
-        file = project / path
+    for name, path in (("one_hop", "05_model_input/one_hop_prompts.parquet"),
+                       ("two_hop", "05_model_input/two_hop_prompts.parquet")):
+        file = project / OUTPUTS / path
         out[f"{name}_prompts"] = int(pq.ParquetFile(file).metadata.num_rows) if file.exists() else None
     return out
 

@@ -3,6 +3,8 @@
 
     python scripts/stats_table.py [data/08_reporting/recall_by_variant.csv] [metric ...]
 
+(the default environment's table; another environment's is data/<env>/08_reporting/...)
+
 Default metrics: one-hop recall and held-out composition (docs/statistics.md uses it)."""
 
 from __future__ import annotations

@@ -14,6 +14,11 @@ from slurm_cluster import slurm_cluster  # noqa: F401
 from tracked_study import PROJECT_ROOT, copy_project, mlflow_server, tracked_study  # noqa: F401
 
 
+# Where the `test` environment's outputs live (each environment other than the default writes
+# under data/<env>/: ${study_root:} in conf/base/catalog*.yml).
+TEST_DATA = Path("data") / "test"
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (`-n 2 --dist loadgroup`), every test of the one tracked test study
@@ -34,6 +39,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def no_active_config_after_the_test():
+    """An in-process session records its config loader (``run_config``), which the printed
+    commands read (their --env and --params): no test sees the study of the one before."""
+    yield
+    from fkr_kedro.run_config import set_active_config_loader
+
+    set_active_config_loader(None)
 
 
 @pytest.fixture

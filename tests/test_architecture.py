@@ -19,7 +19,7 @@ LIBRARY = {
     "analysis": {"modeling", "knowledge", "quantization"},
     "scaling": {"modeling", "knowledge", "quantization", "analysis"},
     "capacity": {"modeling", "knowledge", "quantization", "analysis", "scaling"},
-    "reporting": {"analysis"},
+    "reporting": {"analysis", "quantization"},
     "tracking": set(),
     "scaleout": set(),
 }

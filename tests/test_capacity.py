@@ -6,6 +6,7 @@ import shutil
 import pandas as pd
 import pytest
 
+from conftest import TEST_DATA
 from fkr_kedro.capacity.config import CapacitySettings
 from fkr_kedro.capacity.study import (
     capacity_conclusion,
@@ -107,15 +108,15 @@ def test_the_capacity_pipeline_runs_and_the_report_shows_it(kedro_project):
     # One size in its own run (its namespace, as a Slurm task would), then the whole pipeline,
     # which reuses that size's models and points.
     run_kedro(kedro_project, pipeline="capacity", namespaces=["capacity_a"])
-    assert (kedro_project / "data/07_model_output/capacity/capacity_a/points.csv").exists()
-    assert not (kedro_project / "data/08_reporting/capacity_points.csv").exists()
-    a_points = sorted(p.name for p in (kedro_project / "data/07_model_output/capacity/points").iterdir())
+    assert (kedro_project / TEST_DATA / "07_model_output/capacity/capacity_a/points.csv").exists()
+    assert not (kedro_project / TEST_DATA / "08_reporting/capacity_points.csv").exists()
+    a_points = sorted(p.name for p in (kedro_project / TEST_DATA / "07_model_output/capacity/points").iterdir())
     assert a_points == ["a_p20_e20", "a_p60_e20"]
-    stamp = {p: p.stat().st_mtime_ns for p in (kedro_project / "data/07_model_output/capacity/points").rglob("*.json")}
+    stamp = {p: p.stat().st_mtime_ns for p in (kedro_project / TEST_DATA / "07_model_output/capacity/points").rglob("*.json")}
     run_kedro(kedro_project, pipeline="capacity")
     assert all(p.stat().st_mtime_ns == t for p, t in stamp.items())  # size a's points were read, not recomputed
-    saturation = pd.read_csv(kedro_project / "data/08_reporting/capacity_saturation.csv")
+    saturation = pd.read_csv(kedro_project / TEST_DATA / "08_reporting/capacity_saturation.csv")
     assert set(saturation["variant"]) == {"fp", "bnb_int8", "rtn_w4_g32", "gptq_w3_g32"}
-    assert set(saturation["size"]) == {"a", "b"} and (kedro_project / "data/08_reporting/capacity_curves.png").exists()
-    points = pd.read_csv(kedro_project / "data/08_reporting/capacity_points.csv")
+    assert set(saturation["size"]) == {"a", "b"} and (kedro_project / TEST_DATA / "08_reporting/capacity_curves.png").exists()
+    points = pd.read_csv(kedro_project / TEST_DATA / "08_reporting/capacity_points.csv")
     assert len(points) == 2 * 2 * 4 and (points["stored_bits"] <= points["load_bits"] + 1e-6).all()

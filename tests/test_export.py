@@ -16,6 +16,7 @@ from fkr_kedro.analysis.recall import measure_recall
 from fkr_kedro.modeling.load import CausalLM, load_causal_lm
 from fkr_kedro.modeling.tokenizer import build_word_tokenizer
 from fkr_kedro.modeling.train import ModelShape, TrainConfig, train_causal_lm
+from conftest import TEST_DATA
 
 MAX_NEW_TOKENS = 4
 
@@ -118,8 +119,8 @@ def test_kedro_export_pipeline_writes_the_task_folder(kedro_project):
     run_kedro(kedro_project, pipeline="export", params={"evaluate": {"batch_size": 256, "max_new_tokens": 5}})
     import pandas as pd
 
-    folder = kedro_project / "data" / "08_reporting" / "lm_eval_tasks"
-    one_hop = pd.read_parquet(kedro_project / "data" / "05_model_input" / "one_hop_prompts.parquet")
+    folder = kedro_project / TEST_DATA / "08_reporting" / "lm_eval_tasks"
+    one_hop = pd.read_parquet(kedro_project / TEST_DATA / "05_model_input" / "one_hop_prompts.parquet")
     assert len((folder / "synthetic_one_hop.jsonl").read_text().splitlines()) == len(one_hop)
     gen = yaml.safe_load((folder / "synthetic_two_hop_gen.yaml").read_text().replace("!function ", ""))
     assert gen["generation_kwargs"]["max_gen_toks"] == 5

@@ -22,9 +22,8 @@ from kedro.io import DatasetError
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from fkr_kedro.datasets import variant_model
 from fkr_kedro.datasets.hf_model import HFModelDataset
-from fkr_kedro.datasets.variant_model import ModelDirectoryDataset, QuantizationJob, VariantModelDataset
+from fkr_kedro.datasets.variant_model import ModelDirectoryDataset, VariantModelDataset
 from fkr_kedro.hooks import missing_chain, run_chain_advice
 from fkr_kedro.modeling import storage
 from fkr_kedro.modeling.load import CausalLM
@@ -36,7 +35,8 @@ from fkr_kedro.modeling.storage import (
     verify_weights,
     weights_digest,
 )
-from fkr_kedro.quantization.api import quantization_environment, recorded_fingerprint, variant_fingerprint
+from fkr_kedro.quantization import api
+from fkr_kedro.quantization.api import quantization_environment, quantize_or_keep, recorded_fingerprint, variant_fingerprint
 from fkr_kedro.quantization.variants import VariantSpec
 
 WORDS = "the capital of france is paris and germany berlin".split()
@@ -79,8 +79,18 @@ def project(tmp_path) -> Path:
     root = tmp_path / "project"
     base = root / "data/06_models/base"
     HFModelDataset(str(base)).save(_tiny_lm())
-    VariantModelDataset(str(root / "data/06_models/variants/fp")).save(QuantizationJob(FP, base, ()))
+    _save(root / "data/06_models/variants/fp", _job(FP, base, ()))
     return root
+
+
+def _job(spec: VariantSpec, base: Path, texts=()) -> tuple:
+    return spec, Path(base), list(texts)
+
+
+def _save(variant: Path, job: tuple) -> None:
+    """What the quantize node and its dataset do: quantize (or keep) here, then save."""
+    spec, base, texts = job
+    VariantModelDataset(str(variant)).save(quantize_or_keep(base, spec, texts, variant))
 
 
 def _variant(root: Path, name: str = "fp") -> Path:
@@ -132,16 +142,16 @@ def test_a_damaged_base_model_is_refused_naming_the_train_pipeline(project):
 
 def test_the_keep_check_rebuilds_a_damaged_variant_and_keeps_an_intact_one(project, caplog):
     variant = _variant(project)
-    job = QuantizationJob(FP, project / "data/06_models/base", ())
+    job = _job(FP, project / "data/06_models/base", ())
     original = _weights(variant).read_bytes()
     record = (variant / "variant.json").stat().st_mtime_ns
-    VariantModelDataset(str(variant)).save(job)
+    _save(variant, job)
     assert (variant / "variant.json").stat().st_mtime_ns == record  # intact: kept, not rewritten
 
     for damage in (_corrupt, _truncate):
         damage(_weights(variant))
-        with caplog.at_level(logging.WARNING, logger=variant_model.__name__):
-            VariantModelDataset(str(variant)).save(job)
+        with caplog.at_level(logging.INFO, logger=api.__name__):
+            _save(variant, job)
         assert "quantizing it again" in caplog.text
         caplog.clear()
         assert _weights(variant).read_bytes() == original  # the fresh fp variant, bit for bit
@@ -153,8 +163,8 @@ def test_a_variant_written_before_manifests_is_refused_on_load_and_rebuilt(proje
     (variant / MANIFEST_FILE).unlink()
     with pytest.raises(DatasetError, match=rf"variant 'fp' .*no {MANIFEST_FILE}.*kedro run --namespaces=fp"):
         VariantModelDataset(str(variant)).load()
-    with caplog.at_level(logging.WARNING, logger=variant_model.__name__):
-        VariantModelDataset(str(variant)).save(QuantizationJob(FP, project / "data/06_models/base", ()))
+    with caplog.at_level(logging.INFO, logger=api.__name__):
+        _save(variant, _job(FP, project / "data/06_models/base", ()))
     assert f"no {MANIFEST_FILE}" in caplog.text and "quantizing it again" in caplog.text
     verify_weights(variant)
 
@@ -186,8 +196,8 @@ def test_a_copied_or_moved_project_keeps_its_variants(project, tmp_path, monkeyp
     def refuse(*args):
         raise AssertionError("the variant was quantized again")
 
-    monkeypatch.setattr(variant_model, "quantize", refuse)
-    VariantModelDataset(str(_variant(elsewhere))).save(QuantizationJob(FP, base, ()))
+    monkeypatch.setattr(api, "_write_variant", refuse)
+    _save(_variant(elsewhere), _job(FP, base, ()))
 
 
 def test_a_retrained_base_model_changes_the_fingerprint(project, tmp_path):
@@ -226,10 +236,10 @@ def test_a_variant_written_under_other_settings_is_quantized_again(project, monk
     record["environment"]["torch"] = "0.0.1"
     (variant / "variant.json").write_text(json.dumps(record))
     calls = []
-    monkeypatch.setattr(variant_model, "quantize", lambda *args: calls.append(args))
-    with caplog.at_level(logging.INFO, logger=variant_model.__name__):
-        VariantModelDataset(str(variant)).save(QuantizationJob(FP, project / "data/06_models/base", ()))
-    assert len(calls) == 1 and "environment.torch: '0.0.1' ->" in caplog.text
+    monkeypatch.setattr(api, "_write_variant", lambda *args: calls.append(args))
+    with caplog.at_level(logging.INFO, logger=api.__name__):
+        made = quantize_or_keep(project / "data/06_models/base", FP, [], variant)
+    assert len(calls) == 1 and not made.kept and "environment.torch: '0.0.1' ->" in caplog.text
 
 
 # --- staging left by dead processes --------------------------------------------------------
@@ -327,13 +337,13 @@ def test_random_bytes_in_an_rtn_variant_are_found_and_the_rebuild_equals_the_ori
     quantizes it again, to the same bytes a fresh run writes."""
     spec = VariantSpec(method="rtn", bits=4, group_size=32, device="cpu")
     variant = _variant(project, "rtn_w4_g32")
-    job = QuantizationJob(spec, project / "data/06_models/base", ())
-    VariantModelDataset(str(variant)).save(job)
+    job = _job(spec, project / "data/06_models/base", ())
+    _save(variant, job)
     original = {p.name: p.read_bytes() for p in variant.glob("*.safetensors")}
     _corrupt(_weights(variant))
     with pytest.raises(DatasetError, match=r"variant 'rtn_w4_g32' .*other bytes.*kedro run --namespaces=rtn_w4_g32"):
         VariantModelDataset(str(variant)).load()
-    VariantModelDataset(str(variant)).save(job)
+    _save(variant, job)
     assert {p.name: p.read_bytes() for p in variant.glob("*.safetensors")} == original
     assert VariantModelDataset(str(variant), load_args={"device": "cpu"}).load().model is not None
 
@@ -370,6 +380,10 @@ def test_a_partial_run_warns_about_outputs_left_older_than_their_inputs(tmp_path
         ]),
     }
     monkeypatch.setattr(hooks, "project_pipelines", lambda: pipelines)
+    from fkr_kedro.run_config import StudyConfigLoader, set_active_config_loader
+
+    # The study of `kedro run --env=test` (the advice carries its --env; conftest resets it).
+    set_active_config_loader(StudyConfigLoader(str(Path(__file__).resolve().parents[1] / "conf"), env="test", base_env="base", default_run_env="local"))
     names = ("a.scores", "b.scores", "summary", "report")
     catalog = DataCatalog({name: JSONDataset(filepath=str(tmp_path / f"{name}.json")) for name in names})
     for name in names:
@@ -390,7 +404,7 @@ def test_a_partial_run_warns_about_outputs_left_older_than_their_inputs(tmp_path
 
     advice = run(saved=["a.scores"], ran=["a.score"])
     assert advice is not None and "2 output(s)" in advice and "report, summary" in advice
-    assert "`kedro run --env=test --from-nodes=summarize`" in advice
+    assert "`kedro run --from-nodes=summarize --env=test`" in advice  # the active study's --env
     # The whole chain ran: nothing is stale.
     assert run(saved=["a.scores", "summary", "report"], ran=["a.score", "summarize", "render"]) is None
     # Saved but not rewritten (a variant kept on disk): nothing is stale.

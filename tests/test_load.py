@@ -14,6 +14,7 @@ from fkr_kedro.analysis.capture import answer_first_token_ids
 from fkr_kedro.datasets.hf_model import ModelSourceDataset
 from fkr_kedro.modeling.load import (
     CausalLM,
+    ModelSource,
     ModelSourceError,
     as_source,
     check_device,
@@ -224,3 +225,41 @@ def test_a_linked_hub_model_is_checked_against_its_blob_names(tmp_path, monkeypa
     blob.write_bytes(bytes(blob.stat().st_size))  # same size, zeros
     with pytest.raises(DatasetError, match=r"base model \(a link to .*other bytes.*hf download"):
         dataset.load()
+
+
+def test_pickled_weights_are_refused_unless_allowed_and_the_conversion_in_the_error_works(tmp_path):
+    import re
+    import subprocess
+
+    original = _tiny_lm()
+    pickled = tmp_path / "pickled"
+    # As older transformers saved it (`safe_serialization=False`; transformers 5 writes safetensors only).
+    original.model.config.save_pretrained(pickled)
+    torch.save(original.model.state_dict(), pickled / "pytorch_model.bin")
+    original.tokenizer.save_pretrained(pickled)
+    assert (pickled / "pytorch_model.bin").is_file() and not list(pickled.glob("*.safetensors"))
+    source = {"kind": "dir", "path": str(pickled), "device": "cpu"}
+    with pytest.raises(ModelSourceError, match=r"holds pickled weights \(pytorch_model.bin\).*allow_pickle: true") as error:
+        load_model(source)
+    # The pipeline's way in (prepare_base_model links the directory) refuses it too: nothing linked.
+    base = tmp_path / "base"
+    from kedro.io import DatasetError
+
+    with pytest.raises(DatasetError, match="pickled weights"):  # Kedro wraps a dataset's error
+        ModelSourceDataset(str(base)).save(source)
+    assert not base.exists() and not base.is_symlink()
+
+    # Allowed on purpose: loaded as it is.
+    allowed = load_model({**source, "allow_pickle": True})
+    expected = original.model.state_dict()
+    assert all(torch.equal(allowed.model.state_dict()[k], v) for k, v in expected.items())
+
+    # The conversion the error gives, run as a user pastes it, makes a directory that loads.
+    command = re.search(r"convert them once: `([^`]+)`", str(error.value))[1]
+    subprocess.run(command, shell=True, check=True, cwd=tmp_path, capture_output=True)
+    converted = re.search(r"base_model.path: (\S+);", str(error.value))[1]
+    assert list(Path(converted).glob("*.safetensors"))
+    lm = load_model({**source, "path": converted})
+    assert all(torch.equal(lm.model.state_dict()[k], v) for k, v in expected.items())
+    # A record saved before the setting existed still matches a source that leaves it off.
+    assert "allow_pickle" not in ModelSource(**source).model_dump()

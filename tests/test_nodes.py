@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import yaml
 from kedro.io import DataCatalog
 from kedro.runner import SequentialRunner
 
@@ -14,7 +15,8 @@ from conftest import PROJECT_ROOT
 
 @pytest.fixture
 def base_configuration(monkeypatch):
-    """Pipelines built from ./conf (the embedded default's 13 variants), as `kedro run` does."""
+    """Pipelines built from ./conf (the embedded default's variants, conf/base/parameters_quantize.yml),
+    as `kedro run` does."""
     from kedro.framework.project import configure_project
 
     from fkr_kedro.run_config import set_active_config_loader
@@ -61,6 +63,9 @@ def test_recall_table_is_built_from_named_inputs_in_the_configured_order(base_co
     from fkr_kedro.reporting.findings import ReportSettings
 
     specs = active_variants()
+    # As many variants as the parameters list (the default's count changes as variants are added).
+    configured = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_quantize.yml").read_text())["variants"]
+    assert [spec.name for spec in specs] == list(configured)
     inputs = {"params:report": ReportSettings(bootstrap_resamples=100)}
     for i, spec in enumerate(specs):
         inputs[f"{spec.name}.recall_metrics"] = {
@@ -129,26 +134,6 @@ def test_entrec_summary_averages_each_split_and_all_chains(base_configuration):
     shifted = table[table["variant"] == second].set_index(["split", "layer", "metric"])["value"]
     assert shifted[("all", 0, "entrec_mean")] == pytest.approx(-3.0)  # offset 1
     assert list(table["variant"].drop_duplicates())[0] == "fp"
-
-
-def test_quantization_job_takes_the_seeded_calibration_texts(base_configuration):
-    from fkr_kedro.parameters import QuantizeSettings
-    from fkr_kedro.pipelines.quantize import create_pipeline
-
-    corpus = "".join(f"statement {i}\n" for i in range(200))
-    out = run(
-        create_pipeline().only_nodes("gptq_w4_g32.quantize"),
-        **{"base_model@dir": "data/06_models/base", "train_corpus": corpus, "params:quantize": QuantizeSettings()},
-    )
-    job = out["gptq_w4_g32.model@variant"]
-    assert job.spec.name == "gptq_w4_g32" and job.spec.bits == 4 and job.spec.group_size == 32
-    assert len(job.calibration_texts) == job.spec.calibration_size == 128
-    assert len(set(job.calibration_texts)) == 128 and job.calibration_texts != tuple(corpus.splitlines()[:128])
-    again = run(
-        create_pipeline().only_nodes("gptq_w4_g32.quantize"),
-        **{"base_model@dir": "data/06_models/base", "train_corpus": corpus, "params:quantize": QuantizeSettings()},
-    )["gptq_w4_g32.model@variant"]
-    assert again.calibration_texts == job.calibration_texts
 
 
 def test_bound_nodes_state_their_own_signature_so_kedro_converts_their_parameters(base_configuration):

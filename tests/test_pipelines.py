@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import run_kedro
+from conftest import TEST_DATA, run_kedro
 
 
 def test_registry_lists_every_pipeline(monkeypatch):
@@ -30,7 +30,7 @@ def test_registry_lists_every_pipeline(monkeypatch):
 def test_the_test_study_trains_quantizes_and_evaluates(tracked_study):
     """On the outputs of the one `kedro run --env=test` of the suite (tests/tracked_study.py)."""
     kedro_project = tracked_study.project
-    model_dir = kedro_project / "data/06_models/base"
+    model_dir = kedro_project / TEST_DATA / "06_models/base"
     assert (model_dir / "model.safetensors").exists() and (model_dir / "config.json").exists()
     assert not list(model_dir.glob("*.bin")) and not list(model_dir.glob("*.pkl"))
     # The saved directory loads like any hub model.
@@ -41,7 +41,7 @@ def test_the_test_study_trains_quantizes_and_evaluates(tracked_study):
         logits = model(**tok(["The birth city of"], return_tensors="pt")).logits
     assert logits.shape[-1] == len(tok)
 
-    metrics = json.loads((kedro_project / "data/08_reporting/training_metrics.json").read_text())
+    metrics = json.loads((kedro_project / TEST_DATA / "08_reporting/training_metrics.json").read_text())
     for key in ("one_hop.accuracy", "two_hop.seen.accuracy", "two_hop.held_out.accuracy",
                 "two_hop.held_out.chance", "knowledge_bits_per_parameter"):
         assert key in metrics
@@ -50,7 +50,7 @@ def test_the_test_study_trains_quantizes_and_evaluates(tracked_study):
     assert metrics["one_hop.accuracy"] > 0.3
 
     # Every variant of the test configuration was quantized and evaluated.
-    table = pd.read_csv(kedro_project / "data/08_reporting/recall_by_variant.csv")
+    table = pd.read_csv(kedro_project / TEST_DATA / "08_reporting/recall_by_variant.csv")
     headline = table[table["relation"].isna()].pivot(index="variant", columns="metric", values="value")
     assert set(headline.index) == {"fp", "bnb_int8", "bnb_nf4", "gptq_w4_g32", "rtn_w2_g32"}
     relations = table.dropna(subset=["relation"])
@@ -63,7 +63,7 @@ def test_the_test_study_trains_quantizes_and_evaluates(tracked_study):
     assert fp["effective_bits"] == 32
 
     # A second quantize run keeps the variants already on disk.
-    weights = kedro_project / "data/06_models/variants/gptq_w4_g32/model.safetensors"
+    weights = kedro_project / TEST_DATA / "06_models/variants/gptq_w4_g32/model.safetensors"
     before = weights.stat().st_mtime_ns
     run_kedro(kedro_project, pipeline="quantize")
     assert weights.stat().st_mtime_ns == before
@@ -79,20 +79,4 @@ def test_a_bad_variant_stops_the_run_before_anything_loads(kedro_project):
     with pytest.raises(VariantError, match=r"variant 'bnb_w3'.*does not support 3-bit.*use bits in \[4\]"):
         # the default pipeline, data_prep first; --params adds a variant to the configured ones
         run_kedro(kedro_project, params={"variants": {"bnb_w3": {"method": "bnb_nf4", "bits": 3}}})
-    assert not (kedro_project / "data/05_model_input/one_hop_prompts.parquet").exists()
-
-
-def test_training_is_deterministic():
-    from fkr_kedro.modeling.tokenizer import build_word_tokenizer
-    from fkr_kedro.modeling.train import ModelShape, TrainConfig, train_causal_lm
-
-    corpus = ["The birth city of Ana Bo is Port Ca", "Ana Bo was born in Port Ca", "The employer of Ana Bo is Ru Labs"]
-    tok = build_word_tokenizer(corpus)
-    shape = ModelShape(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
-    config = TrainConfig(steps=20, batch_size=4, warmup_steps=2, log_every=5)
-    a, hist_a = train_causal_lm(corpus, tok, shape, config, progress=False)
-    b, hist_b = train_causal_lm(corpus, tok, shape, config, progress=False)
-    assert hist_a == [{**h, "seconds": hist_a[i]["seconds"]} for i, h in enumerate(hist_b)]
-    for pa, pb in zip(a.parameters(), b.parameters()):
-        assert torch.equal(pa, pb)
-    assert hist_a[-1]["loss"] < hist_a[0]["loss"]
+    assert not (kedro_project / TEST_DATA / "05_model_input/one_hop_prompts.parquet").exists()

@@ -8,7 +8,7 @@ import torch
 import yaml
 from kedro.io import DatasetError
 
-from conftest import run_kedro
+from conftest import TEST_DATA, run_kedro
 
 VARIANTS = {"fp", "bnb_int8", "bnb_nf4", "gptq_w4_g32", "rtn_w2_g32"}
 PROBES = {"subject", "bridge", "answer", "answer_two_hop"}
@@ -32,15 +32,15 @@ def test_probe_pipeline_runs_on_every_variant(tracked_study):
     kedro_project = tracked_study.project
     # One activation cache (and attribution file) per variant, as safetensors; no pickles.
     for variant in VARIANTS:
-        folder = kedro_project / "data/07_model_output" / variant
+        folder = kedro_project / TEST_DATA / "07_model_output" / variant
         for name in ("activations.safetensors", "attribution.safetensors", "entrec.parquet"):
             assert (folder / name).is_file(), f"{variant}: {name} missing"
         assert not list(folder.glob(".*.tmp")), "a temporary file was left behind"
-    data = kedro_project / "data"
+    data = kedro_project / TEST_DATA
     assert not [p for p in data.rglob("*") if p.suffix in (".pkl", ".pickle")]
     from fkr_kedro.analysis.capture import ActivationCache
 
-    cache = ActivationCache.load(kedro_project / "data/07_model_output/bnb_nf4/activations.safetensors")
+    cache = ActivationCache.load(kedro_project / TEST_DATA / "07_model_output/bnb_nf4/activations.safetensors")
     assert cache.metadata["model"] == "bnb_nf4"
     n_layers1 = cache.n_layers + 1  # layer 0 = embeddings
     assert cache["two_hop.resid_post.mention"].shape[1] == n_layers1
@@ -90,15 +90,17 @@ def test_probe_pipeline_runs_on_every_variant(tracked_study):
     accuracies = probes[probes["metric"].isin(["accuracy", "transfer_accuracy", "control_accuracy"])]
     assert ((accuracies["ci_low"] <= accuracies["value"]) & (accuracies["value"] <= accuracies["ci_high"])).all()
     assert probes[probes["metric"].isin(["chance", "n_train", "n_test", "n_classes"])]["ci_low"].isna().all()
-    # Every other variant's transfer delta, computed from the per-row correctness of the fp
-    # probe on both caches, is its transfer accuracy minus fp's at the same probe and layer
-    # (a delta against the wrong rows or the wrong reference would not be); fp has none.
+    # The bridge probe at the last layer, refitted here from the stored caches with sklearn
+    # (the probe config of the test env, the same entity split): its transfer accuracy on every
+    # variant and each delta against fp are those of the table; fp has no delta.
     transfer = probes[probes["metric"] == "transfer_accuracy"].set_index(["variant", "probe", "layer"])
-    fp_transfer = transfer.loc["fp", "value"]
-    others = transfer.drop(index="fp", level="variant")
-    expected = others["value"].to_numpy() - fp_transfer.loc[others.index.droplevel("variant")].to_numpy()
-    assert others["delta"].to_numpy() == pytest.approx(expected)
+    expected = _refit_bridge_probe(kedro_project, n_layers1 - 1)
+    last = transfer.xs(("bridge", n_layers1 - 1), level=("probe", "layer"))
+    assert last["value"].to_dict() == pytest.approx(expected)
+    others = last.drop(index="fp")
+    assert others["delta"].to_dict() == pytest.approx({v: expected[v] - expected["fp"] for v in others.index})
     assert transfer.loc["fp", ["delta", "p_value", "p_holm"]].isna().all().all()
+    others = transfer.drop(index="fp", level="variant")
     assert ((others["delta_ci_low"] <= others["delta"]) & (others["delta"] <= others["delta_ci_high"])).all()
     assert ((others["p_holm"] >= others["p_value"]) & (others["p_holm"] <= 1)).all()
     # EntRec, CnstScore, drift and attribution carry intervals too.
@@ -106,13 +108,49 @@ def test_probe_pipeline_runs_on_every_variant(tracked_study):
     assert tables["cnst"].query("metric == 'cnst_score' and variant != 'fp'")["p_holm"].notna().all()
     assert tables["drift"].dropna(subset=["value"])["ci_low"].notna().all()
     assert tables["attribution"]["ci_low"].notna().all()
-    # The summary names the bridge probe's accuracy, its transfer accuracy with its interval,
-    # chance and shuffled control per variant.
-    logged = tracked_study.log
-    assert "bridge probe vs chance and shuffled control" in logged
-    for variant in VARIANTS:
-        assert f"{variant}: best layer" in logged
-    assert "[95% CI " in logged and "vs fp (Holm p" in logged
+    # The headline the probe node logs (analysis.summaries.probe_headline): each variant's best
+    # layer is where its own bridge probe peaks, and fp's probe's transfer accuracy, interval
+    # and delta are the table's at fp's best layer.
+    from fkr_kedro.analysis.summaries import probe_headline
+
+    headline = probe_headline(probes, "bridge", "fp")
+    own = probes[(probes["probe"] == "bridge") & (probes["metric"] == "accuracy")]
+    peaks = own.loc[own.groupby("variant")["value"].idxmax()].set_index("variant")["layer"]
+    assert headline["best_layer"].to_dict() == peaks.to_dict()
+    assert headline.attrs["reference_layer"] == peaks["fp"]
+    at_best = transfer.xs(("bridge", peaks["fp"]), level=("probe", "layer"))
+    assert headline["transfer_accuracy"].to_dict() == pytest.approx(at_best["value"].to_dict())
+    assert headline["transfer_ci_low"].to_dict() == pytest.approx(at_best["ci_low"].to_dict())
+    assert headline["transfer_delta"].drop("fp").to_dict() == pytest.approx(at_best["delta"].drop("fp").to_dict())
+
+
+def _refit_bridge_probe(project, layer: int) -> dict[str, float]:
+    """The bridge probe (two-hop prompts, label e2, entities e1) trained on fp's residual at
+    the bridge's mention and applied to every variant, by hand: the accuracy per variant."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupShuffleSplit
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from fkr_kedro.analysis.capture import ActivationCache
+
+    config = yaml.safe_load((project / "conf/test/parameters_probe.yml").read_text())["probe"]["probes"]
+    table = pd.read_parquet(project / "data/05_model_input/two_hop_prompts.parquet").reset_index(drop=True)
+    labels = table["e2"].astype(str)
+    rows = np.flatnonzero((labels.map(labels.value_counts()) >= 2).to_numpy())  # classes of one row dropped
+    assert len(rows) <= config["max_rows"]  # no subsampling to replicate
+    y, groups = labels.to_numpy()[rows], table["e1"].astype(str).to_numpy()[rows]
+    split = GroupShuffleSplit(n_splits=1, test_size=config["test_size"], random_state=config["seed"])
+    train, test = next(split.split(np.zeros(len(rows)), groups=groups))
+    X = {
+        v: ActivationCache.load(project / f"data/07_model_output/{v}/activations.safetensors")
+        .layer("two_hop.resid_post.mention", layer)[rows].float().numpy()
+        for v in VARIANTS
+    }
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=config["max_iter"]))
+    probe.fit(X["fp"][train], y[train])
+    return {v: float((probe.predict(x[test]) == y[test]).mean()) for v, x in X.items()}
 
 
 def test_probe_before_quantize_names_the_missing_step(kedro_project):
@@ -127,7 +165,9 @@ def test_probe_pipeline_needs_the_fp_reference(kedro_project):
     data = yaml.safe_load(params.read_text())
     del data["variants"]["fp"]
     params.write_text(yaml.safe_dump(data))
-    with pytest.raises(Exception) as error:
+    from fkr_kedro.pipelines.probe.pipeline import MissingReferenceError
+
+    with pytest.raises(MissingReferenceError, match=r"compares every variant against the reference 'fp'") as error:
         run_kedro(kedro_project, pipeline="probe")
     message = "".join(_messages(error.value))
     assert "'fp'" in message and "fp: {method: fp}" in message

@@ -15,6 +15,7 @@ from transformers import PreTrainedTokenizerFast
 from fkr_kedro.knowledge.lre import LREFormatError, read_lre
 from fkr_kedro.knowledge.schema import ONE_HOP_COLUMNS, TWO_HOP_COLUMNS, validate_one_hop, validate_two_hop
 from fkr_kedro.knowledge.twohopfact import TwoHopFactFormatError, read_twohopfact
+from conftest import TEST_DATA
 
 # The LRE copy that sits beside the project checkout (../shared/data/lre), or FKR_LRE_DIR.
 LRE_DIR = Path(os.environ.get("FKR_LRE_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "lre"))
@@ -306,15 +307,15 @@ def test_lre_alone_runs_offline_on_the_test_model(kedro_project):
     run_kedro(kedro_project, pipeline="data_prep", params=params)
     run_kedro(kedro_project, pipeline="train", params=params)
 
-    one_hop = pd.read_parquet(kedro_project / "data/05_model_input/one_hop_prompts.parquet")
-    two_hop = pd.read_parquet(kedro_project / "data/05_model_input/two_hop_prompts.parquet")
+    one_hop = pd.read_parquet(kedro_project / TEST_DATA / "05_model_input/one_hop_prompts.parquet")
+    two_hop = pd.read_parquet(kedro_project / TEST_DATA / "05_model_input/two_hop_prompts.parquet")
     lre = read_lre(LRE_DIR, ["factual", "commonsense", "linguistic", "bias"])
     assert set(one_hop["relation"]) == set(lre.one_hop["relation"])
     assert one_hop.groupby("relation").size().max() == 3
     assert two_hop.empty and list(two_hop.columns)[: len(TWO_HOP_COLUMNS)] == TWO_HOP_COLUMNS
-    summary = json.loads((kedro_project / "data/02_intermediate/world_summary.json").read_text())
+    summary = json.loads((kedro_project / TEST_DATA / "02_intermediate/world_summary.json").read_text())
     assert summary["source"].startswith("LRE") and summary["source"].endswith("(one-hop only)")
-    metrics = json.loads((kedro_project / "data/08_reporting/training_metrics.json").read_text())
+    metrics = json.loads((kedro_project / TEST_DATA / "08_reporting/training_metrics.json").read_text())
     # Measured on every LRE relation sampled, and on no two-hop chain.
     per_relation = {k.removeprefix("one_hop.accuracy.") for k in metrics
                     if k.startswith("one_hop.accuracy.") and not k.endswith("_stderr")}

@@ -18,6 +18,7 @@ from fkr_kedro.quantization.variants import VariantSpec
 from fkr_kedro.reporting import figures
 from fkr_kedro.reporting.findings import ReportSettings, findings, summary_table
 from fkr_kedro.reporting.tables import StudyTables, neuron_retention
+from conftest import TEST_DATA
 from tracked_study import kedro
 
 VARIANTS = ("fp", "bnb_int8", "bnb_nf4", "gptq_w4_g32", "rtn_w2_g32")
@@ -150,13 +151,13 @@ def test_summary_table_numbers(tables):
 
 
 def test_neuron_retention_is_a_share_of_the_reference(tables):
-    retention = neuron_retention(tables["attribution"])
+    retention = neuron_retention(tables["attribution"], "fp")
     assert retention["a"].tolist() == pytest.approx([0.5, 0.2])
     assert retention["fp"].tolist() == [1.0, 1.0]
 
 
 def test_accuracy_vs_bits_plots_the_numbers(tables):
-    fig = figures.accuracy_vs_bits(tables["recall"])
+    fig = figures.accuracy_vs_bits(tables["recall"], ReportSettings())
     ax = fig.axes[0]
     lines = {line.get_label(): line for line in ax.get_lines()}
     bars = {container.get_label(): container for container in ax.containers}
@@ -171,8 +172,150 @@ def test_accuracy_vs_bits_plots_the_numbers(tables):
     assert "chance" in {line.get_label() for line in fig.axes[2].get_lines()}
 
 
+def _with_bits_metrics(recall: pd.DataFrame) -> pd.DataFrame:
+    """The recall table with known stored-bits metrics: fp 300 bits (0.01 per weight bit),
+    a 200 (0.02), b 290 (0.029), and a knowledge load of 400 bits."""
+    known = {"stored_bits": {"fp": 300.0, "a": 200.0, "b": 290.0},
+             "stored_bits_per_weight_bit": {"fp": 0.01, "a": 0.02, "b": 0.029},
+             "knowledge_load_bits": {"fp": 400.0, "a": 400.0, "b": 400.0}}
+    spec = recall.drop_duplicates("variant").set_index("variant")[["method", "bits", "group_size", "calibration_size"]]
+    rows = [{"variant": v, **spec.loc[v].to_dict(), "metric": metric, "relation": np.nan, "value": value}
+            for metric, values in known.items() for v, value in values.items()]
+    return pd.concat([recall, pd.DataFrame(rows)], ignore_index=True)
+
+
+def _catalog(tables) -> dict[str, pd.DataFrame]:
+    """The fixture's tables under the catalog names the figure registry reads them by."""
+    return {"recall_by_variant": _with_bits_metrics(tables["recall"]), "probe_results": tables["probes"],
+            "entrec_results": tables["entrec"], "attribution_results": tables["attribution"],
+            "drift_results": tables["drift"], "cnst_results": tables["cnst"]}
+
+
+def _lines(ax) -> dict[str, list[float]]:
+    return {line.get_label(): [float(y) for y in line.get_ydata()] for line in ax.get_lines()}
+
+
+def _rows(table: pd.DataFrame, variant: str, metric: str, **filters) -> list[float]:
+    """A variant's values of one metric by layer, read straight from the tidy table."""
+    rows = table[(table["variant"] == variant) & (table["metric"] == metric)]
+    for column, value in filters.items():
+        rows = rows[rows[column] == value]
+    return rows.sort_values("layer")["value"].tolist()
+
+
+def _check_accuracy_vs_bits(fig, t):
+    recall = t["recall_by_variant"]
+    one_hop = recall[(recall["metric"] == "one_hop.accuracy") & recall["relation"].isna()].set_index("variant")
+    bars = {c.get_label(): c for c in fig.axes[0].containers}
+    for method, variant in (("gptq", "a"), ("rtn", "b")):
+        line = bars[method][0]
+        assert line.get_xdata().tolist() == [4.625]
+        assert line.get_ydata().tolist() == pytest.approx([one_hop.loc[variant, "value"]])
+    assert [bars["gptq"][0].get_ydata()[0], bars["rtn"][0].get_ydata()[0]] == pytest.approx([0.85, 0.895])
+    reference = next(v for k, v in _lines(fig.axes[0]).items() if k.startswith("fp (full precision, 32 bits)"))
+    assert reference == pytest.approx([0.9, 0.9])
+    # Two-hop panels: seen 50/40/50%, held out 12/10/12%.
+    assert {c.get_label(): c[0].get_ydata().tolist() for c in fig.axes[1].containers} \
+        == {"gptq": pytest.approx([0.4]), "rtn": pytest.approx([0.5])}
+    assert {c.get_label(): c[0].get_ydata().tolist() for c in fig.axes[2].containers} \
+        == {"gptq": pytest.approx([0.1]), "rtn": pytest.approx([0.12])}
+
+
+def _check_probe_by_layer(fig, t):
+    # PROBE_TITLES' order: the bridge panel, then the answer panel.
+    bridge, answer = (_lines(ax) for ax in fig.axes[:2])
+    probes = t["probe_results"]
+    assert answer["a"] == pytest.approx([0.1, 0.3, 0.6]) == _rows(probes, "a", "transfer_accuracy", probe="answer")
+    assert answer["b"] == pytest.approx([0.1, 0.48, 0.88]) and answer["fp"] == pytest.approx([0.1, 0.5, 0.9])
+    assert answer["chance"] == pytest.approx([0.1] * 3)
+    assert bridge["a"] == pytest.approx([0.1, 0.1, 0.05]) and "b" not in bridge
+
+
+def _check_entrec_by_layer(fig, t):
+    (curves,) = (_lines(ax) for ax in fig.axes if ax.get_visible())
+    assert curves["a"] == pytest.approx([-5, -4, -3.5]) == _rows(t["entrec_results"], "a", "entrec_mean", split="all")
+    assert curves["fp"] == pytest.approx([-5, -3, -2]) and curves["b"] == pytest.approx([-5, -3, -2.2])
+
+
+def _check_neuron_retention_by_layer(fig, t):
+    curves = _lines(fig.axes[0])
+    # Retained over fp's own count (10 per layer): a keeps 5 and 2, b 9 and 10.
+    assert curves == {"fp": pytest.approx([1, 1]), "a": pytest.approx([0.5, 0.2]), "b": pytest.approx([0.9, 1.0])}
+
+
+def _check_drift_by_layer(fig, t):
+    cosine, cka = (_lines(ax) for ax in fig.axes[:2])  # one site: a row per metric (cosine, then CKA)
+    drift = t["drift_results"]
+    assert cosine == {"a": pytest.approx([1, 0.9, 0.7]), "b": pytest.approx([1, 1, 0.99])}  # the reference left out
+    assert cka["a"] == pytest.approx([1, 0.95, 0.8]) == _rows(drift, "a", "cka")
+    assert cka["b"] == pytest.approx(_rows(drift, "b", "cka"))
+
+
+def _check_stored_bits_vs_bits(fig, t):
+    stored, per_bit = (_lines(ax) for ax in fig.axes[:2])
+    assert stored["gptq"] == [200.0] and stored["rtn"] == [290.0]
+    assert stored["fp (32 bits)"] == [300.0, 300.0] and stored["knowledge load"] == [400.0, 400.0]
+    assert per_bit["gptq"] == pytest.approx([0.02]) and per_bit["rtn"] == pytest.approx([0.029])
+    assert per_bit["fp (32 bits)"] == pytest.approx([0.01, 0.01])
+
+
+def _check_cnst_score(fig, t):
+    ax = fig.axes[0]
+    assert [label.get_text() for label in ax.get_xticklabels()] == ["fp", "a", "b"]  # the reference first
+    (bars,) = ax.containers
+    assert [bar.get_height() for bar in bars] == pytest.approx([-4.0, -5.0, -4.1])
+
+
+FIGURE_CHECKS = {
+    "accuracy_vs_bits": _check_accuracy_vs_bits,
+    "probe_by_layer": _check_probe_by_layer,
+    "entrec_by_layer": _check_entrec_by_layer,
+    "neuron_retention_by_layer": _check_neuron_retention_by_layer,
+    "drift_by_layer": _check_drift_by_layer,
+    "stored_bits_vs_bits": _check_stored_bits_vs_bits,
+    "cnst_score": _check_cnst_score,
+}
+
+
+def test_every_registered_figure_has_a_check_of_its_numbers():
+    assert set(FIGURE_CHECKS) == set(figures.FIGURES)
+
+
+@pytest.mark.parametrize("name", sorted(FIGURE_CHECKS))
+def test_each_figure_plots_the_numbers_of_its_tables(tables, name):
+    """Each registry entry, drawn from the tables it names, plots the values those tables
+    hold (known answers of the hand-made tables)."""
+    entry = figures.FIGURES[name]
+    catalog = _catalog(tables)
+    fig = entry.draw(*(catalog[table] for table in entry.tables), ReportSettings())
+    FIGURE_CHECKS[name](fig, catalog)
+
+
+def test_captions_state_the_configured_level_and_reference():
+    settings = ReportSettings(alpha=0.1, reference="b")
+    captions = {name: entry.caption_for(settings) for name, entry in figures.FIGURES.items()}
+    assert "90% Wilson intervals" in captions["accuracy_vs_bits"] and "95%" not in " ".join(captions.values())
+    assert "Share of b's top attribution neurons" in captions["neuron_retention_by_layer"]
+
+
+def test_styles_follow_the_spec_and_leave_the_registry_alone(tables):
+    """Colour by method, line style by the table's bit width; a method the registry does not
+    know gets a colour of its own without changing any module state."""
+    from fkr_kedro.quantization.methods import METHODS
+
+    recall = tables["recall"].copy()
+    recall.loc[recall["variant"] == "b", ["method", "bits"]] = ["mystery", 2]
+    before = dict(METHODS)
+    styles = figures.variant_styles(recall, "a")
+    assert styles["a"]["linewidth"] > styles["fp"]["linewidth"]  # the reference is drawn thickest
+    assert styles["fp"]["color"] == METHODS["fp"].color and styles["b"]["linestyle"] == ":"
+    assert styles["b"]["color"] not in {m.color for m in METHODS.values()}
+    assert dict(METHODS) == before and figures.variant_styles(recall, "a") == styles
+
+
 def test_report_gets_a_scaling_section_only_when_scaling_ran(tables):
-    from fkr_kedro.pipelines.report.nodes import FIGURES, build_report
+    from fkr_kedro.pipelines.report.nodes import build_report
+    from fkr_kedro.reporting.figures import FIGURES
 
     from fkr_kedro.modeling.load import ModelSource
     from fkr_kedro.parameters import KnowledgeSettings
@@ -221,11 +364,11 @@ def _png() -> bytes:
 
 @pytest.mark.slow
 def test_report_of_the_test_run(tracked_study):
-    reporting = tracked_study.project / "data/08_reporting"
+    reporting = tracked_study.project / TEST_DATA / "08_reporting"
     html = (reporting / "report.html").read_text()
     # Self-contained: every image embedded, nothing fetched from elsewhere.
     assert not re.search(r'(src|href)="(https?:)?//', html) and "<link" not in html
-    from fkr_kedro.pipelines.report.nodes import FIGURES
+    from fkr_kedro.reporting.figures import FIGURES
 
     assert html.count('src="data:image/png;base64,') == len(FIGURES) + len(VARIANTS)
     for variant in VARIANTS:
@@ -264,14 +407,14 @@ def test_report_of_the_test_run(tracked_study):
 def test_report_without_probe_tables_names_the_pipeline_to_run(tracked_study, tmp_path):
     project = tmp_path / "project"
     shutil.copytree(tracked_study.project, project, ignore=shutil.ignore_patterns("mlruns", "mlflow.db", "build"))
-    (project / "data/08_reporting/probe_results.csv").unlink()
-    (project / "data/08_reporting/report.html").unlink()
+    (project / TEST_DATA / "08_reporting/probe_results.csv").unlink()
+    (project / TEST_DATA / "08_reporting/report.html").unlink()
     result = kedro(project, "run", "--env=test", "--pipeline=report")
     assert result.returncode != 0
     # The console wraps long lines wherever it likes: compare with whitespace collapsed.
     output = " ".join((result.stdout + result.stderr).split())
     assert "probe_results does not exist yet" in output and "kedro run --pipeline=probe" in output
-    assert not (project / "data/08_reporting/report.html").exists()
+    assert not (project / TEST_DATA / "08_reporting/report.html").exists()
 
 
 def test_dtypes_and_fallbacks_are_stated(tables):
@@ -305,3 +448,51 @@ def test_dtypes_and_fallbacks_are_stated(tables):
     )
     text = " ".join(_findings({**tables, "recall": uniform}))
     assert "Every variant computes its activations in float32" in text and "did not apply" not in text
+
+
+@pytest.mark.slow
+def test_a_study_against_another_reference(tracked_study, tmp_path):
+    """`report.reference: bnb_int8` (a variant of the test env): the tables the reference
+    decides are rebuilt from the test study's models and captures (--only-missing-outputs
+    after removing them), and every comparison in them is against bnb_int8."""
+    project = tmp_path / "project"
+    shutil.copytree(tracked_study.project, project, ignore=shutil.ignore_patterns("mlruns", "mlflow.db", "build"))
+    reporting = project / "data/08_reporting"
+    decided = ("recall_by_variant", "variant_comparisons", "probe_results", "drift_results", "cnst_results",
+               "entrec_results", "attribution_results", "report_summary")
+    for name in decided:
+        (reporting / f"{name}.csv").unlink()
+    (reporting / "report.html").unlink()
+    result = kedro(project, "run", "--env=test", "--params=report.reference=bnb_int8", "--only-missing-outputs")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+
+    reference = "bnb_int8"
+    summary = pd.read_csv(reporting / "report_summary.csv").set_index("variant")
+    assert summary.index[0] == reference
+    for column, metric in (("one-hop recall", "one_hop.accuracy"), ("two-hop seen", "two_hop.seen.accuracy"),
+                           ("two-hop held-out", "two_hop.held_out.accuracy")):
+        delta = summary[f"{column} vs {reference} (points)"]
+        # The reference has no comparison with itself; every other delta is its value minus the reference's.
+        assert pd.isna(delta[reference]) and pd.isna(summary.loc[reference, f"Holm p, {column} vs {reference}"])
+        expected = 100 * (summary[column] - summary.loc[reference, column])
+        assert delta.drop(reference).to_dict() == pytest.approx(expected.drop(reference).to_dict())
+    assert not [c for c in summary.columns if "vs fp" in c or c.startswith("fp's")]
+    assert summary[f"{reference}'s top neurons retained"][reference] == pytest.approx(1.0)
+
+    recall = pd.read_csv(reporting / "recall_by_variant.csv")
+    one_hop = recall[(recall["metric"] == "one_hop.accuracy") & recall["relation"].isna()].set_index("variant")
+    assert one_hop["delta"].drop(reference).to_dict() == pytest.approx(
+        (one_hop["value"] - one_hop.loc[reference, "value"]).drop(reference).to_dict())
+    # The probe and drift tables compare against bnb_int8 too: its own transfer rows carry no
+    # delta, and its residual stream is identical to itself.
+    probes = pd.read_csv(reporting / "probe_results.csv")
+    transfer = probes[probes["metric"] == "transfer_accuracy"]
+    assert transfer[transfer["variant"] == reference]["delta"].isna().all()
+    assert transfer[transfer["variant"] == "fp"]["delta"].notna().all()
+    drift = pd.read_csv(reporting / "drift_results.csv")
+    cosine = drift[(drift["variant"] == reference) & (drift["metric"] == "cosine")]["value"]
+    assert cosine.to_numpy() == pytest.approx(1.0, abs=1e-4)
+
+    html = (reporting / "report.html").read_text()
+    assert f"<li>{reference} recalls " in html and f"reference {reference})" in html
+    assert f"Each variant against {reference}" in html and "The reference: every curve" in html

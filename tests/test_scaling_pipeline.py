@@ -9,7 +9,7 @@ import time
 import pandas as pd
 import pytest
 
-from conftest import run_kedro
+from conftest import TEST_DATA, run_kedro
 
 
 def test_scaling_is_not_part_of_the_default_run(monkeypatch):
@@ -35,10 +35,10 @@ def test_scaling_pipeline_split_by_size_then_resumed(kedro_project):
     run_kedro(kedro_project, pipeline="scaling", node_names=["generate_scaling_world", "build_in_context_task"])
     for size in ("scaling_l1", "scaling_l2"):
         run_kedro(kedro_project, pipeline="scaling", namespaces=[size])
-    cached = sorted((kedro_project / "data/07_model_output/scaling").glob("*/points/*.json"))
+    cached = sorted((kedro_project / TEST_DATA / "07_model_output/scaling").glob("*/points/*.json"))
     assert len(cached) == 2 * 6  # fp + 5 GPTQ points per size
     before = {p: p.stat().st_mtime_ns for p in cached}
-    models = sorted((kedro_project / "data/06_models/scaling").glob("*/model.safetensors"))
+    models = sorted((kedro_project / TEST_DATA / "06_models/scaling").glob("*/model.safetensors"))
     model_mtimes = [m.stat().st_mtime_ns for m in models]
     assert len(models) == 2
 
@@ -46,7 +46,7 @@ def test_scaling_pipeline_split_by_size_then_resumed(kedro_project):
     assert {p: p.stat().st_mtime_ns for p in cached} == before
     assert [m.stat().st_mtime_ns for m in models] == model_mtimes
 
-    reporting = kedro_project / "data/08_reporting"
+    reporting = kedro_project / TEST_DATA / "08_reporting"
     points = pd.read_csv(reporting / "scaling_points.csv")
     assert len(points) == 2 * 6 * 3  # 2 sizes x 6 points x 3 tasks
     assert set(points["task"]) == {"km", "ku_two_hop", "ku_in_context"}
@@ -88,7 +88,7 @@ def test_scaling_pipeline_split_by_size_then_resumed(kedro_project):
     assert (reporting / "scaling_training_curves.png").stat().st_size > 10_000
 
     # One size rerun alone: only its missing point is computed, the other size is untouched.
-    lost = kedro_project / "data/07_model_output/scaling/scaling_l2/points/gptq_w3_g16_c32.json"
+    lost = kedro_project / TEST_DATA / "07_model_output/scaling/scaling_l2/points/gptq_w3_g16_c32.json"
     lost.unlink()
     run_kedro(kedro_project, pipeline="scaling", namespaces=["scaling_l2"])
     assert lost.exists()
@@ -111,12 +111,12 @@ def test_scaling_pipeline_trains_every_size_once_per_seed(kedro_project):
     sweep = {"bits": [3], "group_sizes": [32], "calibration_sizes": [32], "group_size_bits": [], "calibration_bits": []}
     run_kedro(kedro_project, pipeline="scaling", params={"scaling": {"seeds": [0, 1], "sweep": sweep}})
     trained = {p.parent.name: json.loads(p.read_text())["fingerprint"]["training"]["seed"]
-               for p in (kedro_project / "data/06_models/scaling").glob("*/training.json")}
+               for p in (kedro_project / TEST_DATA / "06_models/scaling").glob("*/training.json")}
     assert trained == {"scaling_l1": 0, "scaling_l1_seed1": 1, "scaling_l2": 0, "scaling_l2_seed1": 1}
-    weights = {ns: (kedro_project / f"data/06_models/scaling/{ns}/model.safetensors").read_bytes() for ns in trained}
+    weights = {ns: (kedro_project / TEST_DATA / f"06_models/scaling/{ns}/model.safetensors").read_bytes() for ns in trained}
     assert weights["scaling_l1"] != weights["scaling_l1_seed1"]  # another initialisation and batch order
 
-    reporting = kedro_project / "data/08_reporting"
+    reporting = kedro_project / TEST_DATA / "08_reporting"
     points = pd.read_csv(reporting / "scaling_points.csv")
     assert len(points) == 2 * 2 * 2 * 3  # 2 sizes x 2 seeds x (fp + 1 point) x 3 tasks
     assert points.groupby(["model", "seed"]).size().to_dict() == {(m, s): 6 for m in ("l1", "l2") for s in (0, 1)}

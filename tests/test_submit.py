@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import TEST_DATA
 from tracked_study import copy_project, kedro, running_mlflow_server
 
 from fkr_kedro.scaleout import (
@@ -263,9 +264,9 @@ def test_a_submitted_study_equals_kedro_run_isolates_a_cancelled_variant_and_res
     parent = client.get_run(parent_id)
     assert parent.info.status == "FINISHED", logs
     assert parent.info.run_name == parent.data.tags["fkr.study_name"] and parent.info.run_name.startswith("test: ")
-    report = (project / "data" / "08_reporting" / "report.html").read_text()
+    report = (project / TEST_DATA / "08_reporting" / "report.html").read_text()
     assert f"Missing variants: {cancelled}" in report, logs
-    partial = pd.read_csv(project / "data" / "08_reporting" / "recall_by_variant.csv")
+    partial = pd.read_csv(project / TEST_DATA / "08_reporting" / "recall_by_variant.csv")
     assert cancelled not in set(partial["variant"])
 
     second = kedro(project, "submit", "--env=test", env=env)
@@ -279,15 +280,15 @@ def test_a_submitted_study_equals_kedro_run_isolates_a_cancelled_variant_and_res
     _squeue_empty(slurm_cluster, 900)
     logs = _job_logs(project)
 
-    submitted = pd.read_csv(project / "data" / "08_reporting" / "recall_by_variant.csv")
-    reference = pd.read_csv(tracked_study.project / "data" / "08_reporting" / "recall_by_variant.csv")
+    submitted = pd.read_csv(project / TEST_DATA / "08_reporting" / "recall_by_variant.csv")
+    reference = pd.read_csv(tracked_study.project / TEST_DATA / "08_reporting" / "recall_by_variant.csv")
     # Row for row the same table; the same numbers but for the evaluation's own timing
     # (eval.seconds, eval.prompts_per_second), which no two runs share.
     assert submitted.drop(columns="value").equals(reference.drop(columns="value"))
     timing = submitted["metric"].str.startswith("eval.")
     assert 0 < timing.sum() < len(submitted)
     pd.testing.assert_frame_equal(submitted[~timing], reference[~timing], check_exact=True)
-    assert "Missing variants" not in (project / "data" / "08_reporting" / "report.html").read_text()
+    assert "Missing variants" not in (project / TEST_DATA / "08_reporting" / "report.html").read_text()
     runs = nested()
     assert sorted(r.data.tags["variant"] for r in runs) == sorted(["fp", *names, cancelled])  # the failed one stays
     latest = {}

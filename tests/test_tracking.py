@@ -34,6 +34,7 @@ from fkr_kedro.tracking import (
     process_tags,
     sqlite_path,
 )
+from conftest import TEST_DATA
 from tracked_study import KEDRO, PROJECT_ROOT, copy_project, kedro
 
 VARIANTS = {"fp", "bnb_int8", "bnb_nf4", "gptq_w4_g32", "rtn_w2_g32"}
@@ -100,14 +101,14 @@ def test_one_pipeline_run_with_a_nested_run_per_variant(tracked_study):
 
     # Each variant's metrics are the numbers the evaluate pipeline wrote for it.
     for variant, run in children.items():
-        folder = tracked_study.project / "data/07_model_output" / variant
+        folder = tracked_study.project / TEST_DATA / "07_model_output" / variant
         for name in ("recall_metrics.json", "footprint.json"):
             expected = flat_numbers(json.loads((folder / name).read_text()))
             assert {k: run.data.metrics[k] for k in expected} == pytest.approx(expected), (variant, name)
     assert "two_hop.seen.r2_r1_e1.accuracy" in children["fp"].data.metrics  # "r2(r1(e1))" made valid
 
     # Unnamespaced *_metrics datasets are metrics of the pipeline run.
-    training = flat_numbers(json.loads((tracked_study.project / "data/08_reporting/training_metrics.json").read_text()))
+    training = flat_numbers(json.loads((tracked_study.project / TEST_DATA / "08_reporting/training_metrics.json").read_text()))
     assert {k: parent.data.metrics[k] for k in training} == pytest.approx(training)
     # kedro-mlflow logged the parameters on the same run.
     assert parent.data.params["training.steps"] == "300"
@@ -117,7 +118,7 @@ def test_one_pipeline_run_with_a_nested_run_per_variant(tracked_study):
 def test_per_layer_curves_are_metric_histories_with_step_layer(tracked_study):
     client = MlflowClient(tracked_study.tracking_uri)
     _, children = _family(client, "__default__")
-    reporting = tracked_study.project / "data/08_reporting"
+    reporting = tracked_study.project / TEST_DATA / "08_reporting"
     probes = pd.read_csv(reporting / "probe_results.csv")
     expected = probes[(probes["variant"] == "rtn_w2_g32") & (probes["probe"] == "answer")
                       & (probes["metric"] == "transfer_accuracy")].sort_values("layer")
@@ -152,14 +153,14 @@ def test_report_figures_and_tables_are_artifacts(tracked_study, tmp_path):
     variant_files = {a.path for a in client.list_artifacts(children["bnb_nf4"].info.run_id, "reporting/figures")}
     assert variant_files == {"reporting/figures/layers_bnb_nf4.png"}
     local = client.download_artifacts(run_id, "reporting/report.html", str(tmp_path))
-    assert open(local, "rb").read() == (tracked_study.project / "data/08_reporting/report.html").read_bytes()
+    assert open(local, "rb").read() == (tracked_study.project / TEST_DATA / "08_reporting/report.html").read_bytes()
 
 
 @pytest.mark.slow
 def test_a_failing_run_is_marked_failed_with_what_it_logged(tracked_study, tmp_path):
     project = tmp_path / "project"
     shutil.copytree(tracked_study.project, project, ignore=shutil.ignore_patterns("mlruns", "mlflow.db", "build"))
-    shutil.rmtree(project / "data/06_models/variants/rtn_w2_g32")  # its evaluation must fail
+    shutil.rmtree(project / TEST_DATA / "06_models/variants/rtn_w2_g32")  # its evaluation must fail
     result = kedro(project, "run", "--env=test", "--pipeline=evaluate",
                    env={"MLFLOW_TRACKING_URI": tracked_study.tracking_uri})
     assert result.returncode != 0
@@ -211,10 +212,11 @@ def test_layer_histories_from_a_tidy_table():
 
 
 def _project_catalog(env: str = "test"):
-    from kedro.config import OmegaConfigLoader
     from kedro.io import DataCatalog
 
-    loader = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), base_env="base", default_run_env="local", env=env)
+    from fkr_kedro.run_config import StudyConfigLoader  # the project's loader: ${study_root:}
+
+    loader = StudyConfigLoader(str(PROJECT_ROOT / "conf"), base_env="base", default_run_env="local", env=env)
     return DataCatalog.from_config(loader["catalog"])
 
 

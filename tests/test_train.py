@@ -9,6 +9,7 @@ from fkr_kedro.modeling.tokenizer import build_word_tokenizer
 from fkr_kedro.modeling.train import (
     ModelShape,
     TrainConfig,
+    TrainingTime,
     check_packed_support,
     hf_causal_lm_loss,
     llama_config,
@@ -117,18 +118,75 @@ def test_threads_resolve_node_then_pipeline_then_default():
 
 
 def test_threads_hook_sets_and_restores_torch_threads():
+    """Through the hook's Kedro entry points, on the test configuration with
+    ``runtime.threads`` given as runtime parameters (as ``--params`` does)."""
     from types import SimpleNamespace
 
-    from fkr_kedro.hooks import ThreadsHook
+    from kedro.config import OmegaConfigLoader
+    from kedro.io import DataCatalog
+    from kedro.pipeline import Pipeline
 
+    from conftest import PROJECT_ROOT
+    from fkr_kedro.hooks import ThreadsHook
+    from fkr_kedro.run_config import set_active_config_loader
+
+    threads = {"runtime": {"threads": {"default": 1, "pipelines": {}, "nodes": {"train_model": 2}}}}
+    set_active_config_loader(OmegaConfigLoader(
+        conf_source=str(PROJECT_ROOT / "conf"), base_env="base", default_run_env="test", env="test",
+        runtime_params=threads,
+    ))
     initial = torch.get_num_threads()
     hook = ThreadsHook()
-    hook._settings, hook._initial = ThreadSettings(default=1, nodes={"train_model": 2}), initial
     try:
+        hook.before_pipeline_run({}, Pipeline([]), DataCatalog())
         hook.before_node_run(SimpleNamespace(name="train_model"))
         assert torch.get_num_threads() == 2
         hook.before_node_run(SimpleNamespace(name="evaluate_recall"))
         assert torch.get_num_threads() == 1
+        hook.before_node_run(SimpleNamespace(name="train_model"))
     finally:
-        hook._restore()
-    assert torch.get_num_threads() == initial and hook._settings is None
+        hook.after_pipeline_run({}, None, Pipeline([]), DataCatalog())
+        set_active_config_loader(None)
+    assert torch.get_num_threads() == initial
+    # After the run the hook sets nothing.
+    hook.before_node_run(SimpleNamespace(name="train_model"))
+    assert torch.get_num_threads() == initial
+
+
+# --- the training-time guard -------------------------------------------------------------
+
+
+class _Stop(Exception):
+    """What Ctrl-C is to a user: the run is stopped once the estimate is out."""
+
+
+def _warnings_of_a_stopped_run(steps: int, bound: TrainingTime, stop_at: int, caplog) -> list:
+    tok = build_word_tokenizer(CORPUS)
+    shape = ModelShape(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
+
+    def stop(step, model):
+        raise _Stop(step)
+
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="fkr_kedro.modeling.train"), pytest.raises(_Stop):
+        train_causal_lm(CORPUS, tok, shape, TrainConfig(steps=steps, batch_size=4, warmup_steps=1), progress=False,
+                        checkpoint=stop, checkpoint_steps={stop_at}, time_bound=bound)
+    return [r for r in caplog.records if hasattr(r, "estimate_seconds")]
+
+
+def test_a_run_estimated_past_the_bound_warns_once_early_with_the_estimate(caplog):
+    bound = TrainingTime(warn_after_minutes=0.001, estimate_after_steps=3)
+    # A billion steps: the warning comes after step 4 (1 set-up step + 3 timed), once.
+    found = _warnings_of_a_stopped_run(1_000_000_000, bound, stop_at=12, caplog=caplog)
+    assert len(found) == 1
+    record = found[0]
+    assert record.estimate_seconds == pytest.approx(1e9 * record.seconds_per_step)
+    assert 1e-5 < record.seconds_per_step < 10  # a real measurement of a tiny model's step
+    assert "training.steps=1000000000" in record.getMessage() and "days" in record.getMessage()
+
+    # Within the bound (the default hour), or the bound off: no warning.
+    assert _warnings_of_a_stopped_run(1000, TrainingTime(estimate_after_steps=3), stop_at=12, caplog=caplog) == []
+    off = TrainingTime(warn_after_minutes=None, estimate_after_steps=3)
+    assert _warnings_of_a_stopped_run(1_000_000_000, off, stop_at=12, caplog=caplog) == []
+    # Too few steps to estimate: no warning.
+    assert _warnings_of_a_stopped_run(1_000_000_000, bound, stop_at=3, caplog=caplog) == []

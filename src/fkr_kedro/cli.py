@@ -168,37 +168,41 @@ def _outputs_exist(pipeline, nodes: list[str], catalog) -> list[str]:
 
 
 def _variant_changed(name: str, catalog, params) -> str | None:
-    """Why variant ``name`` on disk is not the configured one (its ``variant.json``
-    fingerprint: the spec and the source weights' digest), or None when it is."""
-    from .modeling.storage import weights_digest
-    from .quantization.api import recorded_fingerprint
+    """Why variant ``name`` on disk is not the configured one, or None when it is: the quantize
+    node's own rule (:func:`fkr_kedro.quantization.api.stale_reason` on
+    :func:`~fkr_kedro.quantization.api.variant_fingerprint`: spec, source weights, calibration
+    texts, environment). The environment's machine-dependent part (device, thread count) is
+    the job's to check on its node: the one recorded stands in for it here. None too when the
+    shared job has yet to write the base model or the corpus (it runs anyway)."""
+    from .quantization.api import expected_fingerprint, stale_reason
     from .run_config import active_variants
 
     spec = next((s for s in active_variants(params) if s.name == name), None)
-    entry = catalog.config_resolver.resolve_pattern(f"{name}.model@variant") or {}
+    store = catalog.config_resolver.resolve_pattern(f"{name}.variant_store") or {}
     source = (catalog.config_resolver.resolve_pattern("base_model@dir") or {}).get("path")
-    if spec is None or "path" not in entry:
+    if spec is None or "path" not in store or not source or not Path(source).exists():
         return None
-    recorded = recorded_fingerprint(Path(entry["path"]))
-    if recorded is None:
-        return "no fingerprint"
-    wanted = json.loads(json.dumps(spec.model_dump()))
-    changed = [key for key, value in wanted.items() if recorded.get(key) != value]
-    if changed:
-        return f"settings changed ({', '.join(changed)})"
-    if source and Path(source).exists() and recorded.get("source_weights_sha256") != _digest(source, weights_digest):
-        return "the base model changed"
-    return None
+    if not catalog.exists("train_corpus"):
+        return None
+    stored = Path(store["path"])
+    corpus = catalog.load("train_corpus").splitlines()
+    return stale_reason(stored, expected_fingerprint(source, spec, corpus, params.quantize.calibration_seed, stored))
 
 
-_DIGESTS: dict[str, str] = {}
+def _shared_changed(catalog, params) -> str | None:
+    """Why the shared job's trained base model is not the configured one (its recorded
+    :func:`~fkr_kedro.modeling.train.training_fingerprint`: shape, training settings, corpus),
+    or None when it is, or is not trained here (``base_model.kind`` other than train)."""
+    from .modeling.train import training_fingerprint
+    from .quantization.api import fingerprint_changes
 
-
-def _digest(path: str, weights_digest) -> str:
-    """The base model's weights digest, computed once per submission (it reads every weight)."""
-    if path not in _DIGESTS:
-        _DIGESTS[path] = weights_digest(path)
-    return _DIGESTS[path]
+    if params.base_model.kind != "train" or not catalog.exists("train_corpus"):
+        return None
+    if not catalog.exists("base_model_training"):
+        return "no record of the base model's training"
+    wanted = training_fingerprint(catalog.load("train_corpus").splitlines(), params.model_shape, params.training)
+    changes = fingerprint_changes(catalog.load("base_model_training"), wanted)
+    return f"the base model was trained with other settings ({'; '.join(changes)})" if changes else None
 
 
 def _resume(plan, context) -> dict[str, Any]:
@@ -207,6 +211,9 @@ def _resume(plan, context) -> dict[str, Any]:
     graph, pipeline, catalog = plan["graph"], plan["pipeline"], context.catalog
     skipped, reasons = [], {}
     shared_missing = _outputs_exist(pipeline, graph.shared_nodes, catalog)
+    trained = _shared_changed(catalog, plan["params"]) if "train_model" in graph.shared_nodes else None
+    if trained:
+        shared_missing.append(trained)
     for name in graph.first:
         why = _variant_changed(name, catalog, plan["params"])
         if why:
@@ -389,3 +396,7 @@ def _submit(project, env, names, kedro_args, plan, todo, slurm, uri, experiment,
         click.echo(f"submitted {script.kind}: job {ids[script.kind]}" + (f" ({dependency})" if dependency else ""))
     (log_dir / "jobs.json").write_text(json.dumps({"parent_run_id": parent, "jobs": ids, "array": todo["array"]}, indent=2))
     click.echo(f"scripts and logs: {log_dir}")
+    from .run_config import kedro_command  # the study's --env and --params
+
+    again = [f"--pipelines={','.join(names)}"] if names != ["__default__"] else []
+    click.echo(f"after a failure, fix it and submit again: {kedro_command(*again, command='submit')}")

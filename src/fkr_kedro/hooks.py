@@ -9,7 +9,7 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
-from .run_config import active_parameters, active_variants, set_active_config_loader, study_parameters
+from .run_config import active_parameters, active_variants, kedro_command, set_active_config_loader, study_parameters
 
 log = logging.getLogger(__name__)
 
@@ -226,10 +226,7 @@ class StaleOutputsHook:
             return None
         from .pipeline_registry import NOT_IN_DEFAULT
 
-        command = ["kedro run"]
-        env = self._run_params.get("env")
-        if env and env != "local":
-            command.append(f"--env={env}")
+        command = []  # kedro_command adds the study's --env and --params
         outside = sorted({name for name, p in pipelines.items() if name in NOT_IN_DEFAULT and set(p.nodes) & set(roots)})
         if outside:
             inside = sorted({name for name, p in pipelines.items() if set(p.nodes) & set(roots)})
@@ -238,7 +235,7 @@ class StaleOutputsHook:
         shown = ", ".join(on_disk[:8]) + (f" and {len(on_disk) - 8} more" if len(on_disk) > 8 else "")
         return (
             f"{len(on_disk)} output(s) on disk are now older than inputs this run rewrote, and were not "
-            f"recomputed: {shown}. Recompute them with `{' '.join(command)}` (without --only-missing-outputs)"
+            f"recomputed: {shown}. Recompute them with `{kedro_command(*command)}` (without --only-missing-outputs)"
         )
 
     def _rewritten(self, dataset_name: str) -> bool:
@@ -283,11 +280,11 @@ def run_chain_advice(chain: list[str]) -> str:
     from .pipeline_registry import NOT_IN_DEFAULT
 
     if len(chain) == 1:
-        return f"the {chain[0]!r} pipeline writes it; run `kedro run --pipeline={chain[0]}` first"
-    explicit = f"`kedro run --pipelines={','.join(chain)}`"  # --pipeline (singular) takes one name
+        return f"the {chain[0]!r} pipeline writes it; run `{kedro_command(f'--pipeline={chain[0]}')}` first"
+    explicit = f"`{kedro_command('--pipelines=' + ','.join(chain))}`"  # --pipeline (singular) takes one name
     if any(name in NOT_IN_DEFAULT for name in chain):
         return f"run {explicit} first ({' -> '.join(chain)})"
-    return f"run `kedro run` ({' -> '.join(chain)}), or {explicit} first"
+    return f"run `{kedro_command()}` ({' -> '.join(chain)}), or {explicit} first"
 
 
 # The order in which the default `kedro run` runs the study's pipelines (each reads what the
@@ -393,7 +390,7 @@ class MlflowVariantHook:
 
     @hook_impl(tryfirst=True)  # before kedro-mlflow reads mlflow.yml and opens the store
     def after_context_created(self, context) -> None:
-        from .tracking import check_env, check_sqlite_store, sqlite_path
+        from .tracking import check_env, prepare_sqlite_store, sqlite_path
 
         self._project_path = Path(context.project_path)
         loader = context.config_loader
@@ -405,7 +402,7 @@ class MlflowVariantHook:
         if database is None:
             return
         # MLflow's default artifact root beside a SQLite store is ./mlruns.
-        check_sqlite_store(database, artifact_root=Path.cwd() / "mlruns")
+        prepare_sqlite_store(database, Path(context.project_path), artifact_root=Path.cwd() / "mlruns")
         if database.exists():
             _check_experiment_artifacts(uri, database, _experiment_name(mlflow_conf), Path(context.project_path))
 

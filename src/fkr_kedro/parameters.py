@@ -30,14 +30,11 @@ from .analysis.probes import ProbeConfig
 from .capacity.config import CapacitySettings
 from .knowledge.world import WorldConfig
 from .modeling.load import ModelSource
+from .modeling.settings import Strict as _Settings
 from .modeling.threads import AUTO_MIN_PARAMETERS
-from .modeling.train import ModelShape, TrainConfig
+from .modeling.train import ModelShape, TrainConfig, TrainingTime
 from .reporting.findings import ReportSettings
 from .scaling.config import ScalingSettings
-
-
-class _Settings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 # ---------------------------------------------------------------- parameters_data_prep.yml
@@ -143,6 +140,7 @@ class DataPrepParameters(_Settings):
 class TrainParameters(_Settings):
     model_shape: ModelShape = ModelShape()
     training: TrainConfig = TrainConfig()
+    training_time: TrainingTime = TrainingTime()
     base_model: ModelSource = ModelSource(kind="train")
 
 

@@ -21,6 +21,32 @@ from .quantization.variants import VariantError, VariantSpec, validate_variants
 
 _active_loader: AbstractConfigLoader | None = None
 
+# Every output of a study (tables, models, reports) lives under its environment's own folder,
+# so two studies never overwrite each other: the default environment keeps ``data/``, any
+# other environment NAME writes ``data/NAME/`` (the catalog's ``${study_root:}``). Raw
+# downloads (``data/01_raw``, read-only inputs) stay shared.
+DATA_ROOT = "data"
+DEFAULT_ENV = "local"
+
+
+def study_root(env: str | None) -> str:
+    """The output folder of environment ``env`` (relative to the project root)."""
+    return DATA_ROOT if not env or env == DEFAULT_ENV else f"{DATA_ROOT}/{env}"
+
+
+class StudyConfigLoader(OmegaConfigLoader):
+    """Kedro's ``OmegaConfigLoader`` plus the ``${study_root:}`` resolver, bound to this
+    loader's environment (OmegaConf resolvers are global and Kedro's ``custom_resolvers`` see
+    no loader, so it is registered again before each read, as Kedro does for
+    ``${runtime_params:}``). ``settings.CONFIG_LOADER_CLASS``; a new environment needs no edits."""
+
+    def __getitem__(self, key: str):
+        from omegaconf import OmegaConf
+
+        root = study_root(self.env or self.default_run_env)
+        OmegaConf.register_resolver("study_root", lambda: root, replace=True)
+        return super().__getitem__(key)
+
 
 def set_active_config_loader(loader: AbstractConfigLoader | None) -> None:
     global _active_loader
@@ -30,8 +56,9 @@ def set_active_config_loader(loader: AbstractConfigLoader | None) -> None:
 def _loader() -> AbstractConfigLoader:
     if _active_loader is not None:
         return _active_loader
-    return OmegaConfigLoader(
-        conf_source=str(Path.cwd() / "conf"), base_env="base", default_run_env=os.environ.get("KEDRO_ENV", "local")
+    return StudyConfigLoader(
+        conf_source=str(Path.cwd() / "conf"), env=os.environ.get("KEDRO_ENV") or None, base_env="base",
+        default_run_env=DEFAULT_ENV,
     )
 
 
@@ -121,6 +148,12 @@ def active_env() -> str:
     """The environment of the active configuration (``--env``; ``local`` by default)."""
     loader = _loader()
     return loader.env or getattr(loader, "default_run_env", "") or "local"
+
+
+def active_study_root() -> Path:
+    """The output folder of the active study (``data`` or ``data/<env>``), relative to the
+    project root."""
+    return Path(study_root(active_env()))
 
 
 def kedro_command(*arguments: str, command: str = "run") -> str:

@@ -3,6 +3,7 @@
 from omegaconf.resolvers import oc
 
 from fkr_kedro.hooks import ActiveConfigHook, MissingInputHook, MlflowRunStackHook, MlflowVariantHook, StaleOutputsHook, ThreadsHook
+from fkr_kedro.run_config import StudyConfigLoader
 
 # kedro-mlflow's own hook (registered as a plugin) opens the parent run and logs parameters;
 # MlflowVariantHook adds a nested run per variant, metrics, per-layer curves and artifacts;
@@ -11,6 +12,9 @@ from fkr_kedro.hooks import ActiveConfigHook, MissingInputHook, MlflowRunStackHo
 # MlflowRunStackHook leaves no MLflow run active after a run (notebooks, tests).
 HOOKS = (ActiveConfigHook(), MissingInputHook(), MlflowVariantHook(), StaleOutputsHook(), MlflowRunStackHook(), ThreadsHook())
 
+# Kedro's OmegaConfigLoader plus ${study_root:} (the catalog's output folder: `data` for the
+# default environment, `data/<env>` for any other), so studies never overwrite each other.
+CONFIG_LOADER_CLASS = StudyConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",

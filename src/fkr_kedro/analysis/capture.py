@@ -130,25 +130,29 @@ def char_span_to_last_token(offsets: Sequence[Sequence[int]], start: int, end: i
     return best
 
 
-def first_token_after(offsets: Sequence[Sequence[int]], boundary: int) -> int:
-    """Index of the first (non-special) token that ends after character ``boundary``."""
-    for i, (s, e) in enumerate(_as_pairs(offsets)):
-        if e > s and e > boundary:
-            return i
-    raise ValueError(f"no token ends after character {boundary}; offsets: {_as_pairs(offsets)}")
-
-
-def answer_first_token_ids(tokenizer, prompts: Sequence[str], answers: Sequence[str]) -> torch.Tensor:
+def answer_first_tokens(tokenizer, prompts: Sequence[str], answers: Sequence[str]) -> list[int | None]:
     """First token of each answer as the tokenizer splits ``prompt + " " + answer`` (so a BPE
-    tokenizer's leading-space token is chosen), as int64 ``[n]``."""
+    tokenizer's leading-space token is chosen): the first (non-special) token that ends after
+    the prompt, or None when no token does. The one home of this rule (captures, recall's
+    alias check)."""
     _require_fast(tokenizer)
     prompts, answers = list(prompts), list(answers)
     texts = [f"{p} {a}" for p, a in zip(prompts, answers, strict=True)]
     enc = tokenizer(texts, return_offsets_mapping=True, add_special_tokens=True)
-    out = torch.empty(len(texts), dtype=torch.long)
-    for i, (ids, offs, p) in enumerate(zip(enc["input_ids"], enc["offset_mapping"], prompts)):
-        out[i] = ids[first_token_after(offs, len(p))]
-    return out
+    return [
+        next((ids[i] for i, (s, e) in enumerate(_as_pairs(offs)) if e > s and e > len(p)), None)
+        for ids, offs, p in zip(enc["input_ids"], enc["offset_mapping"], prompts)
+    ]
+
+
+def answer_first_token_ids(tokenizer, prompts: Sequence[str], answers: Sequence[str]) -> torch.Tensor:
+    """:func:`answer_first_tokens` as int64 ``[n]``; an answer with no token is an error."""
+    firsts = answer_first_tokens(tokenizer, prompts, answers)
+    missing = [i for i, t in enumerate(firsts) if t is None]
+    if missing:
+        i = missing[0]
+        raise ValueError(f"no token of the answer {list(answers)[i]!r} follows the prompt {list(prompts)[i]!r}")
+    return torch.tensor(firsts, dtype=torch.long)
 
 
 def _as_pairs(offsets) -> list[tuple[int, int]]:

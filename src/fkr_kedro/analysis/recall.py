@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from ..knowledge.chance import chance_rates
 from ..modeling.structure import module_device
+from .capture import answer_first_tokens
 from .statistics import stderr
 
 
@@ -227,12 +228,6 @@ def teacher_forced(
     return pd.DataFrame([rows[r] for r in range(len(prompts))], columns=columns)
 
 
-def _first_answer_token(tokenizer, prompt: str, answer: str) -> int | None:
-    """The first token of ``answer`` in the tokenization of ``prompt + " " + answer``."""
-    enc = tokenizer(f"{prompt} {answer}", return_offsets_mapping=True)
-    for token, (_, end) in zip(enc["input_ids"], enc["offset_mapping"]):
-        if end > len(prompt):
-            return token
     return None
 
 
@@ -270,7 +265,7 @@ def teacher_forced_verdicts(
         if out[r]["correct"] or not out[r]["decidable"]:
             continue
         for alias in dict.fromkeys(al):
-            if alias != a and _first_answer_token(tokenizer, p, alias) == out[r]["first"]:
+            if alias != a and answer_first_tokens(tokenizer, [p], [alias])[0] == out[r]["first"]:
                 rest.append((r, p, alias))
     if rest:
         take(rest)

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from scipy import stats
 from tqdm.auto import tqdm
 
@@ -27,9 +26,11 @@ from ..analysis.knowledge_bits import KnowledgeBits, bits_by_relation
 from ..analysis.recall import score_prompts
 from ..knowledge.world import WorldConfig, generate_world
 from ..modeling.load import CausalLM
+from ..modeling.settings import Strict
 from ..modeling.storage import is_model_directory, staged_directory
 from ..modeling.tokenizer import build_word_tokenizer
 from ..modeling.train import TrainConfig, train_causal_lm
+from ..quantization.calibration import calibration_texts
 from ..quantization.variants import VariantSpec
 from ..scaling.config import SizeSettings
 from ..scaling.sweep import PointCache, Task, point_key, scratch_variant, weights_sha256
@@ -39,10 +40,8 @@ log = logging.getLogger(__name__)
 DONE_FILE = "checkpoints.json"
 
 
-class CheckpointSettings(BaseModel):
+class CheckpointSettings(Strict):
     """The damage-along-training study (``capacity.checkpoints``)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     size: SizeSettings
     world: WorldConfig = WorldConfig()
@@ -107,8 +106,7 @@ def run_checkpoint_study(settings: CheckpointSettings, root: Path, progress: boo
         facts, two_hop = world.one_hop_table(), world.two_hop_table()
         held_out = two_hop[two_hop["split"] == "held_out"]
         corpus = world.corpus()
-        calibration = list(corpus)
-        random.Random(seed).shuffle(calibration)
+        calibration = calibration_texts(corpus, seed)
         dirs = train_checkpoints(Path(root) / f"seed_{seed}", corpus, settings, seed, progress)
         task = Task("facts+held_out", "KM", tuple(facts["prompt"]) + tuple(held_out["prompt_two_hop"]),
                     tuple(facts["object"]) + tuple(held_out["e3"]), (), 0.0)

@@ -5,11 +5,14 @@ or a variant a model size cannot take fails here, naming the key and the fix."""
 from __future__ import annotations
 
 import re
-from dataclasses import replace
+from dataclasses import asdict, replace
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, NonNegativeInt, PositiveInt, field_validator, model_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from ..knowledge.world import WorldConfig
+from ..modeling.settings import Strict as _Strict
+from ..modeling.train import TrainConfig
 from ..quantization.methods import METHODS
 from ..quantization.variants import VariantSpec, validate_variants
 from ..scaling.config import SizeSettings
@@ -18,19 +21,23 @@ from .checkpoints import CheckpointSettings
 _NAME = re.compile(r"[A-Za-z0-9_]+")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class CapacityTraining(TrainConfig):
+    """The training loop (:class:`TrainConfig`) without its length: steps follow from the
+    exposures per fact (``capacity.exposures``). Its other defaults: 100 warmup steps, a log
+    line every 500 steps."""
 
+    steps: int | None = None
+    warmup_steps: NonNegativeInt = 100
+    log_every: PositiveInt = 500
 
-class CapacityTraining(_Strict):
-    """The training loop without its length: steps follow from the exposures per fact."""
+    def __post_init__(self) -> None:
+        if self.steps is not None:
+            raise ValueError("capacity.training.steps: the steps follow from capacity.exposures; remove the key")
 
-    batch_size: int = Field(128, gt=0)
-    learning_rate: float = Field(3e-3, gt=0)
-    warmup_steps: int = Field(100, ge=0)
-    weight_decay: float = Field(0.1, ge=0)
-    seed: int = 0
-    log_every: int = Field(500, gt=0)
+    def for_steps(self, steps: int) -> TrainConfig:
+        """These settings as a :class:`TrainConfig` of ``steps`` optimizer steps."""
+        return TrainConfig(**{**asdict(self), "steps": steps})
 
 
 class CapacitySettings(_Strict):

@@ -17,7 +17,6 @@ exposures per fact, as in Physics of LMs 3.3.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -29,7 +28,8 @@ from tqdm.auto import tqdm
 from ..analysis.knowledge_bits import measure_knowledge_bits
 from ..knowledge.world import generate_world
 from ..modeling.exposures import steps_for_exposures
-from ..modeling.train import ModelShape, TrainConfig
+from ..modeling.train import ModelShape
+from ..quantization.calibration import calibration_texts
 from ..quantization.variants import VariantSpec
 from ..scaling.sweep import (
     PointCache,
@@ -99,17 +99,13 @@ def run_capacity(
     for setting in settings_of(capacity, sizes):
         facts = world_facts(capacity, setting.people)
         corpus = fact_corpus(facts)
-        t = capacity.training
-        training = TrainConfig(
-            steps=steps_for_exposures(len(corpus), t.batch_size, setting.exposures), batch_size=t.batch_size,
-            learning_rate=t.learning_rate, warmup_steps=t.warmup_steps, weight_decay=t.weight_decay, seed=t.seed,
-            log_every=t.log_every,
+        training = capacity.training.for_steps(
+            steps_for_exposures(len(corpus), capacity.training.batch_size, setting.exposures)
         )
         model_dir = Path(models_dir) / setting.name
         log.info("Capacity %s: %d facts, %d steps", setting.name, len(facts), training.steps)
         record = train_or_reuse(model_dir, corpus, setting.shape, training, progress=progress)
-        calibration = list(corpus)
-        random.Random(capacity.calibration_seed).shuffle(calibration)
+        calibration = calibration_texts(corpus, capacity.calibration_seed)
         cache = PointCache(Path(cache_dir) / setting.name)
         model_sha, task = weights_sha256(model_dir), facts_task(facts)
         for spec in tqdm(specs, desc=f"capacity {setting.name}", disable=not progress):

@@ -74,7 +74,8 @@ class ModelSourceDataset(AbstractDataset[ModelSource, CausalLM]):
                     log.info("Base model %s already %s at %s; kept", source.label(), made, self._path)
                     return
                 log.warning("Base model at %s: %s; making %s again", self._path, problem, source.label())
-            lm = load_model(source.model_copy(update={"device": "cpu"}))
+            # A split GGUF is joined beside the base model, in this study's folder.
+            lm = load_model(source.model_copy(update={"device": "cpu"}), gguf_join_dir=self._path.parent / "base_gguf")
             _unlink_if_link(self._path)
             with staged_directory(self._path) as staging:
                 lm.save(staging)

@@ -32,7 +32,10 @@ _WARNED: set[Path] = set()
 
 
 def describe(path: Path) -> tuple[str, str, bool]:
-    """(what the directory is, the command that rebuilds it, whether it is a variant)."""
+    """(what the directory is, the command that rebuilds it, whether it is a variant). The
+    commands carry the study's ``--env`` and ``--params`` (``run_config.kedro_command``)."""
+    from ..run_config import kedro_command
+
     path = Path(path)
     record = path / VARIANT_FILE
     if record.is_file() or path.parent.name == "variants":
@@ -43,24 +46,24 @@ def describe(path: Path) -> tuple[str, str, bool]:
             pass
         return (
             f"variant {name!r}",
-            f"`{rebuild_command(f'--namespaces={name}')}` (or the whole quantize pipeline: "
-            f"`{rebuild_command('--pipeline=quantize')}`)",
+            f"`{kedro_command(f'--namespaces={name}')}` (or the whole quantize pipeline: "
+            f"`{kedro_command('--pipeline=quantize')}`)",
             True,
         )
     if path.is_symlink():
         return (
             f"base model (a link to {path.resolve()})",
             "restoring the files it links to (for a hub model: `hf download <id> --revision <revision> "
-            f"--force-download`), then `{rebuild_command('--pipeline=train')}` to link it again",
+            f"--force-download`), then `{kedro_command('--pipeline=train')}` to link it again",
             False,
         )
     if (path / SOURCE_FILE).is_file():
         return (
             "base model (a dequantized GGUF)",
-            f"`{rebuild_command('--pipeline=train')}` (it dequantizes the GGUF again)",
+            f"`{kedro_command('--pipeline=train')}` (it dequantizes the GGUF again)",
             False,
         )
-    return "model", f"`{rebuild_command('--pipeline=train')}`", False
+    return "model", f"`{kedro_command('--pipeline=train')}`", False
 
 
 def check_model_directory(path: Path) -> None:

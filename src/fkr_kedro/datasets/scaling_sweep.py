@@ -1,8 +1,10 @@
 """Kedro datasets of the scaling sweep (the library is :mod:`fkr_kedro.scaling`).
 
-* :class:`ScalingModelDataset` saves a :class:`~fkr_kedro.scaling.sweep.TrainingJob` by
-  training it into its folder, unless a model trained with the same shape, settings and
-  corpus is already there, and loads the folder as a
+* :class:`ModelStoreDataset` loads where a model is stored, for the training node's
+  keep-check (:func:`~fkr_kedro.scaling.sweep.train_or_keep`).
+* :class:`ScalingModelDataset` saves what that node returns (a
+  :class:`~fkr_kedro.scaling.sweep.TrainedDirectory`: a staging folder, checked, then moved
+  into place; or the stored model, kept) and loads the folder as a
   :class:`~fkr_kedro.scaling.sweep.TrainedModel` (its path and training record).
 * :class:`PointCacheDataset` loads the :class:`~fkr_kedro.scaling.sweep.PointCache` of one
   model size (a folder of one JSON file per point).
@@ -11,22 +13,55 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
-from ..modeling.storage import is_model_directory
-from ..scaling.sweep import TRAINING_FILE, PointCache, TrainedModel, TrainingJob, train_or_reuse
+from ..modeling.storage import is_model_directory, replace_with_staging
+from ..scaling.sweep import TRAINING_FILE, PointCache, TrainedDirectory, TrainedModel
+from .integrity import weights_problem
 
 
-class ScalingModelDataset(AbstractDataset[TrainingJob, TrainedModel]):
+class ModelStoreDataset(AbstractDataset[None, Path]):
+    """Read-only: where a model is stored (whether or not one is there yet)."""
+
     def __init__(self, path: str, metadata: dict | None = None):
         self._path = Path(path)
         self.metadata = metadata
 
-    def save(self, job: TrainingJob) -> None:
-        train_or_reuse(self._path, job.corpus, job.shape, job.training)
+    def load(self) -> Path:
+        return self._path
+
+    def save(self, data: None) -> None:
+        raise DatasetError(f"{self._path} is written through the model's own dataset")
+
+    def _exists(self) -> bool:
+        return True  # an empty store is a store: the node trains into it
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}
+
+
+class ScalingModelDataset(AbstractDataset[TrainedDirectory, TrainedModel]):
+    def __init__(self, path: str, metadata: dict | None = None):
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def save(self, trained: TrainedDirectory) -> None:
+        if not isinstance(trained, TrainedDirectory):
+            raise DatasetError(f"{self._path}: saved from what the training node returns, not {type(trained).__name__}")
+        if trained.kept:
+            if Path(trained.path).resolve() != self._path.resolve():
+                raise DatasetError(f"{self._path}: the kept model is at {trained.path}, not here")
+            return
+        problem = None if (trained.path / TRAINING_FILE).is_file() else f"no {TRAINING_FILE}"
+        problem = problem or weights_problem(trained.path)
+        if problem is not None:
+            shutil.rmtree(trained.path, ignore_errors=True)
+            raise DatasetError(f"the new model for {self._path} in {trained.path} is not saved: {problem}")
+        replace_with_staging(trained.path, self._path, manifest=False)
 
     def load(self) -> TrainedModel:
         record = self._path / TRAINING_FILE
@@ -55,7 +90,9 @@ class PointCacheDataset(AbstractDataset[None, PointCache]):
         raise DatasetError(f"{self._path} is written point by point by the sweep, not saved whole")
 
     def _exists(self) -> bool:
-        return True
+        # A cache holds what is computed: it exists once a point is in it. Loading an absent
+        # one is fine (an empty cache): the sweep starts it.
+        return self._path.is_dir() and any(self._path.glob("*.json"))
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path)}

@@ -2,41 +2,31 @@
 
 * :class:`ModelDirectoryDataset` loads the path of an existing model directory (for tools
   such as GPTQModel that read weights from disk themselves);
-* :class:`VariantModelDataset` saves a :class:`QuantizationJob` by running it into its
-  folder, unless the same job (variant spec, content of the source weights, calibration
-  texts, library versions and, where it matters, thread count) is already there with its
-  files intact, and loads any variant back as a :class:`~fkr_kedro.modeling.load.CausalLM`.
+* :class:`VariantStoreDataset` loads where a variant is stored, for the quantize node's
+  keep-check (:func:`fkr_kedro.quantization.api.quantize_or_keep`: it quantizes unless the
+  stored variant has the same fingerprint and intact files);
+* :class:`VariantModelDataset` saves what that node returns (a staging folder, checked, then
+  moved into place; or the stored variant, kept) and loads any variant back as a
+  :class:`~fkr_kedro.modeling.load.CausalLM`.
 
-Both check the directory's files against its weight manifest before handing it on
+The loaders check the directory's files against its weight manifest before handing it on
 (:mod:`fkr_kedro.datasets.integrity`).
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
+import shutil
 from pathlib import Path
 from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
 from ..modeling.load import CausalLM
-from ..modeling.storage import is_model_directory, remove_dead_staging
-from ..quantization.api import load_quantized, quantize, recorded_fingerprint, variant_fingerprint
-from ..quantization.variants import VariantSpec
+from ..modeling.storage import is_model_directory, replace_with_staging
+from ..quantization.api import (
+    VARIANT_FILE, VariantDirectory, expected_fingerprint, load_quantized, recorded_fingerprint, stale_reason,
+)
 from .integrity import check_model_directory, weights_problem
-
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class QuantizationJob:
-    """A variant to write: the spec, the model it quantizes and its calibration texts."""
-
-    spec: VariantSpec
-    source_dir: Path
-    calibration_texts: tuple[str, ...]
-    overwrite: bool = False
 
 
 class ModelDirectoryDataset(AbstractDataset[None, Path]):
@@ -62,10 +52,42 @@ class ModelDirectoryDataset(AbstractDataset[None, Path]):
         return {"path": str(self._path)}
 
 
-class VariantModelDataset(AbstractDataset[QuantizationJob, CausalLM]):
-    def __init__(self, path: str, load_args: dict[str, Any] | None = None, metadata: dict | None = None):
+class VariantStoreDataset(AbstractDataset[None, Path]):
+    """Read-only: where a variant is stored, for the quantize node's keep-check (it reads the
+    fingerprint there, not the weights). Loads the path whether or not a variant is there yet."""
+
+    def __init__(self, path: str, metadata: dict | None = None):
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def load(self) -> Path:
+        return self._path
+
+    def save(self, data: None) -> None:
+        raise DatasetError(f"{self._path} is written through the variant's own dataset (model@variant)")
+
+    def _exists(self) -> bool:
+        return True  # an empty store is a store: the node quantizes into it
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}
+
+
+class VariantModelDataset(AbstractDataset[VariantDirectory, CausalLM]):
+    """A quantized variant: saves what the quantize node made (:class:`VariantDirectory`:
+    a checked staging folder moved into place, or the stored variant, kept) and loads the
+    variant, its files checked against their manifest."""
+
+    def __init__(
+        self, path: str, load_args: dict[str, Any] | None = None, source: str | None = None,
+        corpus: str | None = None, metadata: dict | None = None,
+    ):
+        """``source`` (the base model directory) and ``corpus`` (the training corpus file):
+        where the inputs of the variant's fingerprint are, so that exists means current."""
         self._path = Path(path)
         self._load_args = dict(load_args or {})
+        self._source = Path(source) if source else None
+        self._corpus = Path(corpus) if corpus else None
         self.metadata = metadata
 
     def load(self) -> CausalLM:
@@ -74,49 +96,47 @@ class VariantModelDataset(AbstractDataset[QuantizationJob, CausalLM]):
         check_model_directory(self._path)
         return load_quantized(self._path, **self._load_args)
 
-    def save(self, job: QuantizationJob) -> None:
-        """Quantize unless the same variant is on disk, intact; a variant whose files fail
-        their check (corrupted, truncated, no manifest) is quantized again with a warning."""
-        remove_dead_staging(self._path.parent)
-        texts = list(job.calibration_texts)
-        recorded = None if job.overwrite else recorded_fingerprint(self._path)
-        if recorded is not None:
-            wanted = variant_fingerprint(job.source_dir, job.spec, texts)
-            problem = weights_problem(self._path) if recorded == wanted else None
-            if recorded == wanted and problem is None:
-                log.info(
-                    "Variant %s is already on disk at %s; kept (set quantize.overwrite: true to redo it)",
-                    job.spec.name, self._path,
-                )
-                return
-            if problem is not None:
-                log.warning("Variant %s at %s: %s; quantizing it again", job.spec.name, self._path, problem)
-            elif "source_weights_sha256" not in recorded:
-                log.info(
-                    "Variant %s at %s was written before fingerprints held content hashes and the "
-                    "environment; quantizing it again", job.spec.name, self._path,
-                )
-            else:
-                log.info(
-                    "Variant %s at %s was written with other settings (%s); quantizing it again",
-                    job.spec.name, self._path, "; ".join(fingerprint_changes(recorded, wanted)),
-                )
-        quantize(job.source_dir, job.spec, texts, self._path)
+    def save(self, variant: VariantDirectory) -> None:
+        if not isinstance(variant, VariantDirectory):
+            raise DatasetError(
+                f"{self._path}: a variant is saved from what the quantize node returns "
+                f"(quantization.api.quantize_or_keep), not from {type(variant).__name__}"
+            )
+        if variant.kept:
+            if Path(variant.path).resolve() != self._path.resolve():
+                raise DatasetError(f"{self._path}: the kept variant is at {variant.path}, not here")
+            return
+        # Never replace a good variant with a bad one: the new one's files are checked first.
+        problem = None if (variant.path / VARIANT_FILE).is_file() else f"no {VARIANT_FILE}"
+        problem = problem or weights_problem(variant.path)
+        if problem is not None:
+            shutil.rmtree(variant.path, ignore_errors=True)
+            raise DatasetError(f"the new variant for {self._path} in {variant.path} is not saved: {problem}")
+        replace_with_staging(variant.path, self._path, manifest=False)
 
     def _exists(self) -> bool:
-        return is_model_directory(self._path)
+        """A variant is there and current: the quantize node's rule (``stale_reason`` on the
+        fingerprint the configured variant gets), files unhashed (loading checks them), so
+        `--only-missing-outputs` rebuilds a changed variant as `kedro run` does."""
+        if not is_model_directory(self._path):
+            return False
+        wanted = self._wanted()
+        if wanted is None:  # not configured, or its inputs not there: whatever is stored stands
+            recorded = recorded_fingerprint(self._path)
+            return recorded is not None and "source_weights_sha256" in recorded
+        return stale_reason(self._path, wanted, check_files=False) is None
+
+    def _wanted(self) -> dict | None:
+        from ..run_config import active_variants, study_parameters
+
+        if self._source is None or self._corpus is None or not (self._source.is_dir() and self._corpus.is_file()):
+            return None
+        params = study_parameters()
+        spec = next((s for s in active_variants(params) if s.name == self._path.name), None)
+        if spec is None:
+            return None
+        corpus = self._corpus.read_text().splitlines()
+        return expected_fingerprint(self._source, spec, corpus, params.quantize.calibration_seed, self._path)
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path), "load_args": self._load_args}
-
-
-def fingerprint_changes(recorded: dict, wanted: dict, prefix: str = "") -> list[str]:
-    """What differs between two fingerprints, as ``key: old -> new`` (nested keys dotted)."""
-    changes = []
-    for key in sorted(set(recorded) | set(wanted), key=str):
-        old, new = recorded.get(key), wanted.get(key)
-        if isinstance(old, dict) and isinstance(new, dict):
-            changes += fingerprint_changes(old, new, f"{prefix}{key}.")
-        elif old != new:
-            changes.append(f"{prefix}{key}: {old!r} -> {new!r}")
-    return changes

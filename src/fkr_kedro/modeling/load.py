@@ -46,8 +46,13 @@ log = logging.getLogger(__name__)
 HUB_FILE_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.jinja"]
 
 
-# Where a GGUF split into parts is joined into one file (relative: to the working directory,
-# the project root under `kedro run`); callers may pass another folder.
+# Weight files written with pickle (torch.save): loading one runs whatever code it holds.
+PICKLE_WEIGHT_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt")
+
+# Where a GGUF split into parts is joined into one file when the caller names no folder
+# (relative: to the working directory, the project root under `kedro run`). The base model
+# dataset passes its study's folder (beside its own path); the file is a checked join of the
+# parts (same bytes for every study), so a shared fallback loses nothing.
 GGUF_JOIN_DIR = Path("data/06_models/base_gguf")
 # llama.cpp's gguf-split names its parts ``<name>-00001-of-00003.gguf`` (gguf-py's GGUFWriter too).
 SPLIT_PART_NAME = re.compile(r"(?P<stem>.+)-(?P<number>\d{5})-of-(?P<count>\d{5})\.gguf")
@@ -141,6 +146,9 @@ class ModelSource(BaseModel):
     description: str = ""
     config: dict[str, Any] | None = None  # config: transformers config keys, model_type first
     seed: int = 0  # config: the seed of the random initialisation
+    # dir, hub: load pickled weights (pytorch_model.bin, *.pt ...) when there are no safetensors;
+    # only for files you trust (unpickling runs code): convert them instead (see check_no_pickles).
+    allow_pickle: bool = False
 
     @field_validator("files", "paths", mode="before")
     @classmethod
@@ -254,6 +262,8 @@ class ModelSource(BaseModel):
         for key in ("files", "paths"):
             if data.get(key, ...) is None:
                 del data[key]
+        if data.get("allow_pickle") is False:  # the same record as before the setting existed
+            del data["allow_pickle"]
         return data
 
     @property
@@ -345,25 +355,26 @@ def load_model(
     if source.kind == "train":
         raise ModelSourceError(
             "base_model kind 'train' is trained by the train pipeline, not loaded: run "
-            "`kedro run --pipeline=train`, then load data/06_models/base as kind 'dir'"
+            "`kedro run --pipeline=train`, then load its 06_models/base (under data/, or data/<env>/ for "
+            "an environment other than local) as kind 'dir'"
         )
     if source.kind == "gguf":
         folder, name = gguf_location(source, join_dir=gguf_join_dir)
         log.info("Dequantizing GGUF %s (%s) with transformers", name, folder)
         return load_causal_lm(folder, gguf_file=name, **common, **model_kwargs)
     if source.kind == "config":
-        return build_from_config(source)
+        return build_from_config(source, gguf_join_dir=gguf_join_dir)
     return load_causal_lm(model_directory(source), **common, **model_kwargs)
 
 
-def build_from_config(source: ModelSource | dict[str, Any]) -> CausalLM:
+def build_from_config(source: ModelSource | dict[str, Any], *, gguf_join_dir: str | Path | None = None) -> CausalLM:
     """A randomly initialised model of a ``config`` source (seeded: the same source gives the
     same weights), on the CPU in the source's dtype (``auto``: float32), with its tokenizer;
     the vocabulary size and special-token ids come from the tokenizer."""
     from transformers import AutoConfig
 
     source = as_source(source)
-    tokenizer = load_source_tokenizer(source)
+    tokenizer = load_source_tokenizer(source, gguf_join_dir=gguf_join_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     settings = dict(source.config or {})
@@ -417,6 +428,8 @@ def model_directory(source: ModelSource | dict[str, Any]) -> Path:
                 f"no model directory at {path} (config.json missing): point base_model.path at a "
                 f"Hugging Face model directory"
             )
+        if not source.allow_pickle:
+            check_no_pickles(path)
         return path
     if source.kind == "hub":
         from huggingface_hub import snapshot_download
@@ -440,6 +453,28 @@ def model_directory(source: ModelSource | dict[str, Any]) -> Path:
             ) from error
         return Path(folder)
     raise ModelSourceError(f"base_model of kind {source.kind!r} has no model directory; kinds dir and hub do")
+
+
+def check_no_pickles(path: Path) -> None:
+    """Refuse a model directory whose weights are pickles (``*.bin``, ``*.pt``, ``*.pth``,
+    ``*.ckpt``) rather than safetensors: transformers would unpickle them, and a pickle runs any
+    code it holds. The error gives the one-off conversion (run it only on files you trust) and
+    the setting that allows them."""
+    path = Path(path)
+    pickles = sorted({p.name for pattern in PICKLE_WEIGHT_PATTERNS for p in path.glob(pattern) if p.is_file()})
+    if not pickles or any(path.glob("*.safetensors")):
+        return  # transformers reads the safetensors when both are there
+    converted = path.parent / f"{path.name}-safetensors"
+    command = (
+        f"python -c \"from transformers import AutoModelForCausalLM, AutoTokenizer; "
+        f"AutoModelForCausalLM.from_pretrained('{path}').save_pretrained('{converted}'); "
+        f"AutoTokenizer.from_pretrained('{path}').save_pretrained('{converted}')\""
+    )
+    raise ModelSourceError(
+        f"model directory {path} holds pickled weights ({', '.join(pickles)}) and no safetensors: loading "
+        f"them would run any code they hold. If you trust the files, convert them once: `{command}` and set "
+        f"base_model.path: {converted}; or set base_model.allow_pickle: true to load them as they are"
+    )
 
 
 def gguf_location(source: ModelSource | dict[str, Any], join_dir: str | Path | None = None) -> tuple[Path, str]:

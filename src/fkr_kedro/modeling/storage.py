@@ -69,20 +69,35 @@ def staged_directory(target: str | Path) -> Iterator[Path]:
     failure it is removed, so an interrupted write never leaves a half-written directory.
     A folder holding weight files gets its manifest (:func:`write_manifest`) before the
     rename. Staging folders of dead processes beside ``target`` are removed first."""
+    staging = new_staging_directory(target)
+    try:
+        yield staging
+        replace_with_staging(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def new_staging_directory(target: str | Path) -> Path:
+    """:func:`staged_directory` in two steps, for a writer and a saver that are not the same
+    code (a node writes, its dataset replaces): a fresh folder beside ``target``, named after
+    this process so :func:`remove_dead_staging` removes it if the process dies first."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_dead_staging(target.parent)
-    staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), dir=target.parent))
-    try:
-        yield staging
-        if any(staging.glob(WEIGHT_GLOB)):
-            write_manifest(staging)
-        os.chmod(staging, 0o777 & ~_UMASK)  # mkdtemp makes 0700
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=_staging_prefix(target), dir=target.parent))
+
+
+def replace_with_staging(staging: str | Path, target: str | Path, manifest: bool = True) -> None:
+    """Move a folder from :func:`new_staging_directory` into place: its manifest first (when
+    it holds weight files; ``manifest=False``: the writer wrote it), then it replaces
+    ``target``."""
+    staging, target = Path(staging), Path(target)
+    if manifest and any(staging.glob(WEIGHT_GLOB)):
+        write_manifest(staging)
+    os.chmod(staging, 0o777 & ~_UMASK)  # mkdtemp makes 0700
+    if target.exists():
+        shutil.rmtree(target)
+    staging.rename(target)
 
 
 @contextmanager

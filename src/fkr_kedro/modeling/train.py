@@ -16,9 +16,13 @@ a standard ``LlamaForCausalLM`` and saves as one. docs/performance.md has the me
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import math
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import asdict
 from typing import Literal
 
 import torch
@@ -33,6 +37,8 @@ from pydantic import (
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
 
 
 @pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -74,6 +80,57 @@ class TrainConfig:
     loss_starts_after: str | None = None
 
 
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class TrainingTime:
+    """When a training run warns that it will be long (``training_time`` in
+    parameters_train.yml). Kept apart from :class:`TrainConfig`: it changes no model, so it is
+    not part of what trained models are fingerprinted by."""
+
+    # Warn once when the estimated training time exceeds this; None: never.
+    warn_after_minutes: PositiveFloat | None = 60.0
+    # Steps timed for the estimate, after the first (which includes one-off set-up).
+    estimate_after_steps: PositiveInt = 20
+
+
+class _TimeEstimate:
+    """Times steps 2 to ``estimate_after_steps + 1`` and warns once if ``steps`` of them would
+    take longer than the bound."""
+
+    def __init__(self, steps: int, bound: TrainingTime):
+        self.steps, self.bound = steps, bound
+        self.started: float | None = None
+        self.done = bound.warn_after_minutes is None or steps <= bound.estimate_after_steps + 1
+
+    def after_step(self, step: int) -> None:
+        """Called after each step (0-based ``step``)."""
+        if self.done:
+            return
+        if step == 0:
+            self.started = time.perf_counter()
+            return
+        if step < self.bound.estimate_after_steps:
+            return
+        self.done = True
+        per_step = (time.perf_counter() - self.started) / step
+        estimate = per_step * self.steps
+        if estimate > self.bound.warn_after_minutes * 60:
+            log.warning(
+                "training.steps=%d will take about %s (%.3g s per step over %d steps), more than "
+                "training_time.warn_after_minutes=%g: stop it (Ctrl-C) and lower training.steps, or raise "
+                "the bound if this is intended",
+                self.steps, _duration(estimate), per_step, step, self.bound.warn_after_minutes,
+                extra={"estimate_seconds": estimate, "seconds_per_step": per_step},
+            )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} minutes"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} hours"
+    return f"{seconds / 86400:,.0f} days"
+
+
 def llama_config(shape: ModelShape, tokenizer: PreTrainedTokenizerBase) -> LlamaConfig:
     return LlamaConfig(
         vocab_size=len(tokenizer),
@@ -88,6 +145,17 @@ def llama_config(shape: ModelShape, tokenizer: PreTrainedTokenizerBase) -> Llama
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
     )
+
+
+def training_fingerprint(corpus: Sequence[str], shape: ModelShape, training: TrainConfig) -> dict:
+    """Everything that determines a model trained from scratch: its shape, training settings
+    and corpus (as JSON would hold it). Recorded with every trained model; a model is kept
+    (scaling, capacity) or its job skipped (`kedro submit`) only when it is the same."""
+    return json.loads(json.dumps({
+        "shape": asdict(shape),
+        "training": asdict(training),
+        "corpus_sha256": hashlib.sha256("\n".join(corpus).encode()).hexdigest(),
+    }))
 
 
 def non_embedding_parameters(model: torch.nn.Module) -> int:
@@ -145,10 +213,12 @@ def train_causal_lm(
     progress: bool = True,
     checkpoint: Callable[[int, LlamaForCausalLM], None] | None = None,
     checkpoint_steps: Collection[int] = (),
+    time_bound: TrainingTime = TrainingTime(),
 ) -> tuple[LlamaForCausalLM, list[dict]]:
     """Train from scratch; return the model (eval mode) and the loss history.
     ``checkpoint(step, model)`` is called after each optimizer step whose count (1-based)
-    is in ``checkpoint_steps`` (e.g. to save the model there); it must not change the model."""
+    is in ``checkpoint_steps`` (e.g. to save the model there); it must not change the model.
+    A run estimated to take longer than ``time_bound`` warns once, early (:class:`TrainingTime`)."""
     torch.manual_seed(config.seed)
     data = tokenize_corpus(corpus, tokenizer)
     if data.shape[1] > shape.max_position_embeddings:
@@ -178,6 +248,7 @@ def train_causal_lm(
     start = time.perf_counter()
     bar = tqdm(range(config.steps), desc="train", disable=not progress, mininterval=2.0)
     running = None
+    estimate = _TimeEstimate(config.steps, time_bound)
     for step in bar:
         rows = torch.randint(len(data), (config.batch_size,), generator=generator)
         batch, batch_loss_from = data[rows], None if loss_from is None else loss_from[rows]
@@ -191,6 +262,7 @@ def train_causal_lm(
         optimizer.step()
         schedule.step()
         # The step has ended: the model holds the weights after ``step + 1`` updates.
+        estimate.after_step(step)
         if checkpoint is not None and step + 1 in checkpoint_steps:
             checkpoint(step + 1, model)
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()

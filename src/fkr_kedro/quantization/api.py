@@ -8,14 +8,18 @@ import importlib
 import importlib.metadata
 import json
 import logging
+import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig
 
 from ..modeling.load import CausalLM, load_causal_lm, resolve_device
-from ..modeling.storage import staged_directory, weights_digest
+from ..modeling.storage import (
+    WeightsError, new_staging_directory, staged_directory, verify_weights, weights_digest, write_manifest,
+)
 from .methods import METHODS
 from .variants import VariantSpec, validate_variants
 
@@ -38,28 +42,129 @@ def quantize(source_dir: Path, spec: VariantSpec, calibration_texts: list[str], 
     Calibrated methods use the first ``spec.calibration_size`` texts. The directory is
     built beside ``out_dir`` and moved into place, so a failed run leaves no half variant."""
     source_dir, out_dir = Path(source_dir).resolve(), Path(out_dir).resolve()
-    validate_variants([spec], AutoConfig.from_pretrained(source_dir))
-    method = METHODS[spec.method]
-    calibration = _calibration(spec, calibration_texts)
-    if method.calibrated and len(calibration) < spec.calibration_size:
-        raise ValueError(
-            f"variant {spec.name!r} asks for {spec.calibration_size} calibration texts but only "
-            f"{len(calibration)} were given: lower calibration_size or pass more texts"
-        )
+    calibration = _checked_calibration(source_dir, spec, calibration_texts)
     # Taken before the backend runs, in the state a later keep-check compares it in.
     fingerprint = variant_fingerprint(source_dir, spec, calibration_texts)
-    backend = importlib.import_module(f".{method.backend}", __package__)
     with staged_directory(out_dir) as staging:
-        start = time.perf_counter()
-        facts = backend.quantize(source_dir, spec, calibration, staging)
-        seconds = time.perf_counter() - start
-        record = {
-            **fingerprint,
-            "seconds": round(seconds, 3),
-            **{key: facts[key] for key in RESULT_KEYS if key in facts},
-        }
-        (staging / VARIANT_FILE).write_text(json.dumps(record, indent=2) + "\n")
-    log.info("variant %s: %s in %.1f s -> %s", spec.name, method.description, seconds, out_dir)
+        _write_variant(source_dir, spec, calibration, staging, fingerprint)
+    log.info("variant %s -> %s", spec.name, out_dir)
+
+
+def _write_variant(
+    source_dir: Path, spec: VariantSpec, calibration: list[str], directory: Path, fingerprint: dict
+) -> None:
+    """Run the method's backend into the empty ``directory`` and record ``variant.json``."""
+    method = METHODS[spec.method]
+    backend = importlib.import_module(f".{method.backend}", __package__)
+    start = time.perf_counter()
+    facts = backend.quantize(source_dir, spec, calibration, directory)
+    seconds = time.perf_counter() - start
+    record = {**fingerprint, "seconds": round(seconds, 3), **{key: facts[key] for key in RESULT_KEYS if key in facts}}
+    (directory / VARIANT_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    log.info("variant %s: %s in %.1f s", spec.name, method.description, seconds)
+
+
+@dataclass(frozen=True)
+class VariantDirectory:
+    """What :func:`quantize_or_keep` hands its saver: the stored variant, kept (``kept``), or
+    a staging folder beside it holding the new variant with its manifest, to move into place."""
+
+    path: Path
+    kept: bool
+
+
+def quantize_or_keep(
+    source_dir: Path, spec: VariantSpec, calibration_texts: list[str], stored_dir: Path, overwrite: bool = False
+) -> VariantDirectory:
+    """Keep the variant in ``stored_dir`` when it is current (:func:`stale_reason`: same
+    fingerprint, files intact) without loading its weights; else quantize into a new staging
+    folder beside ``stored_dir`` (``overwrite``: always). The caller replaces ``stored_dir``
+    with the staging folder (:func:`~fkr_kedro.modeling.storage.replace_with_staging`);
+    staging left by a process that died is removed by the next write beside it."""
+    source_dir, stored_dir = Path(source_dir).resolve(), Path(stored_dir)
+    wanted = variant_fingerprint(source_dir, spec, calibration_texts)
+    why = None if overwrite else stale_reason(stored_dir, wanted)
+    if not overwrite and why is None:
+        log.info(
+            "Variant %s is already on disk at %s; kept (set quantize.overwrite: true to redo it)", spec.name, stored_dir
+        )
+        return VariantDirectory(stored_dir, kept=True)
+    if why is not None and (stored_dir / VARIANT_FILE).exists():
+        damaged = recorded_fingerprint(stored_dir) == wanted  # the right variant, its files not
+        log.log(logging.WARNING if damaged else logging.INFO, "Variant %s at %s: %s; quantizing it again",
+                spec.name, stored_dir, why)
+    calibration = _checked_calibration(source_dir, spec, calibration_texts)  # checked only when quantizing
+    staging = new_staging_directory(stored_dir)
+    try:
+        _write_variant(source_dir, spec, calibration, staging, wanted)
+        write_manifest(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return VariantDirectory(staging, kept=False)
+
+
+def stale_reason(model_dir: Path, wanted: dict, check_files: bool = True) -> str | None:
+    """Why the variant in ``model_dir`` is not the one the fingerprint ``wanted``
+    (:func:`variant_fingerprint`) describes, or None when it is current: the one rule that
+    `kedro run`'s keep-check, the variant dataset and `kedro submit` apply.
+    ``check_files``: also check its files against their manifest (hashes every file)."""
+    recorded = recorded_fingerprint(model_dir)
+    if recorded is None:
+        return "no variant there" if not Path(model_dir).exists() else f"no readable {VARIANT_FILE}"
+    if "source_weights_sha256" not in recorded:
+        return "written before fingerprints held content hashes and the environment"
+    if recorded != wanted:
+        return f"written with other settings ({'; '.join(fingerprint_changes(recorded, wanted))})"
+    if check_files:
+        try:
+            verify_weights(model_dir)
+        except WeightsError as error:
+            return str(error)
+    return None
+
+
+# What the environment records about the machine a variant is quantized on. A check made
+# elsewhere (`kedro submit` on a login node, a dataset's exists before any node set its thread
+# count) cannot know it: it takes the recorded values, and the node's own check decides them.
+MACHINE_KEYS = ("device", "torch_threads")
+
+
+def expected_fingerprint(
+    source_dir: Path, spec: VariantSpec, corpus: list[str], calibration_seed: int, stored_dir: Path | None = None
+) -> dict:
+    """The fingerprint variant ``spec`` of the model in ``source_dir`` gets in a study whose
+    calibration texts are drawn from ``corpus`` with ``calibration_seed``
+    (:func:`~fkr_kedro.quantization.calibration.calibration_texts`). With ``stored_dir``: the
+    machine part of its environment (:data:`MACHINE_KEYS`) as recorded there."""
+    from .calibration import calibration_texts
+
+    wanted = variant_fingerprint(source_dir, spec, calibration_texts(corpus, calibration_seed, spec.calibration_size))
+    if stored_dir is not None:
+        recorded = (recorded_fingerprint(stored_dir) or {}).get("environment", {})
+        for key in MACHINE_KEYS:
+            if key in recorded:
+                wanted["environment"][key] = recorded[key]
+            else:
+                wanted["environment"].pop(key, None)
+    return wanted
+
+
+def is_current(model_dir: Path, wanted: dict) -> bool:
+    """Whether ``model_dir`` holds the variant ``wanted`` describes, intact (:func:`stale_reason`)."""
+    return stale_reason(model_dir, wanted) is None
+
+
+def fingerprint_changes(recorded: dict, wanted: dict, prefix: str = "") -> list[str]:
+    """What differs between two fingerprints, as ``key: old -> new`` (nested keys dotted)."""
+    changes = []
+    for key in sorted(set(recorded) | set(wanted), key=str):
+        old, new = recorded.get(key), wanted.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += fingerprint_changes(old, new, f"{prefix}{key}.")
+        elif old != new:
+            changes.append(f"{prefix}{key}: {old!r} -> {new!r}")
+    return changes
 
 
 # Libraries whose version can change the bytes a backend writes.
@@ -128,6 +233,18 @@ def variant_record(model_dir: Path) -> dict:
     """Everything ``variant.json`` records (empty when the directory has none)."""
     path = Path(model_dir) / VARIANT_FILE
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _checked_calibration(source_dir: Path, spec: VariantSpec, texts: list[str]) -> list[str]:
+    """The texts ``spec`` calibrates on, after checking it fits the model in ``source_dir``."""
+    validate_variants([spec], AutoConfig.from_pretrained(source_dir))
+    calibration = _calibration(spec, texts)
+    if METHODS[spec.method].calibrated and len(calibration) < spec.calibration_size:
+        raise ValueError(
+            f"variant {spec.name!r} asks for {spec.calibration_size} calibration texts but only "
+            f"{len(calibration)} were given: lower calibration_size or pass more texts"
+        )
+    return calibration
 
 
 def _calibration(spec: VariantSpec, texts: list[str]) -> list[str]:

@@ -31,10 +31,17 @@ class Method:
     default_group_size: int | None = None
     options: frozenset[str] = frozenset()  # VariantSpec fields the method reads besides bits/group_size
     description: str = ""
+    color: str = "gray"  # its colour and marker in every figure (fkr_kedro.reporting.figures)
+    marker: str = "o"
 
     @property
     def calibrated(self) -> bool:
         return "calibration_size" in self.options
+
+    @property
+    def full_precision(self) -> bool:
+        """Weights as trained: no bit widths to choose."""
+        return not self.bits
 
 
 METHODS: dict[str, Method] = {
@@ -43,39 +50,49 @@ METHODS: dict[str, Method] = {
         Method(
             "fp", "fp", (), options=frozenset({"dtype"}),
             description="full precision reference, weights as trained (in the source dtype, or `dtype`)",
+            color="black", marker="o",
         ),
         Method(
             "bnb_int8", "bnb", (8,),
             description="bitsandbytes LLM.int8: int8 weights with a scale per row, outlier activations in fp16",
+            color="tab:purple", marker="^",
         ),
-        Method("bnb_nf4", "bnb", (4,), description="bitsandbytes 4-bit NormalFloat, absmax per block of 64"),
-        Method("bnb_fp4", "bnb", (4,), description="bitsandbytes 4-bit float, absmax per block of 64"),
+        Method("bnb_nf4", "bnb", (4,), description="bitsandbytes 4-bit NormalFloat, absmax per block of 64",
+               color="tab:orange", marker="P"),
+        Method("bnb_fp4", "bnb", (4,), description="bitsandbytes 4-bit float, absmax per block of 64",
+               color="tab:brown", marker="X"),
         Method(
             "gptq", "gptq", (4, 8, 3, 2), GPTQ_GROUP_SIZES, 128,
             frozenset({"calibration_size", "sym", "desc_act", "max_fallback_fraction"}),
             "GPTQ (second-order error compensation) through GPTQModel",
+            color="tab:blue", marker="s",
         ),
         Method(
             "awq", "gptq", (4,), AWQ_GROUP_SIZES, 128,
             frozenset({"calibration_size", "sym", "max_fallback_fraction", "awq_gqa"}),
             "AWQ (activation-aware scaling) through GPTQModel, GEMM format",
+            color="tab:green", marker="D",
         ),
         Method(
             "rtn", "rtn", (4, 8, 3, 2), GPTQ_GROUP_SIZES, 128,
             frozenset({"sym"}),
             "round-to-nearest per group, no calibration (GPTQModel's weight-only RTN), GPTQ format",
+            color="tab:red", marker="v",
         ),
         Method(
             "hqq", "hqq", (4, 8, 3, 2, 1), HQQ_GROUP_SIZES, 64,
             description="HQQ (half-quadratic solver for scale and zero per group, no calibration) through hqq",
+            color="tab:cyan", marker="h",
         ),
         Method(
             "torchao_int8", "torchao", (8,),
             description="torchao weight-only int8, a scale per row (Int8WeightOnlyConfig via TorchAoConfig)",
+            color="tab:olive", marker="*",
         ),
         Method(
             "torchao_int4", "torchao", (4,), TORCHAO_GROUP_SIZES, 128,
             description="torchao weight-only int4 per group (IntxWeightOnlyConfig via TorchAoConfig; one code per byte)",
+            color="gold", marker="p",
         ),
     )
 }

@@ -1,16 +1,22 @@
 """Figures of the study, drawn from the tidy tables the pipelines write.
 
 Every function takes tidy tables (``variant``, ``layer``, ``metric``, ``value`` ...) and
-returns a matplotlib ``Figure``; none reads or writes files. One colour per method and one
-line style per bit width, the same in every figure; full precision is black. Figures are
-built without pyplot (no GUI backend, nothing left open): save them, or display them in a
-notebook.
+returns a matplotlib ``Figure``; none reads or writes files. One colour and marker per method
+(:class:`~fkr_kedro.quantization.methods.Method`) and one line style per bit width, read from
+the tables' spec columns, the same in every figure; the reference (``report.reference``) is
+drawn thickest. Figures are built without pyplot (no GUI backend, nothing left open): save
+them, or display them in a notebook.
+
+:data:`FIGURES` is the registry of the report's cross-variant figures: the report pipeline
+draws each entry from its tables and places it in the HTML report under its title and
+caption. Adding a figure is one function here and one entry there.
 """
 
 from __future__ import annotations
 
 import itertools
-import re
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -18,24 +24,13 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, PercentFormatter
 
+from ..quantization.methods import METHODS
+from .findings import ReportSettings
 from .tables import StudyTables, headline, layer_metric, metric_interval, neuron_retention, variant_order
 
-METHOD_COLORS = {
-    "fp": "black",
-    "gptq": "tab:blue",
-    "awq": "tab:green",
-    "rtn": "tab:red",
-    "bnb_int8": "tab:purple",
-    "bnb_nf4": "tab:orange",
-    "bnb_fp4": "tab:brown",
-    "hqq": "tab:cyan",
-    "torchao_int8": "tab:olive",
-    "torchao_int4": "gold",
-}
 BITS_LINESTYLES = {8: "-", 4: "--", 3: "-.", 2: ":"}
-METHOD_MARKERS = {"fp": "o", "gptq": "s", "awq": "D", "rtn": "v", "bnb_int8": "^", "bnb_nf4": "P", "bnb_fp4": "X",
-                  "hqq": "h", "torchao_int8": "*", "torchao_int4": "p"}  # fmt: skip
-_EXTRA_COLORS = itertools.cycle(["tab:pink", "tab:gray", "teal", "navy"])
+# Colours of methods the registry does not know (a table from elsewhere), in order of appearance.
+_EXTRA_COLORS = ("tab:pink", "tab:gray", "teal", "navy")
 
 PROBE_TITLES = {
     "subject": "subject probe (subject's last token)",
@@ -46,20 +41,37 @@ PROBE_TITLES = {
 DRIFT_TITLES = {"cosine": "cosine similarity to {reference}", "cka": "linear CKA to {reference}"}
 
 
-def variant_styles(recall: pd.DataFrame, reference: str = "fp") -> dict[str, dict]:
-    """Line and marker style per variant: colour by method, line style by bit width."""
+def method_color(method: str) -> str:
+    return METHODS[method].color if method in METHODS else "gray"
+
+
+def method_marker(method: str) -> str:
+    return METHODS[method].marker if method in METHODS else "o"
+
+
+def is_full_precision(method: str) -> bool:
+    return method in METHODS and METHODS[method].full_precision
+
+
+def bits_linestyle(bits) -> str:
+    """The line style of a bit width (solid where the spec has none: full precision)."""
+    return "-" if bits is None or pd.isna(bits) else BITS_LINESTYLES.get(int(bits), "-")
+
+
+def variant_styles(recall: pd.DataFrame, reference: str) -> dict[str, dict]:
+    """Line and marker style per variant (a new mapping per call): colour by method, line
+    style by bit width, both from the table's spec columns; the reference drawn thickest."""
     info = headline(recall)
+    unknown = [m for m in dict.fromkeys(info["method"].astype(str)) if m not in METHODS]
+    extra = dict(zip(unknown, itertools.cycle(_EXTRA_COLORS)))
     styles = {}
     for variant in variant_order(recall, reference):
         method = str(info.loc[variant, "method"])
-        bits = info.loc[variant, "bits"]
-        if method not in METHOD_COLORS:
-            METHOD_COLORS[method] = next(_EXTRA_COLORS)
         is_ref = variant == reference
         styles[variant] = {
-            "color": METHOD_COLORS[method],
-            "linestyle": "-" if is_ref or pd.isna(bits) else BITS_LINESTYLES.get(int(bits), "-"),
-            "marker": METHOD_MARKERS.get(method, "o"),
+            "color": extra.get(method) or method_color(method),
+            "linestyle": "-" if is_ref else bits_linestyle(info.loc[variant, "bits"]),
+            "marker": method_marker(method),
             "linewidth": 2.6 if is_ref else 1.6,
             "markersize": 5,
             "zorder": 5 if is_ref else 3,
@@ -67,9 +79,16 @@ def variant_styles(recall: pd.DataFrame, reference: str = "fp") -> dict[str, dic
     return styles
 
 
-def accuracy_vs_bits(recall: pd.DataFrame, reference: str = "fp") -> Figure:
+def _level(alpha: float) -> str:
+    """``95%`` for alpha 0.05: the level of the report's intervals."""
+    return f"{100 * (1 - alpha):g}%"
+
+
+def accuracy_vs_bits(recall: pd.DataFrame, settings: ReportSettings) -> Figure:
     """One-hop recall and two-hop accuracy (seen and held-out chains) against effective bits
-    per weight, one line per method; the full-precision model is a reference line."""
+    per weight, one line per method; the reference variant is a horizontal line with its
+    1 - alpha interval."""
+    reference = settings.reference
     info = headline(recall)
     panels = [
         ("one_hop.accuracy", None, "one-hop recall (knowledge memorization)"),
@@ -87,20 +106,20 @@ def accuracy_vs_bits(recall: pd.DataFrame, reference: str = "fp") -> Figure:
         for method, rows in quantized.groupby("method", sort=False):
             rows = rows.sort_values("effective_bits")
             bounds = interval.reindex(rows.index)
-            # Error bars: the 95% interval over prompts (Wilson), where the table carries it.
+            # Error bars: the 1 - alpha interval over prompts (Wilson), where the table carries it.
             yerr = np.vstack([rows[metric] - bounds["ci_low"], bounds["ci_high"] - rows[metric]]).clip(min=0)
             ax.errorbar(
                 rows["effective_bits"], rows[metric], yerr=None if np.isnan(yerr).all() else np.nan_to_num(yerr),
-                color=METHOD_COLORS.get(method, "gray"), marker=METHOD_MARKERS.get(method, "o"), linewidth=1.6,
+                color=method_color(method), marker=method_marker(method), linewidth=1.6,
                 markersize=7, capsize=3, elinewidth=1, label=method,
             )
         if reference in info.index:
             ref_bits = info.loc[reference, "effective_bits"]
             ax.axhline(info.loc[reference, metric], color="black", linestyle="--", linewidth=1.4,
-                       label=f"{reference} (full precision, {ref_bits:.0f} bits)")
+                       label=f"{reference} ({_precision(info.loc[reference, 'method'])}{ref_bits:.0f} bits)")
             if reference in interval.index and not interval.loc[reference, ["ci_low", "ci_high"]].isna().any():
                 ax.axhspan(interval.loc[reference, "ci_low"], interval.loc[reference, "ci_high"], color="black",
-                           alpha=0.08, label=f"{reference}: 95% interval")
+                           alpha=0.08, label=f"{reference}: {_level(settings.alpha)} interval")
         if chance and chance in info.columns and reference in info.index:
             ax.axhline(info.loc[reference, chance], color="gray", linestyle=":", linewidth=1.4, label="chance")
         ax.set_xscale("log", base=2)
@@ -120,10 +139,15 @@ def accuracy_vs_bits(recall: pd.DataFrame, reference: str = "fp") -> Figure:
     return fig
 
 
-def stored_bits_vs_bits(recall: pd.DataFrame, reference: str = "fp") -> Figure:
+def _precision(method: str) -> str:
+    return "full precision, " if is_full_precision(str(method)) else ""
+
+
+def stored_bits_vs_bits(recall: pd.DataFrame, settings: ReportSettings) -> Figure:
     """Knowledge in bits (Physics of LMs 3.3's estimator, every one-hop fact) against
     effective bits per weight, one line per method: the stored bits, and the stored bits per
     stored weight bit. A placeholder when the table carries no bits metrics."""
+    reference = settings.reference
     info = headline(recall)
     if "stored_bits" not in info.columns:
         fig, ax = _subplots(1, 1, figsize=(6, 2))
@@ -136,8 +160,8 @@ def stored_bits_vs_bits(recall: pd.DataFrame, reference: str = "fp") -> Figure:
     for ax, (metric, label) in zip(axes, panels):
         for method, rows in quantized.groupby("method", sort=False):
             rows = rows.sort_values("effective_bits")
-            ax.plot(rows["effective_bits"], rows[metric], color=METHOD_COLORS.get(method, "gray"),
-                    marker=METHOD_MARKERS.get(method, "o"), linewidth=1.6, markersize=7, label=method)
+            ax.plot(rows["effective_bits"], rows[metric], color=method_color(method),
+                    marker=method_marker(method), linewidth=1.6, markersize=7, label=method)
         if reference in info.index:
             ax.axhline(info.loc[reference, metric], color="black", linestyle="--", linewidth=1.4,
                        label=f"{reference} ({info.loc[reference, 'effective_bits']:.0f} bits)")
@@ -167,10 +191,11 @@ def capacity_curves(points: pd.DataFrame) -> Figure:
         for (size, variant), rows in part.groupby(["size", "variant"], sort=False):
             rows = rows.sort_values("load_bits")
             method, bits = str(rows["method"].iloc[0]), rows["bits"].iloc[0]
+            full = is_full_precision(method)
             ax.plot(
-                rows["load_bits"], rows["stored_bits"], color=METHOD_COLORS.get(method, "gray"),
-                linestyle="-" if method == "fp" or pd.isna(bits) else BITS_LINESTYLES.get(int(bits), "-"),
-                marker=size_markers[size], linewidth=2.4 if method == "fp" else 1.3, markersize=5,
+                rows["load_bits"], rows["stored_bits"], color=method_color(method),
+                linestyle="-" if full else bits_linestyle(bits),
+                marker=size_markers[size], linewidth=2.4 if full else 1.3, markersize=5,
                 label=f"{variant} ({size})",
             )
         top = float(part["load_bits"].max())
@@ -185,10 +210,11 @@ def capacity_curves(points: pd.DataFrame) -> Figure:
     return fig
 
 
-def damage_along_training(damage: pd.DataFrame) -> Figure:
+def damage_along_training(damage: pd.DataFrame, bits: dict[str, int | None]) -> Figure:
     """Quantization damage against training steps: one panel per measure (one-hop accuracy
     and held-out composition lost, in points; share of stored bits lost), one line per
-    format with its interval over seeds (shaded)."""
+    format with its interval over seeds (shaded). ``bits``: each variant's bit width, from
+    its spec (one line style per bit width)."""
     titles = {
         "one_hop_accuracy": ("one-hop accuracy lost (points)", 100),
         "held_out_accuracy": ("held-out composition lost (points)", 100),
@@ -199,9 +225,9 @@ def damage_along_training(damage: pd.DataFrame) -> Figure:
         part = damage[damage["measure"] == measure]
         for variant, rows in part.groupby("variant", sort=False):
             rows = rows.sort_values("step")
-            color = METHOD_COLORS.get(str(rows["method"].iloc[0]), None)
-            bits = re.search(r"_w(\d+)_", str(variant))  # one colour per method, one line style per bit width
-            style = BITS_LINESTYLES.get(int(bits.group(1)), "-") if bits else "-"
+            method = str(rows["method"].iloc[0])
+            color = method_color(method) if method in METHODS else None
+            style = bits_linestyle(bits.get(variant))
             ax.plot(rows["step"], scale * rows["loss_mean"], marker="o", markersize=4, color=color, linestyle=style,
                     label=variant)
             ax.fill_between(rows["step"], scale * rows["loss_low"], scale * rows["loss_high"], color=color, alpha=0.15)
@@ -218,7 +244,7 @@ def damage_along_training(damage: pd.DataFrame) -> Figure:
 def _plot_curves(ax, curves: pd.DataFrame, styles: dict[str, dict], low: pd.DataFrame | None = None,
                  high: pd.DataFrame | None = None) -> None:
     """One line per variant column of ``curves`` (index = layer), in the variants' styles;
-    shaded between ``low`` and ``high`` (its 95% interval) where given."""
+    shaded between ``low`` and ``high`` (its interval) where given."""
     for variant, style in styles.items():
         if variant in curves:
             ax.plot(curves.index, curves[variant], label=variant, **style)
@@ -229,10 +255,11 @@ def _plot_curves(ax, curves: pd.DataFrame, styles: dict[str, dict], low: pd.Data
                                     alpha=0.1, linewidth=0)
 
 
-def probe_accuracy_by_layer(probes: pd.DataFrame, recall: pd.DataFrame, reference: str = "fp") -> Figure:
-    """Per probe, the accuracy of the probe trained on full precision and applied unchanged
-    to each variant, per layer (0 = embeddings), shaded by its 95% interval over the test
+def probe_accuracy_by_layer(probes: pd.DataFrame, recall: pd.DataFrame, settings: ReportSettings) -> Figure:
+    """Per probe, the accuracy of the probe trained on the reference and applied unchanged
+    to each variant, per layer (0 = embeddings), shaded by its interval over the test
     entities where the table carries one, with the probe's chance rate."""
+    reference = settings.reference
     names = [p for p in PROBE_TITLES if p in set(probes["probe"])]
     fig, axes = _grid(len(names), ncols=2, size=(5.4, 3.6))
     styles = variant_styles(recall, reference)
@@ -249,13 +276,14 @@ def probe_accuracy_by_layer(probes: pd.DataFrame, recall: pd.DataFrame, referenc
         ax.set_title(PROBE_TITLES[probe], fontsize=10)
         ax.set_ylabel(f"accuracy of {reference}'s probe")
     _legend(fig, axes)
-    fig.suptitle("Linear probes per layer: full precision's probe applied to each variant", fontsize=13)
+    fig.suptitle(f"Linear probes per layer: {reference}'s probe applied to each variant", fontsize=13)
     return fig
 
 
-def entrec_by_layer(entrec: pd.DataFrame, recall: pd.DataFrame, reference: str = "fp") -> Figure:
+def entrec_by_layer(entrec: pd.DataFrame, recall: pd.DataFrame, settings: ReportSettings) -> Figure:
     """Mean EntRec (log-probability of the bridge entity's first token, read through the
     variant's own head at the end of the bridge's mention) per layer, per split of chains."""
+    reference = settings.reference
     splits = [s for s in ("all", "seen", "held_out") if s in set(entrec.get("split", pd.Series(["all"])))]
     fig, axes = _grid(len(splits), ncols=3, size=(4.6, 3.8))
     styles = variant_styles(recall, reference)
@@ -271,9 +299,10 @@ def entrec_by_layer(entrec: pd.DataFrame, recall: pd.DataFrame, reference: str =
     return fig
 
 
-def neuron_retention_by_layer(attribution: pd.DataFrame, recall: pd.DataFrame, reference: str = "fp") -> Figure:
-    """Per layer, the share of full precision's top attribution neurons that still score
-    above full precision's threshold in each variant."""
+def neuron_retention_by_layer(attribution: pd.DataFrame, recall: pd.DataFrame, settings: ReportSettings) -> Figure:
+    """Per layer, the share of the reference's top attribution neurons that still score
+    above the reference's threshold in each variant."""
+    reference = settings.reference
     retention = neuron_retention(attribution, reference)
     fig, ax = _subplots(figsize=(8.5, 4.4), layout="constrained")
     _plot_curves(ax, retention, variant_styles(recall, reference))
@@ -286,9 +315,10 @@ def neuron_retention_by_layer(attribution: pd.DataFrame, recall: pd.DataFrame, r
     return fig
 
 
-def drift_by_layer(drift: pd.DataFrame, recall: pd.DataFrame, reference: str = "fp") -> Figure:
-    """Cosine similarity and linear CKA of each variant's residual stream against full
-    precision, per layer and capture site."""
+def drift_by_layer(drift: pd.DataFrame, recall: pd.DataFrame, settings: ReportSettings) -> Figure:
+    """Cosine similarity and linear CKA of each variant's residual stream against the
+    reference, per layer and capture site."""
+    reference = settings.reference
     sites = list(dict.fromkeys(drift["site"]))
     metrics = [m for m in DRIFT_TITLES if m in set(drift["metric"])]
     fig, axes = _subplots(
@@ -310,14 +340,15 @@ def drift_by_layer(drift: pd.DataFrame, recall: pd.DataFrame, reference: str = "
                 ax.set_ylabel(DRIFT_TITLES[metric].format(reference=reference))
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right center", fontsize=9)
-    fig.suptitle("Representation drift against full precision, per layer (1 = unchanged)", fontsize=13)
+    fig.suptitle(f"Representation drift against {reference}, per layer (1 = unchanged)", fontsize=13)
     return fig
 
 
-def cnst_scores(cnst: pd.DataFrame, recall: pd.DataFrame, reference: str = "fp") -> Figure:
+def cnst_scores(cnst: pd.DataFrame, recall: pd.DataFrame, settings: ReportSettings) -> Figure:
     """CnstScore per variant (how far the two-hop answer distribution is from the one-hop
     one; 0 = identical), on all, seen and held-out chains. It compares output distributions,
     so there is one value per variant, at the model's output."""
+    reference = settings.reference
     scores = cnst[cnst["metric"] == "cnst_score"].pivot_table(index="variant", columns="split", values="value")
     order = [v for v in variant_order(recall, reference) if v in scores.index]
     splits = [s for s in ("all", "seen", "held_out") if s in scores.columns]
@@ -336,8 +367,8 @@ def cnst_scores(cnst: pd.DataFrame, recall: pd.DataFrame, reference: str = "fp")
     return fig
 
 
-def variant_layers(variant: str, tables: StudyTables, reference: str = "fp") -> Figure:
-    """One variant against full precision, layer by layer: probe accuracy, EntRec, neuron
+def variant_layers(variant: str, tables: StudyTables, reference: str) -> Figure:
+    """One variant against the reference, layer by layer: probe accuracy, EntRec, neuron
     retention and drift; its recall and CnstScore in the title."""
     probes, entrec, attribution, drift = tables.probes, tables.entrec, tables.attribution, tables.drift
     info = headline(tables.recall)
@@ -417,7 +448,7 @@ def scaling_predicted_vs_observed(points: pd.DataFrame) -> Figure:
     (e.g. 2-bit); points at or below chance have no observed value and are counted in the
     panel title. ``points`` is the scaling study's points table
     (:func:`fkr_kedro.scaling.fit.fit_study`)."""
-    quantized = points[points["method"] != "fp"]
+    quantized = points[~points["method"].map(is_full_precision)]
     tasks = list(dict.fromkeys(quantized["task"]))
     fig, axes = _subplots(1, max(1, len(tasks)), figsize=(4.6 * max(1, len(tasks)), 4.4), squeeze=False, layout=None)
     models = sorted(quantized["model"].unique(), key=lambda m: quantized.loc[quantized["model"] == m, "n_params"].iloc[0])
@@ -508,3 +539,79 @@ def _layer_axis(ax, layers, embeddings: bool = True) -> None:
 def _legend(fig: Figure, axes) -> None:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right center", fontsize=9)
+
+
+@dataclass(frozen=True)
+class StudyFigure:
+    """A cross-variant figure of the report. ``draw(*tables, settings)`` takes the catalog
+    tables named in ``tables`` (in that order) and the report settings; the report pipeline
+    writes it as ``figures/{name}.png`` (``{name}_plot``) and embeds it in ``section`` under
+    ``title`` and ``caption`` (``{level}``: the intervals' level, 1 - report.alpha;
+    ``{reference}``: report.reference)."""
+
+    name: str
+    draw: Callable[..., Figure]
+    tables: tuple[str, ...]
+    title: str
+    caption: str
+    section: str
+
+    def caption_for(self, settings: ReportSettings) -> str:
+        return self.caption.format(level=_level(settings.alpha), reference=settings.reference)
+
+
+RECALL, KNOWLEDGE_BITS, INSIDE = "Recall", "Knowledge in bits", "Inside the network"
+_BY_VARIANT = ("recall_by_variant",)
+
+# The report's cross-variant figures, in the report's order within each section.
+FIGURES: dict[str, StudyFigure] = {
+    f.name: f
+    for f in (
+        StudyFigure(
+            "accuracy_vs_bits", accuracy_vs_bits, _BY_VARIANT, "Accuracy vs effective bits",
+            "One-hop recall and two-hop accuracy against effective bits per weight read from the stored "
+            "format; error bars: {level} Wilson intervals over prompts; the dashed line and grey band are the "
+            "reference and its interval, the dotted line chance. Overlapping bars do not mean no difference: the "
+            "paired tests (recall_by_variant.csv, variant_comparisons.csv) decide.",
+            RECALL,
+        ),
+        StudyFigure(
+            "probe_by_layer", probe_accuracy_by_layer, ("probe_results", *_BY_VARIANT), "Probe accuracy per layer",
+            "Linear probes trained on the reference, applied unchanged to every variant (the bridge "
+            "entity itself, the first token of the other entities); shaded: {level} intervals over the test "
+            "entities (cluster bootstrap); dotted: chance.",
+            INSIDE,
+        ),
+        StudyFigure(
+            "entrec_by_layer", entrec_by_layer, ("entrec_results", *_BY_VARIANT), "EntRec per layer",
+            "Mean log-probability of the bridge entity's first token at the end of its mention, read "
+            "through each variant's own final norm and unembedding; shaded: {level} bootstrap intervals over chains.",
+            INSIDE,
+        ),
+        StudyFigure(
+            "neuron_retention_by_layer", neuron_retention_by_layer, ("attribution_results", *_BY_VARIANT),
+            "Neuron retention per layer",
+            "Share of {reference}'s top attribution neurons that still score above {reference}'s threshold.",
+            INSIDE,
+        ),
+        StudyFigure(
+            "drift_by_layer", drift_by_layer, ("drift_results", *_BY_VARIANT), "Drift per layer",
+            "Cosine similarity and linear CKA of each variant's residual stream against {reference}, "
+            "per capture site.",
+            INSIDE,
+        ),
+        StudyFigure(
+            "stored_bits_vs_bits", stored_bits_vs_bits, _BY_VARIANT, "Knowledge in bits vs effective bits",
+            "Stored bits of one-hop knowledge (Physics of LMs 3.3's lower bound, every fact of the world: "
+            "log2 of the candidates plus log2 of the whole object name's probability, summed per relation; "
+            "docs/capacity.md), and the same per stored weight bit; dashed: {reference}, dotted: the load.",
+            KNOWLEDGE_BITS,
+        ),
+        StudyFigure(
+            "cnst_score", cnst_scores, ("cnst_results", *_BY_VARIANT), "CnstScore per variant",
+            "Consistency of the two-hop answer distribution with the one-hop one (0 = identical); "
+            "defined on output distributions, so one value per variant.",
+            INSIDE,
+        ),
+    )
+}

@@ -11,8 +11,10 @@ from collections.abc import Mapping
 
 import pandas as pd
 from pydantic import ConfigDict, Field
+from scipy.stats import norm
 
 from ..analysis.statistics import StatisticsSettings, ci_label
+from ..quantization.methods import METHODS
 from .tables import StudyTables, headline, layer_metric, neuron_retention, variant_order
 
 
@@ -23,7 +25,8 @@ class ReportSettings(StatisticsSettings):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    reference: str = "fp"
+    # By default the full-precision variant, named after its method (the default variants).
+    reference: str = next(name for name, method in METHODS.items() if method.full_precision)
     probe_drop_points: float = Field(5.0, ge=0, description="a probe 'falls below fp' beyond this many points")
     entrec_drop_nats: float = Field(1.0, ge=0, description="EntRec 'drops' beyond this many nats")
     cka_threshold: float = Field(0.9, gt=0, le=1, description="representations 'drift' below this linear CKA")
@@ -107,7 +110,7 @@ def findings(
         )
     order = [v for v in variant_order(tables.recall, ref) if v != ref]
     out = [_changes(tables.recall, "one_hop.accuracy", "recalls", "of the one-hop facts", order, settings)]
-    out += _composition(info, chains_per_split, ref)
+    out += _composition(info, chains_per_split, ref, settings.alpha)
     for split, what in (("held_out", "of the held-out two-hop chains (latent composition)"),
                         ("seen", "of the two-hop chains seen in training")):
         if f"two_hop.{split}.accuracy" in info:
@@ -250,9 +253,10 @@ def _rankings(comparisons: pd.DataFrame, settings: ReportSettings) -> list[str]:
     return out
 
 
-def _composition(info: pd.DataFrame, chains_per_split: Mapping[str, int], ref: str) -> list[str]:
-    """Two-hop accuracy of the reference against chance, with the 95% band of a model that
-    guesses at the chance rate on this many chains (binomial, normal approximation)."""
+def _composition(info: pd.DataFrame, chains_per_split: Mapping[str, int], ref: str, alpha: float) -> list[str]:
+    """Two-hop accuracy of the reference against chance, with the 1 - alpha band of a model
+    that guesses at the chance rate on this many chains (binomial, normal approximation)."""
+    z, level = float(norm.ppf(1 - alpha / 2)), f"{100 * (1 - alpha):g}%"
     out = []
     for split, label in (("seen", "seen in training"), ("held_out", "held out (latent composition)")):
         acc, chance = f"two_hop.{split}.accuracy", f"two_hop.{split}.chance"
@@ -260,13 +264,13 @@ def _composition(info: pd.DataFrame, chains_per_split: Mapping[str, int], ref: s
         if acc not in info or chance not in info or n == 0:
             continue
         a, c = float(info.loc[ref, acc]), float(info.loc[ref, chance])
-        band = 1.96 * math.sqrt(c * (1 - c) / n)
+        band = z * math.sqrt(c * (1 - c) / n)
         if a > c + band:
-            verdict = f"above chance ({_pct(c)}; 95% band of guessing ±{100 * band:.1f} points over {n} chains)"
+            verdict = f"above chance ({_pct(c)}; {level} band of guessing ±{100 * band:.1f} points over {n} chains)"
         elif a < c - band:
-            verdict = f"below chance ({_pct(c)}; 95% band ±{100 * band:.1f} points over {n} chains)"
+            verdict = f"below chance ({_pct(c)}; {level} band ±{100 * band:.1f} points over {n} chains)"
         else:
-            verdict = (f"within the 95% band of chance ({_pct(c)} ±{100 * band:.1f} points over {n} chains): "
+            verdict = (f"within the {level} band of chance ({_pct(c)} ±{100 * band:.1f} points over {n} chains): "
                        f"differences between variants on these chains are not evidence about composition")
         out.append(f"On two-hop chains {label}, {ref} answers {_pct(a)}, {verdict}.")
     return out

@@ -41,7 +41,7 @@ def metric_interval(recall: pd.DataFrame, metric: str) -> pd.DataFrame:
     return rows.reindex(columns=["value", "ci_low", "ci_high"])
 
 
-def variant_order(recall: pd.DataFrame, reference: str = "fp") -> list[str]:
+def variant_order(recall: pd.DataFrame, reference: str) -> list[str]:
     """The reference first, then by effective bits (most first), then by name."""
     info = headline(recall)
     rest = info.drop(index=reference, errors="ignore")
@@ -61,7 +61,7 @@ def layer_metric(table: pd.DataFrame, metric: str, column: str = "value", **filt
     return rows.pivot_table(index="layer", columns="variant", values=column, aggfunc="first").sort_index()
 
 
-def neuron_retention(attribution: pd.DataFrame, reference: str = "fp") -> pd.DataFrame:
+def neuron_retention(attribution: pd.DataFrame, reference: str) -> pd.DataFrame:
     """Per decoder layer and variant, the share of the reference's top attribution neurons
     still above the reference's threshold (``top_neurons_retained`` over the reference's
     own count; NaN in a layer that holds none of them)."""

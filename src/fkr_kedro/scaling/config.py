@@ -9,11 +9,13 @@ import dataclasses
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, PositiveInt, field_validator, model_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from ..knowledge.utilization import InContextConfig
 from ..knowledge.world import WorldConfig
 from ..modeling.exposures import steps_for_exposures
+from ..modeling.settings import Strict as _Strict
 from ..modeling.train import ModelShape, TrainConfig
 from ..quantization.methods import METHODS
 from ..quantization.variants import VariantSpec, validate_variants
@@ -22,19 +24,15 @@ from .sweep import design_points
 _NAME = re.compile(r"[A-Za-z0-9_]+")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class SizeSettings(ModelShape):
+    """One model size of a study: a :class:`ModelShape` whose only other default is room for
+    96 positions (the studies' statements and two-hop prompts are longer than the default's)."""
 
-
-class SizeSettings(_Strict):
-    hidden_size: int = Field(gt=0)
-    num_layers: int = Field(gt=0)
-    num_heads: int = Field(gt=0)
-    intermediate_size: int = Field(gt=0)
-    max_position_embeddings: int = 96
+    max_position_embeddings: PositiveInt = 96
 
     def shape(self) -> ModelShape:
-        return ModelShape(**self.model_dump())
+        return ModelShape(**dataclasses.asdict(self))
 
 
 class SweepSettings(_Strict):

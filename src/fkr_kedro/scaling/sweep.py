@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -36,13 +37,16 @@ from ..analysis.recall import score_prompts
 from ..knowledge.chance import chance_rate
 from ..modeling.exposures import exposures_per_fact
 from ..modeling.load import CausalLM
-from ..modeling.storage import is_model_directory, staged_directory, staged_file
+from ..modeling.storage import (
+    is_model_directory, new_staging_directory, replace_with_staging, staged_file, write_manifest,
+)
 from ..modeling.tokenizer import build_word_tokenizer
 from ..modeling.train import (
     ModelShape,
     TrainConfig,
     non_embedding_parameters,
     train_causal_lm,
+    training_fingerprint,
 )
 from ..quantization.api import load_quantized, quantize
 from ..quantization.footprint import Footprint, footprint
@@ -51,15 +55,6 @@ from ..quantization.variants import VariantSpec, variant_name
 log = logging.getLogger(__name__)
 
 TRAINING_FILE = "training.json"
-
-
-@dataclass(frozen=True)
-class TrainingJob:
-    """What one model size is trained on: the corpus, the shape and the training settings."""
-
-    corpus: tuple[str, ...]
-    shape: ModelShape
-    training: TrainConfig
 
 
 @dataclass(frozen=True)
@@ -146,18 +141,37 @@ def train_or_reuse(
     """Train a model of ``shape`` on ``corpus`` into ``model_dir`` (atomically), unless it is
     already there from the same shape, training settings and corpus. Returns the training
     record (``training.json``) with ``reused`` telling which happened."""
+    trained = train_or_keep(model_dir, corpus, shape, training, progress)
+    if not trained.kept:
+        replace_with_staging(trained.path, model_dir, manifest=False)
+    return {**trained.record, "reused": trained.kept}
+
+
+@dataclass(frozen=True)
+class TrainedDirectory:
+    """What :func:`train_or_keep` hands its saver: the stored model, kept (``kept``), or a
+    staging folder beside it holding the new model with its manifest, to move into place."""
+
+    path: Path
+    kept: bool
+    record: dict  # training.json
+
+
+def train_or_keep(
+    model_dir: Path, corpus: Sequence[str], shape: ModelShape, training: TrainConfig, progress: bool = True
+) -> TrainedDirectory:
+    """Keep the model in ``model_dir`` when it was trained with the same shape, settings and
+    corpus (:func:`training_fingerprint`); else train one into a new staging folder beside
+    ``model_dir`` (the caller moves it into place:
+    :func:`~fkr_kedro.modeling.storage.replace_with_staging`)."""
     model_dir = Path(model_dir)
-    fingerprint = {
-        "shape": asdict(shape),
-        "training": asdict(training),
-        "corpus_sha256": hashlib.sha256("\n".join(corpus).encode()).hexdigest(),
-    }
+    fingerprint = training_fingerprint(corpus, shape, training)
     record_path = model_dir / TRAINING_FILE
     if is_model_directory(model_dir) and record_path.exists():
         record = json.loads(record_path.read_text())
         if record.get("fingerprint") == fingerprint:
             log.info("Model %s is already trained with the same shape, settings and corpus; kept", model_dir)
-            return {**record, "reused": True}
+            return TrainedDirectory(model_dir, True, record)
     statements = list(corpus)
     tokenizer = build_word_tokenizer(statements)
     model, history = train_causal_lm(statements, tokenizer, shape, training, progress=progress)
@@ -171,14 +185,19 @@ def train_or_reuse(
         # The training curve (smoothed loss every log_every steps), to see convergence.
         "history": [{k: float(v) for k, v in h.items()} for h in history],
     }
-    with staged_directory(model_dir) as staging:
+    staging = new_staging_directory(model_dir)
+    try:
         CausalLM(model, tokenizer).save(staging)
         (staging / TRAINING_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        write_manifest(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     log.info(
         "Trained %s: %d non-embedding parameters, final loss %.3f, %.0f s",
         model_dir.name, record["n_params"], record["final_loss"], record["seconds"],
     )
-    return {**record, "reused": False}
+    return TrainedDirectory(staging, False, record)
 
 
 def training_summary(records: dict[tuple[str, int], dict]) -> pd.DataFrame:

@@ -25,4 +25,5 @@ def summarize_damage(checkpoint_points: pd.DataFrame, capacity: CapacitySettings
     damage = damage_table(checkpoint_points, capacity.checkpoints.confidence)
     direction = damage_direction(damage)
     logging.getLogger(__name__).info("Damage along training:\n  %s", "\n  ".join(direction["statements"]))
-    return damage, direction, damage_along_training(damage)
+    bits = {spec.name: spec.bits for spec in capacity.checkpoints.specs()}
+    return damage, direction, damage_along_training(damage, bits)

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
-from fkr_kedro.datasets.variant_model import QuantizationJob
 from fkr_kedro.parameters import QuantizeSettings
+from fkr_kedro.quantization.api import VariantDirectory, quantize_or_keep
+from fkr_kedro.quantization.calibration import calibration_texts
 from fkr_kedro.quantization.variants import VariantSpec
 
 
-def plan_quantization(source_dir: Path, train_corpus: str, quantize: QuantizeSettings, variant: VariantSpec) -> QuantizationJob:
-    """The job that writes ``variant``: calibration texts are the corpus statements, in a
-    fixed shuffled order so the first N cover every relation. The dataset runs it unless
-    the same job is already on disk."""
-    statements = train_corpus.splitlines()
-    random.Random(quantize.calibration_seed).shuffle(statements)
-    return QuantizationJob(
-        spec=variant,
-        source_dir=Path(source_dir),
-        calibration_texts=tuple(statements[: variant.calibration_size]),
-        overwrite=quantize.overwrite,
-    )
+def quantize_variant(
+    source_dir: Path, train_corpus: str, stored_dir: Path, quantize: QuantizeSettings, variant: VariantSpec
+) -> VariantDirectory:
+    """Quantize ``variant`` here, in the node, unless the variant stored at ``stored_dir`` is
+    current (same fingerprint, files intact: then it is kept without loading its weights).
+    Calibration texts: the corpus statements in the fixed shuffled order of
+    :func:`~fkr_kedro.quantization.calibration.calibration_texts`."""
+    texts = calibration_texts(train_corpus.splitlines(), quantize.calibration_seed, variant.calibration_size)
+    return quantize_or_keep(source_dir, variant, texts, stored_dir, overwrite=quantize.overwrite)

@@ -5,7 +5,7 @@ from kedro.pipeline import Pipeline, node
 from fkr_kedro.quantization.variants import VariantSpec
 from fkr_kedro.run_config import active_variants, bind
 
-from .nodes import plan_quantization
+from .nodes import quantize_variant
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -16,8 +16,11 @@ def variant_pipeline(spec: VariantSpec) -> Pipeline:
     return Pipeline(
         [
             node(
-                bind(plan_quantization, variant=spec),
-                inputs={"source_dir": "base_model@dir", "train_corpus": "train_corpus", "quantize": "params:quantize"},
+                bind(quantize_variant, variant=spec),
+                inputs={
+                    "source_dir": "base_model@dir", "train_corpus": "train_corpus", "stored_dir": "variant_store",
+                    "quantize": "params:quantize",
+                },
                 outputs="model@variant",
                 name="quantize",
             )

@@ -19,80 +19,14 @@ from fkr_kedro.reporting.describe import describe_dataset, describe_model
 from fkr_kedro.reporting.findings import ReportSettings, findings, summary_table
 from fkr_kedro.reporting.html import ReportFigure, Section, format_table, render
 from fkr_kedro.reporting.tables import StudyTables, headline
+from fkr_kedro.run_config import active_study_root, kedro_command
 from fkr_kedro.scaling.fit import PAPER_SOURCE, exponents_vs_paper, loso_table
 
-# The cross-variant figures: catalog name (``{name}_plot``), title and caption in the report.
-FIGURES = {
-    "accuracy_vs_bits": (
-        "Accuracy vs effective bits",
-        "One-hop recall and two-hop accuracy against effective bits per weight read from the stored "
-        "format; error bars: 95% Wilson intervals over prompts; the dashed line and grey band are the reference "
-        "and its interval, the dotted line chance. Overlapping bars do not mean no difference: the paired tests "
-        "(recall_by_variant.csv, variant_comparisons.csv) decide.",
-    ),
-    "probe_by_layer": (
-        "Probe accuracy per layer",
-        "Linear probes trained on the reference, applied unchanged to every variant (the bridge "
-        "entity itself, the first token of the other entities); shaded: 95% intervals over the test entities "
-        "(cluster bootstrap); dotted: chance.",
-    ),
-    "entrec_by_layer": (
-        "EntRec per layer",
-        "Mean log-probability of the bridge entity's first token at the end of its mention, read "
-        "through each variant's own final norm and unembedding; shaded: 95% bootstrap intervals over chains.",
-    ),
-    "neuron_retention_by_layer": (
-        "Neuron retention per layer",
-        "Share of full precision's top attribution neurons that still score above full precision's "
-        "threshold.",
-    ),
-    "drift_by_layer": (
-        "Drift per layer",
-        "Cosine similarity and linear CKA of each variant's residual stream against full precision, "
-        "per capture site.",
-    ),
-    "stored_bits_vs_bits": (
-        "Knowledge in bits vs effective bits",
-        "Stored bits of one-hop knowledge (Physics of LMs 3.3's lower bound, every fact of the world: "
-        "log2 of the candidates plus log2 of the whole object name's probability, summed per relation; "
-        "docs/capacity.md), and the same per stored weight bit; dashed: full precision, dotted: the load.",
-    ),
-    "cnst_score": (
-        "CnstScore per variant",
-        "Consistency of the two-hop answer distribution with the one-hop one (0 = identical); "
-        "defined on output distributions, so one value per variant.",
-    ),
-}
-
-
-def plot_accuracy_vs_bits(recall_by_variant: pd.DataFrame, report: ReportSettings) -> tuple[Figure, bytes]:
-    return _with_png(figures.accuracy_vs_bits(recall_by_variant, report.reference))
-
-
-def plot_stored_bits_vs_bits(recall_by_variant: pd.DataFrame, report: ReportSettings) -> tuple[Figure, bytes]:
-    return _with_png(figures.stored_bits_vs_bits(recall_by_variant, report.reference))
-
-
-def plot_probe_by_layer(probe_results: pd.DataFrame, recall_by_variant: pd.DataFrame, report: ReportSettings) -> tuple[Figure, bytes]:
-    return _with_png(figures.probe_accuracy_by_layer(probe_results, recall_by_variant, report.reference))
-
-
-def plot_entrec_by_layer(entrec_results: pd.DataFrame, recall_by_variant: pd.DataFrame, report: ReportSettings) -> tuple[Figure, bytes]:
-    return _with_png(figures.entrec_by_layer(entrec_results, recall_by_variant, report.reference))
-
-
-def plot_neuron_retention_by_layer(
-    attribution_results: pd.DataFrame, recall_by_variant: pd.DataFrame, report: ReportSettings
-) -> tuple[Figure, bytes]:
-    return _with_png(figures.neuron_retention_by_layer(attribution_results, recall_by_variant, report.reference))
-
-
-def plot_drift_by_layer(drift_results: pd.DataFrame, recall_by_variant: pd.DataFrame, report: ReportSettings) -> tuple[Figure, bytes]:
-    return _with_png(figures.drift_by_layer(drift_results, recall_by_variant, report.reference))
-
-
-def plot_cnst_score(cnst_results: pd.DataFrame, recall_by_variant: pd.DataFrame, report: ReportSettings) -> tuple[Figure, bytes]:
-    return _with_png(figures.cnst_scores(cnst_results, recall_by_variant, report.reference))
+def plot_figure(report: ReportSettings, figure: str = "", **tables: pd.DataFrame) -> tuple[Figure, bytes]:
+    """One figure of :data:`~fkr_kedro.reporting.figures.FIGURES`, drawn from its tables
+    (keyword arguments by catalog name)."""
+    entry = figures.FIGURES[figure]
+    return _with_png(entry.draw(*(tables[name] for name in entry.tables), report))
 
 
 def plot_variant_layers(
@@ -144,7 +78,8 @@ def build_report(
     **images: bytes,
 ) -> tuple[pd.DataFrame, str]:
     """The summary table and the HTML report. ``images`` are the PNGs the figure nodes drew:
-    ``<figure>_png`` for each of :data:`FIGURES` and ``<variant>.layers_png`` per variant.
+    ``<figure>_png`` for each of :data:`~fkr_kedro.reporting.figures.FIGURES` and
+    ``<variant>.layers_png`` per variant.
     ``missing_variants``: configured variants left out because their job did not succeed
     (``kedro submit``); the report names them first."""
     results = StudyTables(recall_by_variant, probe_results, entrec_results, attribution_results, drift_results, cnst_results)
@@ -155,7 +90,10 @@ def build_report(
         c for c in summary.columns
         if c.startswith(("one-hop recall", "two-hop", "answer probe", "modules not")) or "retained" in c
     ]
-    cross = {name: ReportFigure(title, images[f"{name}_png"], caption) for name, (title, caption) in FIGURES.items()}
+    cross: dict[str, list[ReportFigure]] = {}
+    for name, entry in figures.FIGURES.items():
+        cross.setdefault(entry.section, []).append(
+            ReportFigure(entry.title, images[f"{name}_png"], entry.caption_for(report)))
     info = headline(results.recall)
     per_variant = [
         ReportFigure(f"{variant} layer by layer", image, _variant_caption(variant, info, report.reference))
@@ -165,22 +103,20 @@ def build_report(
         *(
             [Section("Missing variants", sentences=[
                 f"Missing variants: {', '.join(missing_variants)}. Their Slurm jobs failed or were cancelled, so "
-                "this report leaves them out; `kedro submit` again runs only them and rebuilds the report."
+                f"this report leaves them out; `{kedro_command(command='submit')}` again runs only them and "
+                "rebuilds the report."
             ])]
             if missing_variants else []
         ),
         Section("What the numbers show", sentences=sentences),
         Section("Summary", tables=[("One row per variant; percentages are accuracies.", format_table(summary, percent))]),
-        Section("Recall", figures=[cross["accuracy_vs_bits"]]),
+        Section(figures.RECALL, figures=cross.get(figures.RECALL, [])),
         Section(
-            "Knowledge in bits", sentences=knowledge_bits_sentences(recall_by_variant, report.reference),
-            figures=[cross["stored_bits_vs_bits"]],
+            figures.KNOWLEDGE_BITS, sentences=knowledge_bits_sentences(recall_by_variant, report.reference),
+            figures=cross.get(figures.KNOWLEDGE_BITS, []),
         ),
-        Section(
-            "Inside the network",
-            figures=[f for n, f in cross.items() if n not in ("accuracy_vs_bits", "stored_bits_vs_bits")],
-        ),
-        Section("Each variant against full precision", figures=per_variant),
+        Section(figures.INSIDE, figures=cross.get(figures.INSIDE, [])),
+        Section(f"Each variant against {report.reference}", figures=per_variant),
     ]
     scaling = _scaling_section(scaling_exponents, scaling_fit_metrics, scaling_conclusion, scaling_figure)
     if scaling is not None:
@@ -191,7 +127,7 @@ def build_report(
         sections.append(capacity)
     meta = [
         f"Model: {describe_model(base_model)}. Knowledge: {describe_dataset(knowledge)}.",
-        f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from data/08_reporting "
+        f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from {active_study_root() / '08_reporting'} "
         f"({len(info)} variants, reference {report.reference}). Every sentence is computed from the tables; "
         f"thresholds: report in parameters_report.yml."
     ]

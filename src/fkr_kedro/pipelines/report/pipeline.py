@@ -5,32 +5,13 @@ the HTML report that embeds them. Each figure node writes its figure as a PNG fi
 from kedro.pipeline import Pipeline, node
 
 from fkr_kedro.pipelines.wiring import per_namespace
+from fkr_kedro.reporting.figures import FIGURES
 from fkr_kedro.run_config import active_variants, bind, missing_variants
 
-from .nodes import (
-    FIGURES,
-    build_report,
-    plot_accuracy_vs_bits,
-    plot_cnst_score,
-    plot_drift_by_layer,
-    plot_entrec_by_layer,
-    plot_neuron_retention_by_layer,
-    plot_probe_by_layer,
-    plot_stored_bits_vs_bits,
-    plot_variant_layers,
-)
+from .nodes import build_report, plot_figure, plot_variant_layers
 
 # The evaluate and probe pipelines' tables, under the names the nodes take them by.
 TABLES = ("recall_by_variant", "probe_results", "entrec_results", "attribution_results", "drift_results", "cnst_results")
-PLOTTERS = {
-    "accuracy_vs_bits": (plot_accuracy_vs_bits, ["recall_by_variant"]),
-    "stored_bits_vs_bits": (plot_stored_bits_vs_bits, ["recall_by_variant"]),
-    "probe_by_layer": (plot_probe_by_layer, ["probe_results", "recall_by_variant"]),
-    "entrec_by_layer": (plot_entrec_by_layer, ["entrec_results", "recall_by_variant"]),
-    "neuron_retention_by_layer": (plot_neuron_retention_by_layer, ["attribution_results", "recall_by_variant"]),
-    "drift_by_layer": (plot_drift_by_layer, ["drift_results", "recall_by_variant"]),
-    "cnst_score": (plot_cnst_score, ["cnst_results", "recall_by_variant"]),
-}
 SCALING = {
     "scaling_exponents": "scaling_exponents_if_present",
     "scaling_fit_metrics": "scaling_fit_metrics_if_present",
@@ -51,12 +32,12 @@ def create_pipeline(**kwargs) -> Pipeline:
     figures = Pipeline(
         [
             node(
-                func,
-                inputs={**{table: table for table in tables}, "report": "params:report"},
+                bind(plot_figure, figure=name),
+                inputs={**{table: table for table in entry.tables}, "report": "params:report"},
                 outputs=[f"{name}_plot", f"{name}_png"],
                 name=f"plot_{name}",
             )
-            for name, (func, tables) in PLOTTERS.items()
+            for name, entry in FIGURES.items()
         ],
         tags=["report"],
     )

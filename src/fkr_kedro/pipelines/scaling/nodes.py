@@ -4,7 +4,7 @@ model size, then the law fitted per task."""
 from __future__ import annotations
 
 import logging
-import random
+from pathlib import Path
 
 import pandas as pd
 
@@ -13,10 +13,13 @@ from fkr_kedro.knowledge.world import generate_world
 from fkr_kedro.parameters import EvaluationSample
 from fkr_kedro.pipelines.data_prep.nodes import generate_synthetic_world
 from fkr_kedro.pipelines.wiring import by_namespace
+from fkr_kedro.quantization.calibration import calibration_texts
 from fkr_kedro.reporting.figures import scaling_predicted_vs_observed, scaling_training_curves
 from fkr_kedro.scaling.config import ScalingSettings
 from fkr_kedro.scaling.fit import fit_study
-from fkr_kedro.scaling.sweep import PointCache, TrainedModel, TrainingJob, run_sweep, scaling_tasks, training_summary
+from fkr_kedro.scaling.sweep import (
+    PointCache, TrainedDirectory, TrainedModel, run_sweep, scaling_tasks, train_or_keep, training_summary,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +43,15 @@ def build_in_context_task(scaling: ScalingSettings) -> tuple[str, pd.DataFrame]:
     return "\n".join(task.train_statements) + "\n", task.prompts
 
 
-def plan_training(
-    train_corpus: str, in_context_corpus: str, scaling: ScalingSettings, size: str, seed: int
-) -> TrainingJob:
-    """Every model size trains on the world's corpus plus the in-context statements, for the
-    same number of exposures per statement (``scaling.exposures_per_fact``) when it is set,
-    with training seed ``seed``."""
-    corpus = tuple(train_corpus.splitlines() + in_context_corpus.splitlines())
-    return TrainingJob(corpus=corpus, shape=scaling.sizes[size].shape(), training=scaling.training_for(len(corpus), seed))
+def train_scaling_model(
+    train_corpus: str, in_context_corpus: str, stored_dir: Path, scaling: ScalingSettings, size: str, seed: int
+) -> TrainedDirectory:
+    """Train one size here, in the node, unless the model stored at ``stored_dir`` was trained
+    with the same shape, settings and corpus (then it is kept). Every model size trains on
+    the world's corpus plus the in-context statements, for the same number of exposures per
+    statement (``scaling.exposures_per_fact``) when it is set, with training seed ``seed``."""
+    corpus = train_corpus.splitlines() + in_context_corpus.splitlines()
+    return train_or_keep(stored_dir, corpus, scaling.sizes[size].shape(), scaling.training_for(len(corpus), seed))
 
 
 def sweep_model(
@@ -65,8 +69,8 @@ def sweep_model(
     """Every point of the design on this model (size, training seed); points already in the
     cache are read."""
     settings = scaling
-    calibration = train_corpus.splitlines() + in_context_corpus.splitlines()
-    random.Random(settings.sweep.calibration_seed).shuffle(calibration)
+    corpus = train_corpus.splitlines() + in_context_corpus.splitlines()
+    calibration = calibration_texts(corpus, settings.sweep.calibration_seed)
     result = run_sweep(
         model.path, settings.points(), calibration, scaling_tasks(one_hop_prompts, two_hop_prompts, in_context_prompts),
         cache, model=size, batch_size=settings.sweep.batch_size,

@@ -13,8 +13,8 @@ from fkr_kedro.pipelines.wiring import per_namespace
 from fkr_kedro.run_config import bind, study_parameters
 
 from .nodes import (
-    build_in_context_task, fit_scaling_laws, generate_scaling_world, plan_training, plot_scaling_fit, summarize_training,
-    sweep_model,
+    build_in_context_task, fit_scaling_laws, generate_scaling_world, plot_scaling_fit, summarize_training, sweep_model,
+    train_scaling_model,
 )
 
 SHARED = {
@@ -73,10 +73,10 @@ def model_pipeline(namespace: str, size: str, seed: int) -> Pipeline:
     return Pipeline(
         [
             node(
-                bind(plan_training, size=size, seed=seed),
+                bind(train_scaling_model, size=size, seed=seed),
                 inputs={
                     "train_corpus": "scaling_train_corpus", "in_context_corpus": "scaling_in_context_corpus",
-                    "scaling": "params:scaling",
+                    "stored_dir": "scaling_model_store", "scaling": "params:scaling",
                 },
                 outputs="scaling_model",
                 name="train_scaling_model",

@@ -12,17 +12,25 @@ import torch
 from fkr_kedro.analysis.recall import measure_recall
 from fkr_kedro.modeling.load import CausalLM, ModelSource
 from fkr_kedro.modeling.tokenizer import build_word_tokenizer
-from fkr_kedro.modeling.train import ModelShape, TrainConfig, non_embedding_parameters, train_causal_lm
+from fkr_kedro.modeling.train import (
+    ModelShape, TrainConfig, TrainingTime, non_embedding_parameters, train_causal_lm, training_fingerprint,
+)
 from fkr_kedro.parameters import EvaluateSettings
 
 log = logging.getLogger(__name__)
 
 
-def train_model(train_corpus: str, model_shape: ModelShape, training: TrainConfig) -> tuple[CausalLM, pd.DataFrame]:
+def train_model(
+    train_corpus: str, model_shape: ModelShape, training: TrainConfig, training_time: TrainingTime = TrainingTime()
+) -> tuple[CausalLM, pd.DataFrame, dict]:
+    """The base model, its training curve and what it was trained from
+    (:func:`~fkr_kedro.modeling.train.training_fingerprint`: `kedro submit` skips the shared
+    job only when the configured training is the one recorded)."""
     statements = train_corpus.splitlines()
     tokenizer = build_word_tokenizer(statements)
-    model, history = train_causal_lm(statements, tokenizer, model_shape, training)
-    return CausalLM(model=model, tokenizer=tokenizer), pd.DataFrame(history)
+    model, history = train_causal_lm(statements, tokenizer, model_shape, training, time_bound=training_time)
+    fingerprint = training_fingerprint(statements, model_shape, training)
+    return CausalLM(model=model, tokenizer=tokenizer), pd.DataFrame(history), fingerprint
 
 
 def measure_trained_model(

@@ -16,8 +16,9 @@ def create_pipeline(**kwargs) -> Pipeline:
             [
                 node(
                     train_model,
-                    inputs={"train_corpus": "train_corpus", "model_shape": "params:model_shape", "training": "params:training"},
-                    outputs=["base_model@hf", "training_history"],
+                    inputs={"train_corpus": "train_corpus", "model_shape": "params:model_shape", "training": "params:training",
+                            "training_time": "params:training_time"},
+                    outputs=["base_model@hf", "training_history", "base_model_training"],
                     name="train_model",
                 ),
                 node(
