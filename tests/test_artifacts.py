@@ -31,7 +31,9 @@ def study(tracked_study, tmp_path, monkeypatch) -> Path:
     project = tmp_path / "study"
     shutil.copytree(tracked_study.project, project, ignore=shutil.ignore_patterns("mlruns", "mlflow.db", "logs"))
     monkeypatch.chdir(project)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # Its own store, by absolute path: mlflow caches stores by URI within a process, so a
+    # relative sqlite:///mlflow.db would reach the previous test's copy.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
     return project
 
 
