@@ -203,7 +203,7 @@ def _changes(manifest: dict, path: Path, content_of) -> str:
         now = content_of(path)
     except Exception as error:  # noqa: BLE001 - a damaged file may fail in any way; say it is unreadable
         return f"; it no longer reads ({type(error).__name__})"
-    from .variant_model import fingerprint_changes
+    from ..quantization.api import fingerprint_changes
 
     changes = fingerprint_changes(manifest["content"], now)
     return f"; {'; '.join(changes[:5])}" if changes else "; same size and content shape, other bytes"
