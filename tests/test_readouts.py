@@ -241,7 +241,8 @@ def test_drift_table(tiny_world, tokenizer):
     assert mean["same", "cka"] == pytest.approx(1.0) and mean["same", "cosine"] == pytest.approx(1.0)
     assert mean["other", "cosine"] < 0.5
     assert isinstance(table, pd.DataFrame)
-    assert list(table.columns) == ["variant", "site", "layer", "metric", "value", "ci_low", "ci_high", "stderr"]
+    assert list(table.columns) == ["variant", "site", "layer", "metric", "value", "ci_low", "ci_high", "stderr", "reason"]
+    assert (table["value"].isna() == (table["reason"] != "")).all()  # a reason exactly where the value is NaN
     # The reference against itself (and a copy of it): intervals of width 0 at 1.
     same = table[table["variant"].isin(["fp", "same"])].dropna(subset=["value"])
     assert same["ci_low"].to_numpy() == pytest.approx(1.0) and same["ci_high"].to_numpy() == pytest.approx(1.0)

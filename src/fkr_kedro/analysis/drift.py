@@ -23,7 +23,11 @@ capture the sampling of prompts, not another calibration draw or model:
   1/sqrt(n)); clipped to [0, 1]. Each resample's CKA comes from the subset's Gram matrices
   weighted by how often each prompt was drawn (no ``d x d`` product is recomputed).
 
-Where the value is NaN (e.g. every prompt has the same vector) the interval is NaN too.
+Where the value is NaN the interval is NaN too, and the table's ``reason`` column says why
+(empty where the value is a number): CKA is undefined when every prompt has the same vector at
+a layer (nothing to centre: 0 / 0). That happens at layer 0 (the token embeddings, before any
+layer mixes in the context) of a position that holds the same token in every prompt, such as
+the last token of every two-hop prompt; the cosine there is still defined.
 """
 
 from __future__ import annotations
@@ -139,6 +143,20 @@ def cka_by_layer(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     return np.array([linear_cka(a[:, layer], b[:, layer]) for layer in range(a.shape[1])])
 
 
+def undefined_cka_reason(x: torch.Tensor, y: torch.Tensor) -> str:
+    """Why linear CKA of ``x`` and ``y`` is NaN ('' when it is not undefined for a known reason)."""
+    constant = [
+        side for side, m in (("reference", x), ("variant", y))
+        if not bool((torch.as_tensor(m).double() - torch.as_tensor(m).double().mean(0)).abs().max() > 0)
+    ]
+    if not constant:
+        return ""
+    return (
+        f"every prompt has the same vector here ({' and '.join(constant)}; e.g. the embedding of the same token "
+        f"at layer 0): CKA is 0/0"
+    )
+
+
 def _interval(found: Estimate) -> tuple[float, float, float]:
     return found.ci_low, found.ci_high, found.stderr
 
@@ -165,7 +183,7 @@ def drift_table(
     sites: Sequence[str] | None = None,
     settings: StatisticsSettings = StatisticsSettings(),
 ) -> pd.DataFrame:
-    """Tidy (variant, site, layer, metric, value, ci_low, ci_high, stderr) with metric
+    """Tidy (variant, site, layer, metric, value, ci_low, ci_high, stderr, reason) with metric
     ``cosine`` and ``cka`` of each variant against the reference, for every ``resid_post``
     site both caches hold (or the given ``sites``, e.g. ``"two_hop.resid_post.mention"``);
     the intervals as the module docstring says."""
@@ -184,8 +202,12 @@ def drift_table(
             cosine_rows, cka_rows = [], []  # every layer's cosine, then every layer's CKA
             for layer, (value, cosine, a, b) in enumerate(_per_layer(ref, cache, site)):
                 found = mean(cosine.numpy(), settings)
-                cosine_rows.append((variant, site, layer, "cosine", float(value), *_interval(found)))
+                cosine_rows.append((variant, site, layer, "cosine", float(value), *_interval(found), ""))
                 found = cka_estimate(a, b, settings)
-                cka_rows.append((variant, site, layer, "cka", found.value, *_interval(found)))
+                reason = undefined_cka_reason(a, b) if np.isnan(found.value) else ""
+                if np.isnan(found.value) and not reason:
+                    reason = "CKA is 0/0 (no variance across prompts at this layer)"
+                cka_rows.append((variant, site, layer, "cka", found.value, *_interval(found), reason))
             rows += cosine_rows + cka_rows
-    return pd.DataFrame(rows, columns=["variant", "site", "layer", "metric", "value", "ci_low", "ci_high", "stderr"])
+    columns = ["variant", "site", "layer", "metric", "value", "ci_low", "ci_high", "stderr", "reason"]
+    return pd.DataFrame(rows, columns=columns)

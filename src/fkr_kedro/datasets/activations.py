@@ -8,7 +8,10 @@
   (``AttributionScores.save`` / ``AttributionScores.load``).
 
 Both write atomically (``modeling.storage.staged_file``: a temporary file beside the target, then a rename), so an
-interrupted run never leaves a truncated file that a later run would load.
+interrupted run never leaves a truncated file that a later run would load, and record a
+manifest beside it (sha256 of each file, tensor names, dtypes and shapes), checked before it
+is read (:mod:`fkr_kedro.datasets.integrity`): a cache changed after it was written is one
+error naming it and the command that rebuilds it (``rebuild``: the arguments of ``kedro run``).
 """
 
 from __future__ import annotations
@@ -24,26 +27,64 @@ from fkr_kedro.analysis.capture import ActivationCache
 from fkr_kedro.analysis.neurons import AttributionScores
 from fkr_kedro.modeling.storage import staged_file
 
+from .integrity import (
+    adopt_artifact,
+    check_artifact,
+    rebuild_command,
+    remove_artifact_manifest,
+    write_artifact_manifest,
+)
+
+
+def safetensors_content(path: Path) -> dict:
+    """Tensor names, dtypes and shapes from a safetensors header (a sharded cache: of its
+    index file, and the number of its files); no tensor data is read."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    index = path / "cache.safetensors" if path.is_dir() else path
+    with safe_open(str(index), framework="pt") as f:
+        tensors = {k: [f.get_slice(k).get_dtype(), list(f.get_slice(k).get_shape())] for k in sorted(f.keys())}
+    content = {"tensors": tensors}
+    if path.is_dir():
+        content["files"] = sum(1 for p in path.rglob("*") if p.is_file())
+    return content
+
 
 class _SafetensorsDataset(AbstractDataset):
     _kind = "file"
     _cls: Any = None
-    _producer = "the pipeline that writes it"
 
-    def __init__(self, filepath: str, metadata: dict | None = None):
+    def __init__(self, filepath: str, rebuild: str = "--pipeline=probe", metadata: dict | None = None):
         self._filepath = Path(filepath)
+        self._rebuild = rebuild
         self.metadata = metadata
 
+    def _read(self, path: Path):
+        if not path.exists():
+            raise DatasetError(f"no {self._kind} at {self._filepath}: run `{rebuild_command(self._rebuild)}` first")
+        manifest = check_artifact(path, self._kind, self._rebuild, safetensors_content)
+        try:
+            data = self._cls.load(path)
+        except Exception as error:  # noqa: BLE001 - a file without manifest that does not parse
+            raise DatasetError(
+                f"{self._kind} {path} cannot be read ({type(error).__name__}: {error}); rebuild it with "
+                f"`{rebuild_command(self._rebuild)}`"
+            ) from None
+        if manifest is None:
+            adopt_artifact(path, self._kind, safetensors_content(path))
+        return data
+
     def load(self):
-        if not self._filepath.exists():
-            raise DatasetError(f"no {self._kind} at {self._filepath}: run {self._producer} first")
-        return self._cls.load(self._filepath)
+        return self._read(self._filepath)
 
     def save(self, data) -> None:
         if not isinstance(data, self._cls):
             raise DatasetError(f"expected {self._cls.__name__}, got {type(data).__name__}")
+        remove_artifact_manifest(self._filepath)
         with staged_file(self._filepath) as staging:
             data.save(staging)
+        write_artifact_manifest(self._filepath, safetensors_content(self._filepath))
 
     def _exists(self) -> bool:
         return self._filepath.exists()
@@ -58,7 +99,6 @@ class ActivationCacheDataset(_SafetensorsDataset):
 
     _kind = "activation cache"
     _cls = ActivationCache
-    _producer = "`kedro run --pipeline=probe`"
 
     @property
     def _directory(self) -> Path:
@@ -66,7 +106,7 @@ class ActivationCacheDataset(_SafetensorsDataset):
 
     def load(self) -> ActivationCache:
         if self._directory.is_dir() and not self._filepath.exists():
-            return ActivationCache.load(self._directory)
+            return self._read(self._directory)
         return super().load()
 
     def save(self, data) -> None:
@@ -74,7 +114,9 @@ class ActivationCacheDataset(_SafetensorsDataset):
             super().save(data)
             if self._directory.is_dir():
                 shutil.rmtree(self._directory)
+            remove_artifact_manifest(self._directory)
             return
+        remove_artifact_manifest(self._directory)
         # A staging folder beside the target, renamed into place when complete.
         self._directory.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{self._directory.name}.", dir=self._directory.parent))
@@ -88,6 +130,8 @@ class ActivationCacheDataset(_SafetensorsDataset):
             shutil.rmtree(staging, ignore_errors=True)
         if self._filepath.exists():
             self._filepath.unlink()
+        remove_artifact_manifest(self._filepath)
+        write_artifact_manifest(self._directory, safetensors_content(self._directory))
 
     def _exists(self) -> bool:
         return self._filepath.exists() or self._directory.is_dir()
@@ -98,4 +142,3 @@ class AttributionScoresDataset(_SafetensorsDataset):
 
     _kind = "attribution scores"
     _cls = AttributionScores
-    _producer = "`kedro run --pipeline=probe`"

@@ -1,6 +1,8 @@
-"""The check every model dataset makes before a model directory is used: its files match the
-manifest written with them (``modeling.storage.verify_weights``). A mismatch is one
-:class:`~kedro.io.DatasetError` naming the model and the command that rebuilds it.
+"""The checks every dataset of stored artifacts makes before a later stage uses them: a model
+directory's files match the manifest written with them (``modeling.storage.verify_weights``),
+and a table or activation cache matches ``<file>.manifest.json`` (the second half of this
+module). A mismatch is one :class:`~kedro.io.DatasetError` naming the model or file and the
+command that rebuilds it.
 
 Directories without a manifest (written before manifests were recorded):
 
@@ -67,16 +69,17 @@ def describe(path: Path) -> tuple[str, str, bool]:
 def check_model_directory(path: Path) -> None:
     """Raise a DatasetError when ``path``'s files do not match its manifest (or, for a
     variant, when it has none); warn when a base model has none."""
-    what, rebuild, variant = describe(path)
     try:
         verify_weights(path)
     except ManifestMissingError as error:
+        what, rebuild, variant = describe(path)  # only on failure: it builds the study's command line
         if variant:
             raise DatasetError(f"{what} at {path}: {error}; rebuild it with {rebuild}") from None
         if path.resolve() not in _WARNED:  # once per directory and process (stages load it again)
             _WARNED.add(path.resolve())
             log.warning("%s at %s is loaded unverified: %s; rebuild it with %s to record one", what, path, error, rebuild)
     except WeightsError as error:
+        what, rebuild, _ = describe(path)
         raise DatasetError(f"{what} at {path}: {error}; rebuild it with {rebuild}") from None
 
 
@@ -87,3 +90,133 @@ def weights_problem(path: Path) -> str | None:
     except WeightsError as error:
         return str(error)
     return None
+
+
+# --- stored tables and activation caches ----------------------------------------------------
+#
+# A file a later stage reads (a prompt or score table, an activation cache) gets a manifest
+# beside it when written, ``<file>.manifest.json``: size and sha256 of its file(s) (a sharded
+# cache: every file of its folder) and what it holds (rows and column dtypes of a table, tensor
+# names, dtypes and shapes of a safetensors file), so a mismatch can say what changed. Loading
+# checks it first: a mismatch is one DatasetError naming the file and the command that
+# rebuilds it (run_config.kedro_command: the study's --env and --params).
+#
+# A file without a manifest (written before manifests were recorded) is checked as far as its
+# content allows (its table's schema, a cache that loads), then its manifest is recorded with
+# a warning (once per file and process): rebuilding every table and cache of an existing study
+# for it would cost more than it protects, and from then on the file is verified.
+
+ARTIFACT_MANIFEST_SUFFIX = ".manifest.json"
+
+
+class ArtifactError(DatasetError):
+    """A stored table or cache that does not match its manifest."""
+
+
+def artifact_manifest_path(path: Path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + ARTIFACT_MANIFEST_SUFFIX)
+
+
+def _artifact_files(path: Path) -> dict[str, Path]:
+    """The files of an artifact by their name relative to its folder: the file itself, or
+    every file under a directory (a sharded cache)."""
+    if path.is_dir():
+        return {str(p.relative_to(path.parent)): p for p in sorted(path.rglob("*")) if p.is_file()}
+    return {path.name: path}
+
+
+def rebuild_command(arguments: str) -> str:
+    """``kedro run <arguments>`` for the running study (its --env and --params)."""
+    import shlex
+
+    from ..run_config import kedro_command
+
+    return kedro_command(*shlex.split(arguments))
+
+
+def write_artifact_manifest(path: Path, content: dict) -> dict:
+    """Record the files of ``path`` (size, sha256) and ``content`` beside it, atomically."""
+    from ..modeling.storage import file_sha256, staged_file
+
+    path = Path(path)
+    files = {name: {"size": p.stat().st_size, "sha256": file_sha256(p)} for name, p in _artifact_files(path).items()}
+    manifest = {"format": 1, "files": files, "content": content}
+    with staged_file(artifact_manifest_path(path)) as staging:
+        staging.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    return manifest
+
+
+def remove_artifact_manifest(path: Path) -> None:
+    """Before a file is replaced: a run killed between the two writes leaves a file without a
+    manifest (recorded on its next load), never one with the previous file's manifest."""
+    artifact_manifest_path(path).unlink(missing_ok=True)
+
+
+def check_artifact(path: Path, what: str, rebuild: str, content_of=None) -> dict | None:
+    """Check ``path`` against its manifest; return the manifest, or None when it has none
+    (the caller checks the content, then records one with :func:`adopt_artifact`).
+    ``content_of(path)`` describes the file as it is now, to say what changed."""
+    from ..modeling.storage import file_sha256
+
+    path = Path(path)
+    manifest_path = artifact_manifest_path(path)
+    if not manifest_path.is_file():
+        return None
+
+    def fail(problem: str):
+        return ArtifactError(f"{what} {path}: {problem}; rebuild it with `{rebuild_command(rebuild)}`")
+
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        recorded = manifest["files"]
+        if not all(isinstance(v["size"], int) and isinstance(v["sha256"], str) for v in recorded.values()):
+            raise ValueError("entries without size and sha256")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise fail(f"its manifest {manifest_path.name} is unreadable ({error})") from None
+    present = _artifact_files(path)
+    added = sorted(set(present) - set(recorded))
+    if added:
+        raise fail(f"file(s) {', '.join(added)} were added after it was written (not in {manifest_path.name})")
+    for name, entry in recorded.items():
+        file = path.parent / name
+        if not file.is_file():
+            raise fail(f"{name} is missing (listed in {manifest_path.name})")
+        size = file.stat().st_size
+        if size != entry["size"]:
+            what_now = "truncated" if size < entry["size"] else "longer than when written"
+            raise fail(f"{name} is {what_now} ({size} bytes, {entry['size']} when written){_changes(manifest, path, content_of)}")
+    for name, entry in recorded.items():
+        if file_sha256(path.parent / name) != entry["sha256"]:
+            raise fail(
+                f"{name} does not match the sha256 recorded when it was written (corrupted or overwritten)"
+                f"{_changes(manifest, path, content_of)}"
+            )
+    return manifest
+
+
+def _changes(manifest: dict, path: Path, content_of) -> str:
+    """``: rows 100 -> 50; ...`` where the content as it is now can be read and differs."""
+    if content_of is None or "content" not in manifest:
+        return ""
+    try:
+        now = content_of(path)
+    except Exception as error:  # noqa: BLE001 - a damaged file may fail in any way; say it is unreadable
+        return f"; it no longer reads ({type(error).__name__})"
+    from ..quantization.api import fingerprint_changes
+
+    changes = fingerprint_changes(manifest["content"], now)
+    return f"; {'; '.join(changes[:5])}" if changes else "; same size and content shape, other bytes"
+
+
+def adopt_artifact(path: Path, what: str, content: dict) -> None:
+    """Record the manifest of a file written before manifests were (its content already
+    checked by the caller), with a warning once per file and process."""
+    path = Path(path)
+    write_artifact_manifest(path, content)
+    if path.resolve() not in _WARNED:
+        _WARNED.add(path.resolve())
+        log.warning(
+            "%s %s had no manifest (written before manifests were recorded); its content passed its checks, "
+            "so its manifest is recorded now (%s)", what, path, artifact_manifest_path(path).name,
+        )

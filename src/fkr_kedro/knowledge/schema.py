@@ -50,6 +50,12 @@ TWO_HOP_COLUMNS = [
 # Two-hop splits: "seen" chains are stated in the training corpus, "held_out" are not.
 TWO_HOP_SPLITS = ("seen", "held_out")
 
+# The evaluate pipeline's per-prompt scores (``analysis.recall.evaluate_one_hop`` and
+# ``evaluate_two_hop``): the prompt's keys, then what the model answered and whether it is right.
+SCORE_COLUMNS = ["generated", "correct", "answer_logprob"]
+ONE_HOP_SCORE_COLUMNS = ["relation", "subject", "object", *SCORE_COLUMNS]
+TWO_HOP_SCORE_COLUMNS = ["composition", "e1", "e2", "e3", "split", "readout", *SCORE_COLUMNS]
+
 
 class SchemaError(ValueError):
     """A knowledge table does not follow the shared schema."""
@@ -73,6 +79,31 @@ def validate_two_hop(df: pd.DataFrame, source: str = "two-hop table") -> pd.Data
             f"found {sorted(df.loc[bad_split, 'split'].unique())[:5]}"
         )
     return df[TWO_HOP_COLUMNS + [c for c in df.columns if c not in TWO_HOP_COLUMNS]]
+
+
+def validate_one_hop_scores(df: pd.DataFrame, source: str = "one-hop scores") -> pd.DataFrame:
+    """Check the columns of a one-hop score table, its keys complete and ``correct`` boolean."""
+    return _validate_scores(df, ONE_HOP_SCORE_COLUMNS, ["relation", "subject", "object"], source)
+
+
+def validate_two_hop_scores(df: pd.DataFrame, source: str = "two-hop scores") -> pd.DataFrame:
+    """Check the columns of a two-hop score table, its keys complete, ``correct`` boolean
+    and its splits known."""
+    df = _validate_scores(df, TWO_HOP_SCORE_COLUMNS, ["composition", "e1", "e2", "e3", "split", "readout"], source)
+    bad_split = ~df["split"].isin(TWO_HOP_SPLITS)
+    if bad_split.any():
+        raise SchemaError(f"{source}: column 'split' must be one of {TWO_HOP_SPLITS}; found {sorted(df.loc[bad_split, 'split'].unique())[:5]}")
+    return df
+
+
+def _validate_scores(df: pd.DataFrame, columns: list[str], keys: list[str], source: str) -> pd.DataFrame:
+    _require_columns(df, columns, source)
+    missing = [c for c in keys if df[c].isna().any()]
+    if missing:
+        raise SchemaError(f"{source}: column(s) {missing} have missing values in rows {df.index[df[missing].isna().any(axis=1)].tolist()[:5]}")
+    if len(df) and not pd.api.types.is_bool_dtype(df["correct"]):
+        raise SchemaError(f"{source}: column 'correct' must be boolean, not {df['correct'].dtype}")
+    return df[columns + [c for c in df.columns if c not in columns]]
 
 
 def _require_columns(df: pd.DataFrame, columns: list[str], source: str) -> None:
