@@ -4,7 +4,6 @@ or a variant a model size cannot take fails here, naming the key and the fix."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, replace
 
 from pydantic import ConfigDict, Field, NonNegativeInt, PositiveInt, field_validator, model_validator
@@ -15,10 +14,9 @@ from ..modeling.settings import Strict as _Strict
 from ..modeling.train import TrainConfig
 from ..quantization.methods import METHODS
 from ..quantization.variants import VariantSpec, validate_variants
-from ..scaling.config import SizeSettings
+from ..scaling.config import SizeSettings, check_sizes
 from .checkpoints import CheckpointSettings
 
-_NAME = re.compile(r"[A-Za-z0-9_]+")
 
 
 @pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -59,12 +57,7 @@ class CapacitySettings(_Strict):
     @field_validator("sizes")
     @classmethod
     def _sizes(cls, sizes: dict[str, SizeSettings]) -> dict[str, SizeSettings]:
-        if len(sizes) < 2:
-            raise ValueError("list at least two model sizes under capacity.sizes")
-        for name in sizes:
-            if not _NAME.fullmatch(name):
-                raise ValueError(f"size name {name!r}: use letters, digits and underscores")
-        return sizes
+        return check_sizes(sizes, "capacity.sizes", "the capacity fit compares sizes")
 
     @field_validator("people")
     @classmethod

@@ -22,6 +22,7 @@ from kedro.io import AbstractDataset, DatasetError
 from ..modeling.load import CausalLM, ModelSource, as_source, load_causal_lm, load_model, model_directory
 from ..modeling.storage import is_model_directory, staged_directory
 from .integrity import SOURCE_FILE, check_model_directory, weights_problem
+from ..run_config import kedro_command
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ class ModelSourceDataset(AbstractDataset[ModelSource, CausalLM]):
 
     def load(self) -> CausalLM:
         if not is_model_directory(self._path):
-            raise DatasetError(f"no base model at {self._path}: run `kedro run --pipeline=train` first")
+            raise DatasetError(f"no base model at {self._path}: run `{kedro_command('--pipeline=train')}` first")
         check_model_directory(self._path)
         source = _recorded(self._path)
         device = source.get("device", "auto") if source else "auto"

@@ -83,6 +83,27 @@ def check_model_directory(path: Path) -> None:
         raise DatasetError(f"{what} at {path}: {error}; rebuild it with {rebuild}") from None
 
 
+def save_made_model(made, target: Path, record_file: str, what: str) -> None:
+    """Save what a node made (``made.kept``, ``made.path``): a kept model stays where it is
+    (it must be the one at ``target``); a new one, in a staging folder, is checked (its
+    ``record_file`` and its weights against their manifest) and then moved into place, so a
+    good model is never replaced by a bad one."""
+    import shutil
+
+    from ..modeling.storage import replace_with_staging
+
+    if made.kept:
+        if Path(made.path).resolve() != Path(target).resolve():
+            raise DatasetError(f"{target}: the kept {what} is at {made.path}, not here")
+        return
+    problem = None if (made.path / record_file).is_file() else f"no {record_file}"
+    problem = problem or weights_problem(made.path)
+    if problem is not None:
+        shutil.rmtree(made.path, ignore_errors=True)
+        raise DatasetError(f"the new {what} for {target} in {made.path} is not saved: {problem}")
+    replace_with_staging(made.path, target, manifest=False)
+
+
 def weights_problem(path: Path) -> str | None:
     """Why ``path``'s files cannot be trusted (no manifest, or a mismatch), or None."""
     try:
@@ -157,7 +178,7 @@ def check_artifact(path: Path, what: str, rebuild: str, content_of=None) -> dict
     """Check ``path`` against its manifest; return the manifest, or None when it has none
     (the caller checks the content, then records one with :func:`adopt_artifact`).
     ``content_of(path)`` describes the file as it is now, to say what changed."""
-    from ..modeling.storage import file_sha256
+    from ..modeling.storage import recorded_files_problem
 
     path = Path(path)
     manifest_path = artifact_manifest_path(path)
@@ -178,20 +199,10 @@ def check_artifact(path: Path, what: str, rebuild: str, content_of=None) -> dict
     added = sorted(set(present) - set(recorded))
     if added:
         raise fail(f"file(s) {', '.join(added)} were added after it was written (not in {manifest_path.name})")
-    for name, entry in recorded.items():
-        file = path.parent / name
-        if not file.is_file():
-            raise fail(f"{name} is missing (listed in {manifest_path.name})")
-        size = file.stat().st_size
-        if size != entry["size"]:
-            what_now = "truncated" if size < entry["size"] else "longer than when written"
-            raise fail(f"{name} is {what_now} ({size} bytes, {entry['size']} when written){_changes(manifest, path, content_of)}")
-    for name, entry in recorded.items():
-        if file_sha256(path.parent / name) != entry["sha256"]:
-            raise fail(
-                f"{name} does not match the sha256 recorded when it was written (corrupted or overwritten)"
-                f"{_changes(manifest, path, content_of)}"
-            )
+    problem = recorded_files_problem(path.parent, recorded, manifest_path.name)
+    if problem is not None:
+        kind, message = problem
+        raise fail(message + ("" if kind == "missing" else _changes(manifest, path, content_of)))
     return manifest
 
 

@@ -1,8 +1,6 @@
 """Kedro datasets of the scaling sweep (the library is :mod:`fkr_kedro.scaling`).
 
-* :class:`ModelStoreDataset` loads where a model is stored, for the training node's
-  keep-check (:func:`~fkr_kedro.scaling.sweep.train_or_keep`).
-* :class:`ScalingModelDataset` saves what that node returns (a
+* :class:`ScalingModelDataset` saves what the training node returns (a
   :class:`~fkr_kedro.scaling.sweep.TrainedDirectory`: a staging folder, checked, then moved
   into place; or the stored model, kept) and loads the folder as a
   :class:`~fkr_kedro.scaling.sweep.TrainedModel` (its path and training record).
@@ -13,35 +11,15 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
-from ..modeling.storage import is_model_directory, replace_with_staging
+from ..modeling.storage import is_model_directory
 from ..scaling.sweep import TRAINING_FILE, PointCache, TrainedDirectory, TrainedModel
-from .integrity import weights_problem
-
-
-class ModelStoreDataset(AbstractDataset[None, Path]):
-    """Read-only: where a model is stored (whether or not one is there yet)."""
-
-    def __init__(self, path: str, metadata: dict | None = None):
-        self._path = Path(path)
-        self.metadata = metadata
-
-    def load(self) -> Path:
-        return self._path
-
-    def save(self, data: None) -> None:
-        raise DatasetError(f"{self._path} is written through the model's own dataset")
-
-    def _exists(self) -> bool:
-        return True  # an empty store is a store: the node trains into it
-
-    def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._path)}
+from .integrity import save_made_model
+from ..run_config import kedro_command
 
 
 class ScalingModelDataset(AbstractDataset[TrainedDirectory, TrainedModel]):
@@ -52,21 +30,12 @@ class ScalingModelDataset(AbstractDataset[TrainedDirectory, TrainedModel]):
     def save(self, trained: TrainedDirectory) -> None:
         if not isinstance(trained, TrainedDirectory):
             raise DatasetError(f"{self._path}: saved from what the training node returns, not {type(trained).__name__}")
-        if trained.kept:
-            if Path(trained.path).resolve() != self._path.resolve():
-                raise DatasetError(f"{self._path}: the kept model is at {trained.path}, not here")
-            return
-        problem = None if (trained.path / TRAINING_FILE).is_file() else f"no {TRAINING_FILE}"
-        problem = problem or weights_problem(trained.path)
-        if problem is not None:
-            shutil.rmtree(trained.path, ignore_errors=True)
-            raise DatasetError(f"the new model for {self._path} in {trained.path} is not saved: {problem}")
-        replace_with_staging(trained.path, self._path, manifest=False)
+        save_made_model(trained, self._path, TRAINING_FILE, "model")
 
     def load(self) -> TrainedModel:
         record = self._path / TRAINING_FILE
         if not (is_model_directory(self._path) and record.exists()):
-            raise DatasetError(f"no trained scaling model at {self._path}: run `kedro run --pipeline=scaling` first")
+            raise DatasetError(f"no trained scaling model at {self._path}: run `{kedro_command('--pipeline=scaling')}` first")
         return TrainedModel(self._path, json.loads(record.read_text()))
 
     def _exists(self) -> bool:

@@ -2,8 +2,8 @@
 
 * :class:`ModelDirectoryDataset` loads the path of an existing model directory (for tools
   such as GPTQModel that read weights from disk themselves);
-* :class:`VariantStoreDataset` loads where a variant is stored, for the quantize node's
-  keep-check (:func:`fkr_kedro.quantization.api.quantize_or_keep`: it quantizes unless the
+* :class:`ModelStoreDataset` loads where a model is stored, for the quantize node's (and the
+  scaling sweep's) keep-check (:func:`fkr_kedro.quantization.api.quantize_or_keep`: it quantizes unless the
   stored variant has the same fingerprint and intact files);
 * :class:`VariantModelDataset` saves what that node returns (a staging folder, checked, then
   moved into place; or the stored variant, kept) and loads any variant back as a
@@ -15,18 +15,18 @@ The loaders check the directory's files against its weight manifest before handi
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
 from ..modeling.load import CausalLM
-from ..modeling.storage import is_model_directory, replace_with_staging
+from ..modeling.storage import is_model_directory
 from ..quantization.api import (
     VARIANT_FILE, VariantDirectory, expected_fingerprint, load_quantized, recorded_fingerprint, stale_reason,
 )
-from .integrity import check_model_directory, weights_problem
+from .integrity import check_model_directory, save_made_model
+from ..run_config import kedro_command
 
 
 class ModelDirectoryDataset(AbstractDataset[None, Path]):
@@ -52,9 +52,12 @@ class ModelDirectoryDataset(AbstractDataset[None, Path]):
         return {"path": str(self._path)}
 
 
-class VariantStoreDataset(AbstractDataset[None, Path]):
-    """Read-only: where a variant is stored, for the quantize node's keep-check (it reads the
-    fingerprint there, not the weights). Loads the path whether or not a variant is there yet."""
+class ModelStoreDataset(AbstractDataset[None, Path]):
+    """Read-only: where a model is stored, whether or not one is there yet, for a node's
+    keep-check (it reads the fingerprint there, not the weights): the quantize node's
+    (:func:`~fkr_kedro.quantization.api.quantize_or_keep`) and the scaling sweep's
+    (:func:`~fkr_kedro.scaling.sweep.train_or_keep`). The model itself is written through its
+    own dataset."""
 
     def __init__(self, path: str, metadata: dict | None = None):
         self._path = Path(path)
@@ -64,10 +67,10 @@ class VariantStoreDataset(AbstractDataset[None, Path]):
         return self._path
 
     def save(self, data: None) -> None:
-        raise DatasetError(f"{self._path} is written through the variant's own dataset (model@variant)")
+        raise DatasetError(f"{self._path} is written through the model's own dataset")
 
     def _exists(self) -> bool:
-        return True  # an empty store is a store: the node quantizes into it
+        return True  # an empty store is a store: the node writes into it
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path)}
@@ -92,7 +95,7 @@ class VariantModelDataset(AbstractDataset[VariantDirectory, CausalLM]):
 
     def load(self) -> CausalLM:
         if not is_model_directory(self._path):
-            raise DatasetError(f"variant not found at {self._path}: run `kedro run --pipeline=quantize` first")
+            raise DatasetError(f"variant not found at {self._path}: run `{kedro_command('--pipeline=quantize')}` first")
         check_model_directory(self._path)
         return load_quantized(self._path, **self._load_args)
 
@@ -102,17 +105,8 @@ class VariantModelDataset(AbstractDataset[VariantDirectory, CausalLM]):
                 f"{self._path}: a variant is saved from what the quantize node returns "
                 f"(quantization.api.quantize_or_keep), not from {type(variant).__name__}"
             )
-        if variant.kept:
-            if Path(variant.path).resolve() != self._path.resolve():
-                raise DatasetError(f"{self._path}: the kept variant is at {variant.path}, not here")
-            return
         # Never replace a good variant with a bad one: the new one's files are checked first.
-        problem = None if (variant.path / VARIANT_FILE).is_file() else f"no {VARIANT_FILE}"
-        problem = problem or weights_problem(variant.path)
-        if problem is not None:
-            shutil.rmtree(variant.path, ignore_errors=True)
-            raise DatasetError(f"the new variant for {self._path} in {variant.path} is not saved: {problem}")
-        replace_with_staging(variant.path, self._path, manifest=False)
+        save_made_model(variant, self._path, VARIANT_FILE, "variant")
 
     def _exists(self) -> bool:
         """A variant is there and current: the quantize node's rule (``stale_reason`` on the

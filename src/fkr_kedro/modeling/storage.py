@@ -235,6 +235,26 @@ def read_manifest(model_dir: str | Path) -> dict | None:
     return manifest
 
 
+def recorded_files_problem(folder: Path, files: dict[str, dict], manifest_name: str) -> tuple[str, str] | None:
+    """The first way the files a manifest lists (``{name: {"size", "sha256"}}``, relative to
+    ``folder``) differ from what is on disk, as ``(kind, message)`` with kind ``missing``,
+    ``size`` or ``sha256``; None when every file matches. Sizes are compared first: a cheap
+    check that catches truncation before any file is hashed."""
+    for name, entry in files.items():
+        path = folder / name
+        if not path.is_file():
+            return "missing", f"{name} is missing (listed in {manifest_name})"
+        size = path.stat().st_size
+        if size != entry["size"]:
+            what = "truncated" if size < entry["size"] else "longer than when written"
+            return "size", f"{name} is {what} ({size} bytes, {entry['size']} when written)"
+    for name, entry in files.items():
+        if file_sha256(folder / name) != entry["sha256"]:
+            return "sha256", (f"{name} does not match the sha256 recorded when it was written (same size, other "
+                              f"bytes: corrupted or overwritten)")
+    return None
+
+
 def verify_weights(model_dir: str | Path) -> dict:
     """Check every file listed in the manifest of ``model_dir``: present, same size, same
     sha256 (sizes of all files first, so a truncated file is found without hashing). Raises
@@ -253,20 +273,9 @@ def verify_weights(model_dir: str | Path) -> dict:
     unlisted = sorted(p.name for p in model_dir.glob(WEIGHT_GLOB) if p.name not in files)
     if unlisted:
         raise WeightsError(f"weight file(s) {', '.join(unlisted)} were added after it was written (not in {MANIFEST_FILE})")
-    for name, entry in files.items():
-        path = model_dir / name
-        if not path.is_file():
-            raise WeightsError(f"{name} is missing (listed in {MANIFEST_FILE})")
-        size = path.stat().st_size
-        if size != entry["size"]:
-            what = "truncated" if size < entry["size"] else "longer than when written"
-            raise WeightsError(f"{name} is {what}: {size} bytes, {entry['size']} when written")
-    for name, entry in files.items():
-        if file_sha256(model_dir / name) != entry["sha256"]:
-            raise WeightsError(
-                f"{name} does not match the sha256 recorded when it was written (same size, other bytes: "
-                f"corrupted or overwritten)"
-            )
+    problem = recorded_files_problem(model_dir, files, MANIFEST_FILE)
+    if problem is not None:
+        raise WeightsError(problem[1])
     if not any(Path(name).match(WEIGHT_GLOB) for name in files):
         raise WeightsError(f"its {MANIFEST_FILE} lists no weight files")
     return manifest

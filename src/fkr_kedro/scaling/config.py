@@ -24,6 +24,16 @@ from .sweep import design_points
 _NAME = re.compile(r"[A-Za-z0-9_]+")
 
 
+def check_sizes(sizes: dict, key: str, why: str) -> dict:
+    """A sweep's model sizes: at least two (``why``), each named so it can be a namespace."""
+    if len(sizes) < 2:
+        raise ValueError(f"list at least two model sizes under {key} ({why})")
+    for name in sizes:
+        if not _NAME.fullmatch(name):
+            raise ValueError(f"size name {name!r}: use letters, digits and underscores (it becomes a namespace)")
+    return sizes
+
+
 @pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class SizeSettings(ModelShape):
     """One model size of a study: a :class:`ModelShape` whose only other default is room for
@@ -108,12 +118,7 @@ class ScalingSettings(_Strict):
     @field_validator("sizes")
     @classmethod
     def _sizes(cls, sizes: dict[str, SizeSettings]) -> dict[str, SizeSettings]:
-        if len(sizes) < 2:
-            raise ValueError("list at least two model sizes under scaling.sizes (the law fits an exponent of N)")
-        for name in sizes:
-            if not _NAME.fullmatch(name):
-                raise ValueError(f"size name {name!r}: use letters, digits and underscores (it becomes a namespace)")
-        return sizes
+        return check_sizes(sizes, "scaling.sizes", "the law fits an exponent of N")
 
     @field_validator("seeds")
     @classmethod

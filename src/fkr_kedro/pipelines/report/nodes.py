@@ -42,7 +42,7 @@ def plot_variant_layers(
     results = StudyTables(recall_by_variant, probe_results, entrec_results, attribution_results, drift_results, cnst_results)
     if variant not in set(results.recall["variant"]):
         raise ValueError(
-            f"variant {variant!r} is not in recall_by_variant: run `kedro run --pipeline=evaluate` so that "
+            f"variant {variant!r} is not in recall_by_variant: run `{kedro_command('--pipeline=evaluate')}` so that "
             f"every configured variant is measured"
         )
     return _with_png(figures.variant_layers(variant, results, report.reference))
