@@ -34,14 +34,16 @@ class _Lines(logging.Handler):
 
 @pytest.fixture
 def handler():
-    """A root handler that sees what the console would, the filters attached as the hook does."""
+    """The root logger's only handler, seeing what the console would, the filters attached as
+    the hook does (the handlers of earlier tests, and the process-wide filter on them, are set
+    aside: a record is decided once, by the first filter that sees it)."""
     root = logging.getLogger()
     lines = _Lines()
-    old_level = root.level
-    root.addHandler(lines)
+    old_level, old_handlers = root.level, root.handlers[:]
+    root.handlers = [lines]
     root.setLevel(logging.INFO)
     yield lines
-    root.removeHandler(lines)
+    root.handlers = old_handlers
     root.setLevel(old_level)
     logging.captureWarnings(False)
 

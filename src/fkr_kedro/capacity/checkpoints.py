@@ -77,7 +77,7 @@ def train_checkpoints(run_dir: Path, corpus: list[str], settings: CheckpointSett
     ``step_<n>``), unless a finished run with the same settings is already in ``run_dir``."""
     run_dir = Path(run_dir)
     training = replace(settings.training, seed=seed)
-    fingerprint = {"shape": settings.size.model_dump(), "training": asdict(training), "steps": settings.steps,
+    fingerprint = {"shape": asdict(settings.size), "training": asdict(training), "steps": settings.steps,
                    "corpus": len(corpus), "corpus_head": corpus[:3]}
     done = run_dir / DONE_FILE
     dirs = [run_dir / f"step_{s:06d}" for s in settings.steps]

@@ -62,8 +62,10 @@ class MlflowVariantHook:
         database = sqlite_path(uri, Path.cwd())
         if database is None:
             return
-        # MLflow's default artifact root beside a SQLite store is ./mlruns.
-        prepare_sqlite_store(database, Path(context.project_path), artifact_root=Path.cwd() / "mlruns")
+        # The artifacts of the project's store live in the project's mlruns/ (MLflow's default,
+        # ./mlruns, would follow the folder the process started in).
+        prepare_sqlite_store(database, Path(context.project_path), artifact_root=Path(context.project_path) / "mlruns",
+                             experiment=experiment_name(conf))
         if database.exists():
             _check_experiment_artifacts(uri, database, experiment_name(conf), Path(context.project_path))
 

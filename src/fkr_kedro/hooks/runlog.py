@@ -185,6 +185,7 @@ class RunSummaryHook:
         except Exception as error:  # noqa: BLE001 - a louder log, not a failed run
             log.debug("GPTQModel's log left as it is: %s", error)
         self.nodes.total, self.nodes.started = len(pipeline.nodes), 0
+        self.repeats.reset()  # the summary counts this run's repeats (a notebook runs many)
         self._saved, self._catalog = set(), catalog
         self._mlflow = None
         try:

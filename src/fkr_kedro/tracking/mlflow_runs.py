@@ -45,10 +45,11 @@ _PARAMS_PER_BATCH = 100
 # Columns of the tidy per-layer tables that are not part of a curve's name.
 _TIDY_COLUMNS = ("variant", "layer", "metric", "value")
 # Columns that qualify a row's value (its interval and its paired test against the reference,
-# fkr_kedro.analysis.statistics), not what it measures: never part of a curve's key.
+# fkr_kedro.analysis.statistics; why a value is missing), not what it measures: never part of
+# a curve's key.
 # ``stderr`` becomes a curve of its own, ``<key>_stderr``, as lm-evaluation-harness logs it.
 _STATISTICS_COLUMNS = ("n", "stderr", "ci_low", "ci_high", "delta", "delta_ci_low", "delta_ci_high", "p_value",
-                       "p_holm", "gained", "lost", "change", "test")
+                       "p_holm", "gained", "lost", "change", "test", "reason")
 
 
 def metric_key(name: str) -> str:

@@ -100,12 +100,15 @@ def check_sqlite_store(database: Path, artifact_root: Path | None = None) -> Non
 
 
 def prepare_sqlite_store(database: Path, project: Path, artifact_root: Path | None = None,
-                         timeout: float = 600.0) -> None:
+                         timeout: float = 600.0, experiment: str | None = None) -> None:
     """Make the project's SQLite store ready before MLflow opens it, holding a lock file beside
     it (``mlflow.db.lock``) so that runs started together do not create or migrate it at once
     (MLflow alone leaves a half-migrated store that every later run fails on): check it
     (:func:`check_sqlite_store`), refuse a half-migrated one, create it when missing, and move
-    its artifact locations with a moved project (:func:`relocate_moved_project`)."""
+    its artifact locations with a moved project (:func:`relocate_moved_project`).
+    ``experiment`` is created when missing, with its artifacts under ``artifact_root``: left to
+    MLflow, a new experiment's artifacts go to ``./mlruns`` of whatever folder the process
+    started in (a notebook's, a test's), outside the project."""
     from filelock import FileLock, Timeout
 
     database = Path(database).resolve()
@@ -123,7 +126,7 @@ def prepare_sqlite_store(database: Path, project: Path, artifact_root: Path | No
         check_sqlite_store(database, artifact_root)
         if database.exists():
             check_schema(database)
-        _open_store(database, artifact_root or database.parent / "mlruns")
+        _open_store(database, artifact_root or database.parent / "mlruns", experiment)
         relocate_moved_project(database, project, (artifact_root or database.parent / "mlruns").name)
     finally:
         lock.release()
@@ -179,12 +182,15 @@ def check_schema(database: Path) -> None:
         )
 
 
-def _open_store(database: Path, artifact_root: Path) -> None:
+def _open_store(database: Path, artifact_root: Path, experiment: str | None = None) -> None:
     """Create the store's tables (and MLflow's default experiment) when they are missing, as
-    MLflow would on first use, here under the lock."""
+    MLflow would on first use, here under the lock; and ``experiment``, artifacts under
+    ``artifact_root``."""
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    SqlAlchemyStore(f"sqlite:///{database}", str(artifact_root))
+    store = SqlAlchemyStore(f"sqlite:///{database}", str(Path(artifact_root).resolve()))
+    if experiment is not None and store.get_experiment_by_name(experiment) is None:
+        store.create_experiment(experiment)
 
 
 # Columns that hold a local artifact path, rewritten when a project moves.
