@@ -147,7 +147,27 @@ class TrainParameters(_Settings):
 # ----------------------------------------------------------------- parameters_quantize.yml
 class QuantizeSettings(_Settings):
     overwrite: bool = False  # False: keep a variant already on disk with the same fingerprint
-    calibration_seed: int = 0  # the order in which corpus statements become calibration texts
+    # One calibration draw per seed: the order in which corpus statements become calibration
+    # texts. Each calibrated variant (GPTQ, AWQ) is quantized once per seed, the first under
+    # its own name, the others as <name>_draw1, _draw2 ... (quantization.variants.expand_draws).
+    calibration_seeds: list[int] = Field([0], min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_seed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "calibration_seed" in data:
+            raise ValueError(
+                f"quantize.calibration_seed is now quantize.calibration_seeds, a list of draws: "
+                f"write calibration_seeds: [{data['calibration_seed']}]"
+            )
+        return data
+
+    @field_validator("calibration_seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"the seeds {seeds} repeat one: list each calibration draw's seed once")
+        return seeds
 
 
 class QuantizeParameters(_Settings):

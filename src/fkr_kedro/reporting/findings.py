@@ -15,7 +15,7 @@ from scipy.stats import norm
 
 from ..analysis.statistics import StatisticsSettings, ci_label
 from ..quantization.methods import METHODS
-from .tables import StudyTables, headline, layer_metric, neuron_retention, variant_order
+from .tables import DRAW_METRICS, StudyTables, draw_spread, headline, layer_metric, neuron_retention, variant_order
 
 
 class ReportSettings(StatisticsSettings):
@@ -118,6 +118,7 @@ def findings(
     out += [s for s in (_gains(tables.recall, settings),) if s]
     if comparisons is not None:
         out += _rankings(comparisons, settings)
+    out += draw_spread_sentences(draw_spread(tables.recall), settings.alpha)
     out += _dtypes_and_fallbacks(info)
     for probe in ("answer", "bridge"):
         sentence = _probe_drop(tables.probes, probe, order, settings)
@@ -204,6 +205,47 @@ def _changes(recall: pd.DataFrame, metric: str, verb: str, what: str, order: lis
 
 
 # Correctness metrics whose significant gains answer "does quantization sometimes improve recall?".
+def draw_spread_table(spread: pd.DataFrame, alpha: float) -> pd.DataFrame:
+    """:func:`~.tables.draw_spread` for the report: one row per variant and metric, values
+    as accuracies, range, SD and the prompt interval's half-width in points."""
+    table = pd.DataFrame({
+        "variant": spread["variant_group"],
+        "metric": spread["metric"].map(DRAW_METRICS).fillna(spread["metric"]),
+        "draws": spread["draws"], "seeds": spread["seeds"], "lowest": spread["min"], "highest": spread["max"],
+        "range (points)": 100 * spread["range"], "SD across draws (points)": 100 * spread["sd"],
+        f"{ci_label(alpha)} half-width over prompts (points)": 100 * spread["ci_half_width"],
+    })
+    return table.set_index(["variant", "metric"])
+
+
+def draw_spread_sentences(spread: pd.DataFrame, alpha: float) -> list[str]:
+    """Per headline metric: the variants whose values across calibration draws span more than
+    the half-width of one draw's interval over prompts (so another draw moves the value more
+    than the prompts' noise does), and those within it."""
+    out = []
+    for metric, label in DRAW_METRICS.items():
+        rows = spread[spread["metric"] == metric]
+        if rows.empty:
+            continue
+        above = rows[rows["range"] > rows["ci_half_width"]]
+        within = rows[~(rows["range"] > rows["ci_half_width"])]
+
+        def listed(part: pd.DataFrame) -> str:
+            return _names([f"{r.variant_group} ({int(r.draws)} draws, {100 * r.min:.1f}-{100 * r.max:.1f}%, range "
+                           f"{100 * r.range:.1f} points, SD {100 * r.sd:.1f}, half-width {100 * r.ci_half_width:.1f})"
+                           for r in part.itertuples()])
+
+        text = f"Across calibration draws, {label}"
+        if not above.empty:
+            text += (f" moves by more than the half-width of the {ci_label(alpha)} over prompts for "
+                     f"{listed(above)}: for these the calibration draw matters as much as the prompt sample")
+        if not within.empty:
+            text += ("; it stays" if not above.empty else " stays") + (
+                f" within that half-width for {listed(within)}")
+        out.append(text + ".")
+    return out
+
+
 def _gains(recall: pd.DataFrame, settings: ReportSettings) -> str | None:
     """How many of the variant-vs-reference comparisons on correctness metrics (one-hop
     overall and per relation, every two-hop readout) are significant gains, and losses."""
