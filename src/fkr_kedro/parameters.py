@@ -162,6 +162,25 @@ class QuantizeSettings(_Settings):
             )
         return data
 
+    @field_validator("calibration_seeds", mode="before")
+    @classmethod
+    def _seeds_from_the_command_line(cls, seeds: Any) -> Any:
+        # `kedro run --params` splits its items at commas, so a list arrives as one string:
+        # `quantize.calibration_seeds=[0 1 2]` (OmegaConf reads ['0 1 2']) or `=0 1 2`.
+        if isinstance(seeds, int):
+            return [seeds]
+        items = [seeds] if isinstance(seeds, str) else seeds
+        if not isinstance(items, list) or not any(isinstance(item, str) for item in items):
+            return seeds
+        words = [word for item in items for word in str(item).strip("[]").replace(";", " ").split()]
+        try:
+            return [int(word) for word in words]
+        except ValueError:
+            raise ValueError(
+                f"calibration_seeds {seeds!r} is not a list of integers: write e.g. [0, 1, 2] in the parameters file, "
+                f"or --params='quantize.calibration_seeds=[0 1 2]' (kedro splits --params at commas)"
+            ) from None
+
     @field_validator("calibration_seeds")
     @classmethod
     def _distinct(cls, seeds: list[int]) -> list[int]:
