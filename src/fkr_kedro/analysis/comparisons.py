@@ -90,6 +90,7 @@ def recall_table(
             rows.append(row)
     table = pd.DataFrame(rows)
     table["n"] = table["n"].astype("Int64")
+    table["calibration_seed"] = table["calibration_seed"].astype("Int64")  # empty where nothing calibrates
     table = add_holm(table, by=["metric", "relation"])
     table["change"] = [
         verdict(row, row["p_holm"], settings.alpha) if not math.isnan(row["p_value"]) else None
