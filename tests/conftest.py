@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-# The single-node Slurm of the submit tests (tests/test_submit.py).
-from slurm_cluster import slurm_cluster  # noqa: F401
+from slurm_cluster import SlurmUnavailable, running_cluster
 
 # Session fixtures of the tracking, report, kedro-viz and notebook tests: one tracked run of
 # the test configuration against a real MLflow server, shared by all of them.
@@ -27,6 +26,23 @@ def pytest_collection_modifyitems(config, items):
         # The Slurm tests too: one single-node Slurm per suite (tests/slurm_cluster.py).
         if {"tracked_study", "mlflow_server", "slurm_cluster"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.xdist_group("tracked_study"))
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """The single-node Slurm of the submit tests (tests/slurm_cluster.py), one per session:
+    skipped where it cannot start, failed in CI, which must have it."""
+    try:
+        context = running_cluster(tmp_path_factory.mktemp("slurm"))
+        cluster = context.__enter__()
+    except SlurmUnavailable as error:
+        if error.required:
+            pytest.fail(str(error))
+        pytest.skip(str(error))
+    try:
+        yield cluster
+    finally:
+        context.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="session", autouse=True)

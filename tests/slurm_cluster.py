@@ -3,9 +3,11 @@ from Debian's ``slurm-wlm`` and ``munge`` packages, started in a temporary folde
 generated ``slurm.conf`` and stopped afterwards. Clients (sbatch, squeue, scancel) find it
 through ``SLURM_CONF``, which the fixture sets for the test's processes.
 
-Missing binaries: a skip with the packages to install on a developer's machine, a failure
-in CI (``FKR_REQUIRE_SLURM`` or ``CI`` set: ``.ci/run`` installs them, so a missing one is a
-broken CI).
+Missing binaries: :class:`SlurmUnavailable` naming the packages to install, which the tests'
+fixture (``slurm_cluster`` in conftest.py) turns into a skip on a developer's machine and a
+failure in CI (``FKR_REQUIRE_SLURM`` or ``CI`` set: ``.ci/run`` installs them, so a missing
+one is a broken CI). Needs nothing but the standard library (``python tests/slurm_cluster.py``
+after ``pip install -e .``).
 """
 
 from __future__ import annotations
@@ -15,14 +17,23 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-
-import pytest
 
 BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "sinfo", "scontrol")
 PACKAGES = "apt-get install -y slurm-wlm munge"
 PARTITION = "debug"
+
+
+class SlurmUnavailable(RuntimeError):
+    """The single-node Slurm cannot start here; ``required``: CI, where it must."""
+
+    def __init__(self, reason: str):
+        self.required = bool(os.environ.get("FKR_REQUIRE_SLURM") or os.environ.get("CI"))
+        super().__init__(f"{reason}; .ci/run installs them (and sets FKR_REQUIRE_SLURM), so CI must have them"
+                         if self.required and "install" in reason else reason)
 
 
 @dataclass(frozen=True)
@@ -117,15 +128,9 @@ def slurm_conf(root: Path, host: str, cpus: int, memory_mb: int) -> str:
 def start_cluster(root: Path) -> tuple[SlurmCluster, list[subprocess.Popen]]:
     missing = missing_binaries()
     if missing:
-        reason = f"Slurm binaries not found: {', '.join(missing)} (install them: `{PACKAGES}`)"
-        if os.environ.get("FKR_REQUIRE_SLURM") or os.environ.get("CI"):
-            pytest.fail(f"{reason}; .ci/run installs them (and sets FKR_REQUIRE_SLURM), so CI must have them")
-        pytest.skip(reason)
+        raise SlurmUnavailable(f"Slurm binaries not found: {', '.join(missing)} (install them: `{PACKAGES}`)")
     if os.geteuid() != 0:
-        reason = "the single-node Slurm runs slurmd as root (as in CI's container); run the test as root"
-        if os.environ.get("FKR_REQUIRE_SLURM") or os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+        raise SlurmUnavailable("the single-node Slurm runs slurmd as root (as in CI's container); run it as root")
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o700)
     for folder in ("state", "spool"):
@@ -189,10 +194,10 @@ def _wait(condition, timeout: float, what: str, root: Path, processes, cluster: 
     raise RuntimeError(f"{what} within {timeout:.0f} s:\n{outs}\n{logs}")
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster(tmp_path_factory):
-    """A running single-node Slurm (session scope: starting it takes seconds, stopping too)."""
-    cluster, processes = start_cluster(tmp_path_factory.mktemp("slurm"))
+@contextmanager
+def running_cluster(root: Path) -> Iterator[SlurmCluster]:
+    """A single-node Slurm in ``root`` while the block runs; its jobs cancelled, then stopped."""
+    cluster, processes = start_cluster(root)
     try:
         yield cluster
     finally:
@@ -207,9 +212,10 @@ if __name__ == "__main__":
     import sys
 
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/fkr-slurm").resolve()
-    if missing_binaries():
-        sys.exit(f"Slurm binaries not found: {', '.join(missing_binaries())} (install them: `{PACKAGES}`)")
-    running, started = start_cluster(folder)
+    try:
+        running, started = start_cluster(folder)
+    except SlurmUnavailable as error:
+        sys.exit(str(error))
     print(f"single-node Slurm up ({running.cpus} CPUs, partition {running.partition}); in another shell:\n"
           f"  export SLURM_CONF={running.conf}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

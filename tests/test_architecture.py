@@ -74,3 +74,17 @@ def test_library_packages_import_only_the_layers_below_and_never_kedro(package):
                 if layer and layer != package and layer not in LIBRARY[package]:
                     problems.append(f"{module} imports {imported} ({layer} is not below {package})")
     assert not problems, "\n".join(problems)
+
+
+def test_no_hook_imports_a_pipeline():
+    """The hooks read the pipelines through Kedro's registry (kedro_config.project_pipelines),
+    never by importing them: a hook runs for every pipeline, whichever is asked for."""
+    problems = [
+        f"{module} imports {imported}"
+        for module, path in MODULES.items()
+        if module.startswith("fkr_kedro.hooks")
+        for target, names in _imports(path)
+        for imported in _project_target(target, names)
+        if imported.startswith("fkr_kedro.pipelines")
+    ]
+    assert not problems, "\n".join(problems)

@@ -15,6 +15,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from fkr_kedro.datasets.hf_model import HFModelDataset
 from fkr_kedro.datasets.variant_model import VariantModelDataset
 from fkr_kedro.modeling.load import CausalLM
+from conftest import TEST_DATA
 from fkr_kedro.quantization import api
 from fkr_kedro.quantization.calibration import calibration_texts
 
@@ -51,8 +52,8 @@ def study(kedro_project):
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
-    HFModelDataset(str(kedro_project / "data/06_models/base")).save(_tiny_lm())
-    corpus = kedro_project / "data/05_model_input/train_corpus.txt"
+    HFModelDataset(str(kedro_project / TEST_DATA / "06_models/base")).save(_tiny_lm())
+    corpus = kedro_project / TEST_DATA / "05_model_input/train_corpus.txt"
     corpus.parent.mkdir(parents=True)
     corpus.write_text("".join(f"the capital of {w} is {w}\n" for w in WORDS * 8))
     bootstrap_project(kedro_project)
@@ -72,8 +73,8 @@ def _run_decision(project: Path, params, name: str, monkeypatch) -> bool:
     written = []
     monkeypatch.setattr(api, "_write_variant", lambda *args: written.append(args))
     made = quantize_variant(
-        project / "data/06_models/base", (project / "data/05_model_input/train_corpus.txt").read_text(),
-        project / "data/06_models/variants" / name, params.quantize, spec,
+        project / TEST_DATA / "06_models/base", (project / TEST_DATA / "05_model_input/train_corpus.txt").read_text(),
+        project / TEST_DATA / "06_models/variants" / name, params.quantize, spec,
     )
     monkeypatch.undo()
     assert made.kept == (not written)
@@ -90,18 +91,18 @@ def test_submit_keeps_exactly_the_variants_kedro_run_keeps(study, monkeypatch):
     project, session = study
     with session() as s:
         catalog, params = s.load_context().catalog, study_parameters()
-        corpus = (project / "data/05_model_input/train_corpus.txt").read_text()
+        corpus = (project / TEST_DATA / "05_model_input/train_corpus.txt").read_text()
         for spec in active_variants(params):
             if spec.name in ("gptq_w4_g32", "rtn_w2_g32"):
-                stored = project / "data/06_models/variants" / spec.name
+                stored = project / TEST_DATA / "06_models/variants" / spec.name
                 VariantModelDataset(str(stored)).save(
-                    quantize_variant(project / "data/06_models/base", corpus, stored, params.quantize, spec)
+                    quantize_variant(project / TEST_DATA / "06_models/base", corpus, stored, params.quantize, spec)
                 )
         for name in ("gptq_w4_g32", "rtn_w2_g32"):
             assert _run_decision(project, params, name, monkeypatch) is False
             assert _variant_changed(name, catalog, params) is None
 
-        (project / "data/05_model_input/train_corpus.txt").write_text(corpus.replace("berlin", "paris"))
+        (project / TEST_DATA / "05_model_input/train_corpus.txt").write_text(corpus.replace("berlin", "paris"))
         assert _run_decision(project, params, "gptq_w4_g32", monkeypatch) is True
         why = _variant_changed("gptq_w4_g32", catalog, params)
         assert why is not None and "calibration_sha256" in why

@@ -368,6 +368,7 @@ def test_a_partial_run_warns_about_outputs_left_older_than_their_inputs(tmp_path
     from kedro_datasets.json import JSONDataset
 
     from fkr_kedro import hooks
+    from fkr_kedro.hooks import advice
 
     pipelines = {
         "evaluate": Pipeline([
@@ -379,7 +380,7 @@ def test_a_partial_run_warns_about_outputs_left_older_than_their_inputs(tmp_path
             node(_score, "summary", "report", name="render"),
         ]),
     }
-    monkeypatch.setattr(hooks, "project_pipelines", lambda: pipelines)
+    monkeypatch.setattr(advice, "project_pipelines", lambda: pipelines)
     from fkr_kedro.run_config import StudyConfigLoader, set_active_config_loader
 
     # The study of `kedro run --env=test` (the advice carries its --env; conftest resets it).

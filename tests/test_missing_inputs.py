@@ -8,7 +8,8 @@ from kedro.io import DatasetError
 from kedro.pipeline import Pipeline, node
 
 from conftest import PROJECT_ROOT
-from fkr_kedro.hooks import RUN_ORDER, MissingInputHook, _run_order, missing_chain, project_pipelines, run_chain_advice
+from fkr_kedro.hooks import RUN_ORDER, MissingInputHook, missing_chain, project_pipelines, run_chain_advice
+from fkr_kedro.hooks.advice import _run_order
 
 
 @pytest.fixture(scope="module")

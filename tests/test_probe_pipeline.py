@@ -136,7 +136,7 @@ def _refit_bridge_probe(project, layer: int) -> dict[str, float]:
     from fkr_kedro.analysis.capture import ActivationCache
 
     config = yaml.safe_load((project / "conf/test/parameters_probe.yml").read_text())["probe"]["probes"]
-    table = pd.read_parquet(project / "data/05_model_input/two_hop_prompts.parquet").reset_index(drop=True)
+    table = pd.read_parquet(project / TEST_DATA / "05_model_input/two_hop_prompts.parquet").reset_index(drop=True)
     labels = table["e2"].astype(str)
     rows = np.flatnonzero((labels.map(labels.value_counts()) >= 2).to_numpy())  # classes of one row dropped
     assert len(rows) <= config["max_rows"]  # no subsampling to replicate
@@ -144,7 +144,7 @@ def _refit_bridge_probe(project, layer: int) -> dict[str, float]:
     split = GroupShuffleSplit(n_splits=1, test_size=config["test_size"], random_state=config["seed"])
     train, test = next(split.split(np.zeros(len(rows)), groups=groups))
     X = {
-        v: ActivationCache.load(project / f"data/07_model_output/{v}/activations.safetensors")
+        v: ActivationCache.load(project / TEST_DATA / f"07_model_output/{v}/activations.safetensors")
         .layer("two_hop.resid_post.mention", layer)[rows].float().numpy()
         for v in VARIANTS
     }

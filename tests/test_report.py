@@ -457,7 +457,7 @@ def test_a_study_against_another_reference(tracked_study, tmp_path):
     after removing them), and every comparison in them is against bnb_int8."""
     project = tmp_path / "project"
     shutil.copytree(tracked_study.project, project, ignore=shutil.ignore_patterns("mlruns", "mlflow.db", "build"))
-    reporting = project / "data/08_reporting"
+    reporting = project / TEST_DATA / "08_reporting"
     decided = ("recall_by_variant", "variant_comparisons", "probe_results", "drift_results", "cnst_results",
                "entrec_results", "attribution_results", "report_summary")
     for name in decided:

@@ -262,7 +262,8 @@ def test_a_submitted_study_equals_kedro_run_isolates_a_cancelled_variant_and_res
         v: "FINISHED" for v in ["fp", *names] if v != cancelled
     }, logs
     parent = client.get_run(parent_id)
-    assert parent.info.status == "FINISHED", logs
+    assert parent.info.status == "FAILED", logs  # a variant is missing
+    assert parent.data.tags["fkr.missing_variants"] == cancelled
     assert parent.info.run_name == parent.data.tags["fkr.study_name"] and parent.info.run_name.startswith("test: ")
     report = (project / TEST_DATA / "08_reporting" / "report.html").read_text()
     assert f"Missing variants: {cancelled}" in report, logs
@@ -298,6 +299,107 @@ def test_a_submitted_study_equals_kedro_run_isolates_a_cancelled_variant_and_res
     assert client.get_run(parent_id).info.status == "FINISHED", logs
 
 
+def _two_variant_project(tmp_path: Path, calibration_size: int) -> Path:
+    """A copy of the project whose test study has two variants: fp (run in the shared job) and
+    gptq_w4_g32 (one array task) with ``calibration_size`` (over 3000 fails: too few texts)."""
+    project = copy_project(tmp_path / "project")
+    _set_gptq_calibration(project, calibration_size)
+    return project
+
+
+def _set_gptq_calibration(project: Path, calibration_size: int) -> None:
+    path = project / "conf" / "test" / "parameters.yml"
+    head = path.read_text().split("\nvariants:")[0]
+    path.write_text(
+        f"{head}\nvariants:\n  fp: {{method: fp}}\n"
+        f"  gptq_w4_g32: {{method: gptq, bits: 4, group_size: 32, calibration_size: {calibration_size}}}\n"
+    )
+
+
+@pytest.mark.slow
+def test_fix_and_resubmit_finishes_one_study_whose_every_variant_finished(slurm_cluster, submit_mlflow_server, tmp_path):
+    """A bad setting fails one variant: its nested run FAILED with the exception, the study's
+    run FAILED naming it; a second submit while the jobs are queued is refused, naming them;
+    the fixed setting resubmitted: the same study run, a new nested run, everything FINISHED."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    project = _two_variant_project(tmp_path, calibration_size=1_000_000)
+    env = {**slurm_cluster.env, "MLFLOW_TRACKING_URI": submit_mlflow_server.uri}
+    first = kedro(project, "submit", "--env=test", env=env)
+    out = first.stdout + first.stderr
+    assert first.returncode == 0, out[-5000:]
+    parent_id = re.search(r"MLflow: the study's run (\w+)", out)[1]
+
+    again = kedro(project, "submit", "--env=test", env=env)
+    refused = again.stdout + again.stderr
+    jobs = json.loads((project / "logs" / "slurm" / "test" / "study.json").read_text())["jobs"]
+    assert len(jobs) == 4  # shared, variant, report, final
+    assert again.returncode != 0 and "still has jobs queued or running" in refused, refused[-3000:]
+    assert f"scancel {' '.join(jobs)}" in refused and "submitted" not in refused
+    _squeue_empty(slurm_cluster, 900)
+    logs = _job_logs(project)
+
+    client = MlflowClient(submit_mlflow_server.uri)
+    parent = client.get_run(parent_id)
+    experiment = parent.info.experiment_id
+
+    def nested():
+        runs = client.search_runs([experiment], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'",
+                                  order_by=["attributes.start_time ASC"])
+        return {r.data.tags["variant"]: r for r in runs}  # the latest of each variant
+
+    assert parent.info.status == "FAILED", logs
+    assert parent.data.tags["fkr.missing_variants"] == "gptq_w4_g32"
+    assert "namespaces" not in parent.data.tags and "kedro_command" not in parent.data.tags  # job tags: nested runs
+    runs = nested()
+    assert runs["fp"].info.status == "FINISHED", logs
+    gptq = runs["gptq_w4_g32"]
+    assert gptq.info.status == "FAILED"
+    failure = gptq.data.tags["fkr.failure"]  # the exception, as Kedro wrapped it
+    assert failure.startswith("DatasetError (from ValueError): gptq_w4_g32.model@variant"), failure
+    assert "variant 'gptq_w4_g32' asks for 1000000 calibration texts but only" in failure
+    assert gptq.data.tags["slurm.job_id"] == f"{jobs[1]}_0" and gptq.data.tags["namespaces"] == "['gptq_w4_g32']"
+    assert gptq.data.params["calibration_size"] == "1000000"
+
+    _set_gptq_calibration(project, 32)
+    second = kedro(project, "submit", "--env=test", env=env)
+    out2 = second.stdout + second.stderr
+    assert second.returncode == 0, out2[-5000:]
+    assert f"MLflow: resuming the study's run {parent_id}" in out2 and "NAMESPACES=(gptq_w4_g32)" in out2
+    _squeue_empty(slurm_cluster, 900)
+    logs = _job_logs(project)
+
+    studies = client.search_runs([experiment], filter_string="attributes.status != 'RUNNING'")
+    assert [r.info.run_id for r in studies if "mlflow.parentRunId" not in r.data.tags] == [parent_id]  # one study
+    parent = client.get_run(parent_id)
+    assert parent.info.status == "FINISHED", logs
+    assert "fkr.missing_variants" not in parent.data.tags
+    assert {v: r.info.status for v, r in nested().items()} == {"fp": "FINISHED", "gptq_w4_g32": "FINISHED"}, logs
+    assert nested()["gptq_w4_g32"].data.params["calibration_size"] == "32"
+
+
+@pytest.mark.slow
+def test_a_submission_refused_by_sbatch_cancels_its_jobs_and_ends_the_study_run(slurm_cluster, submit_mlflow_server, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    project = _two_variant_project(tmp_path, calibration_size=32)
+    slurm_yml = project / "conf" / "test" / "slurm.yml"
+    slurm_yml.write_text(slurm_yml.read_text() + "  variant:\n    mem: 900000G\n")  # more than the node has
+    env = {**slurm_cluster.env, "MLFLOW_TRACKING_URI": submit_mlflow_server.uri}
+    result = kedro(project, "submit", "--env=test", env=env)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out[-5000:]
+    parent_id = re.search(r"MLflow: the study's run (\w+)", out)[1]
+    shared = re.search(r"submitted shared: job (\d+)", out)[1]
+    assert "sbatch refused the variant job" in out and f"cancelled the jobs submitted before it ({shared})" in out
+    parent = MlflowClient(submit_mlflow_server.uri).get_run(parent_id)
+    assert parent.info.status == "FAILED"
+    assert parent.data.tags["fkr.ended_by"].startswith("sbatch refused the variant job: sbatch --parsable")
+    assert not slurm_cluster.run("squeue", "-h", "-o", "%i").stdout.strip()  # the shared job is gone
+
+
 def test_params_are_read_as_kedro_run_reads_them():
     import click
 
@@ -308,3 +410,56 @@ def test_params_are_read_as_kedro_run_reads_them():
     }
     with pytest.raises(click.UsageError, match="'steps' must be key=value"):
         _parse_params("steps")
+
+
+def test_the_final_job_gives_a_task_cancelled_before_python_a_failed_run_and_fails_the_study(tmp_path):
+    """``end_study`` on a real MLflow store, with the Slurm states the final job reads: a task
+    cancelled while pending gets a FAILED nested run naming its state; a run left RUNNING
+    (killed outright) ends FAILED; the study run FAILED naming both; once both are rerun and
+    finished, FINISHED."""
+    from mlflow.tracking import MlflowClient
+
+    from fkr_kedro.tracking import end_study
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("study", artifact_location=str(tmp_path / "artifacts"))
+    parent = client.create_run(experiment, run_name="study").info.run_id
+
+    def nested(variant: str, status: str | None) -> str:
+        run = client.create_run(experiment, tags={"mlflow.parentRunId": parent, "variant": variant}).info.run_id
+        if status:
+            client.set_terminated(run, status)
+        return run
+
+    since = int(time.time() * 1000) - 1000
+    nested("fp", "FINISHED")
+    killed = nested("a", None)  # still RUNNING: its process was killed outright
+    states = {"1": ("COMPLETED", ""), "2_0": ("TIMEOUT", ""), "2_1": ("CANCELLED", "DependencyNeverSatisfied")}
+    status, missing = end_study(client, parent, ["fp", "a", "b"], {"fp": "1", "a": "2_0", "b": "2_1"}, states, since,
+                                {"shared": "1"})
+    assert (status, missing) == ("FAILED", ["a", "b"])
+    assert client.get_run(killed).info.status == "FAILED"
+    assert client.get_run(killed).data.tags["fkr.failure"] == "Slurm job 2_0 ended TIMEOUT while the run was open"
+    runs = client.search_runs([experiment], filter_string="tags.variant = 'b'")
+    assert [(r.info.status, r.data.tags["fkr.failure"]) for r in runs] == [
+        ("FAILED", "Slurm job 2_1 ended CANCELLED (DependencyNeverSatisfied) before its run started")
+    ]
+    study = client.get_run(parent)
+    assert study.info.status == "FAILED" and study.data.tags["fkr.missing_variants"] == "a b"
+
+    since = int(time.time() * 1000)
+    time.sleep(0.01)
+    nested("a", "FINISHED"), nested("b", "FINISHED")
+    states = {"3_0": ("COMPLETED", ""), "3_1": ("COMPLETED", "")}
+    assert end_study(client, parent, ["fp", "a", "b"], {"a": "3_0", "b": "3_1"}, states, since) == ("FINISHED", [])
+    study = client.get_run(parent)
+    assert study.info.status == "FINISHED" and "fkr.missing_variants" not in study.data.tags
+
+
+def test_array_tasks_listed_as_one_record_count_one_by_one():
+    from fkr_kedro.scaleout.sbatch import _expand_arrays
+
+    states = _expand_arrays({"7_[0-2,5%2]": ("CANCELLED", "DependencyNeverSatisfied"), "7_3": ("FAILED", "")})
+    assert {k: v[0] for k, v in states.items() if not k.endswith("]")} == {
+        "7_0": "CANCELLED", "7_1": "CANCELLED", "7_2": "CANCELLED", "7_3": "FAILED", "7_5": "CANCELLED"
+    }

@@ -11,7 +11,6 @@ directory; the library part is :mod:`fkr_kedro.scaleout`.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,8 +18,8 @@ from typing import Any
 
 import click
 
-PARENT_RUN_ENV = "FKR_MLFLOW_PARENT_RUN_ID"
-SUBMIT_JOB_ENV = "FKR_SUBMIT_JOB"
+from .kedro_config import PARENT_RUN_ENV, STUDY_NAME_TAG, SUBMIT_JOB_ENV, absolute_uri, mlflow_target, persisted, study_run
+
 LOG_ROOT = Path("logs") / "slurm"
 
 
@@ -50,10 +49,11 @@ def _parse_params(raw: str) -> dict[str, Any]:
 def submit(env: str | None, pipeline: str | None, pipelines: str, params: str, dry_run: bool) -> None:
     """Run the study as Slurm jobs: shared stages, one array task per variant, the report.
 
-    Submitting again submits only what is missing or failed and says what it skips."""
+    Submitting again submits only what is missing or failed and says what it skips; it is
+    refused while the previous submission's jobs are queued or running."""
     from kedro.framework.session import KedroSession
 
-    from .scaleout import SlurmConfigError, SlurmError
+    from .scaleout import SlurmConfigError, SlurmError, submission_lock
 
     if pipeline and pipelines:
         raise click.UsageError("--pipeline and --pipelines cannot be used together")
@@ -73,12 +73,40 @@ def submit(env: str | None, pipeline: str | None, pipelines: str, params: str, d
             kedro_args.append(f"--pipelines={','.join(names)}")
         if params:
             kedro_args.append(f"--params={params}")
-        todo = _resume(plan, context)
-        tracking_uri, experiment = _mlflow_target(context.config_loader)
+        tracking_uri, experiment = mlflow_target(context.config_loader)
         try:
-            _submit(project, env_name, names, kedro_args, plan, todo, slurm, tracking_uri, experiment, dry_run)
+            if dry_run:
+                _submit(project, env_name, names, kedro_args, plan, _resume(plan, context), slurm, tracking_uri,
+                        experiment, dry_run)
+                return
+            # One submission of a study at a time: two would write the same files at once.
+            with submission_lock(project / LOG_ROOT / env_name / "submit.lock"):
+                _refuse_while_queued(project, env_name)
+                todo = _resume(plan, context)
+                _submit(project, env_name, names, kedro_args, plan, todo, slurm, tracking_uri, experiment, dry_run)
         except SlurmError as error:
             raise click.ClickException(str(error)) from None
+
+
+@cli.command("submit-end", hidden=True)
+@click.argument("record", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def submit_end(record: Path) -> None:
+    """End the study's MLflow run once a submission's jobs ended (run by its last job):
+    FINISHED when every variant's nested run finished, else FAILED naming the missing."""
+    from mlflow.tracking import MlflowClient
+
+    from .scaleout import job_states
+    from .tracking import end_study
+
+    jobs = json.loads(record.read_text())
+    states = job_states(jobs["jobs"].values())
+    status, missing = end_study(
+        MlflowClient(jobs["tracking_uri"]), jobs["parent_run_id"], jobs["variants"], jobs["submitted"], states,
+        jobs["submitted_at_ms"], {k: v for k, v in jobs["jobs"].items() if k != "variant"},
+    )
+    click.echo(f"Slurm states: {json.dumps(states)}")
+    click.echo(f"MLflow: the study's run {jobs['parent_run_id']} ended {status}"
+               + (f"; missing variants: {', '.join(missing)}" if missing else ""))
 
 
 # ------------------------------------------------------------------ the job graph
@@ -135,23 +163,13 @@ def _check_persisted(pipeline, graph, catalog) -> None:
             base = name.split("@")[0]
             if name.startswith("params:") or name == "parameters" or writer.get(base, stage[node.name]) == stage[node.name]:
                 continue
-            if not _persisted(catalog, name):
+            if not persisted(catalog, name):
                 problems.append(f"{name} (written in the {writer[base]} job, read in the {stage[node.name]} job)")
     if problems:
         raise ValueError(
             "datasets passed between Slurm jobs must be saved to files, but these are in memory: "
             + ", ".join(sorted(set(problems))) + ": give them a catalog entry with a filepath"
         )
-
-
-def _persisted(catalog, name: str) -> bool:
-    from kedro.io import MemoryDataset
-
-    try:
-        dataset = catalog.get(name)
-    except Exception:  # noqa: BLE001 - a name no entry or factory resolves: not a file
-        return False
-    return dataset is not None and not isinstance(dataset, MemoryDataset)
 
 
 # ------------------------------------------------------------------ resume
@@ -162,7 +180,7 @@ def _outputs_exist(pipeline, nodes: list[str], catalog) -> list[str]:
     for node in pipeline.nodes:
         if node.name in chosen:
             for output in node.outputs:
-                if _persisted(catalog, output) and not catalog.exists(output):
+                if persisted(catalog, output) and not catalog.exists(output):
                     absent.append(output)
     return absent
 
@@ -259,58 +277,64 @@ def _slurm_config(loader):
     return load_slurm_config(data or None, source)
 
 
-def _mlflow_target(loader) -> tuple[str, str]:
-    from kedro.config import MissingConfigException
+def _study_state(project: Path, env: str) -> tuple[Path, dict[str, Any]]:
+    """``logs/slurm/<env>/study.json``: the study's parent run and its latest submission's jobs."""
+    path = project / LOG_ROOT / env / "study.json"
+    return path, (json.loads(path.read_text()) if path.exists() else {})
 
-    if "mlflow" not in loader.config_patterns:
-        loader.config_patterns.update({"mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"]})
-    try:
-        conf = dict(loader["mlflow"] or {})
-    except MissingConfigException:
-        conf = {}
-    uri = (conf.get("server") or {}).get("mlflow_tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI") or "mlruns"
-    experiment = ((conf.get("tracking") or {}).get("experiment") or {}).get("name") or "fkr_kedro"
-    return str(uri), str(experiment)
+
+def _refuse_while_queued(project: Path, env: str) -> None:
+    """A submission while the previous one's jobs are pending or running is refused, naming them."""
+    from .scaleout import SlurmError, queued_jobs
+
+    path, state = _study_state(project, env)
+    queued = queued_jobs(state.get("jobs", []))
+    if queued:
+        raise SlurmError(
+            f"the previous submission of this study ({path}) still has jobs queued or running: "
+            f"{', '.join(queued)}. Wait until `squeue -j {','.join(state['jobs'])}` lists none, or cancel them "
+            f"with `scancel {' '.join(state['jobs'])}`, then submit again"
+        )
 
 
 def _parent_run(project: Path, env: str, names: list[str], uri: str, experiment: str, params) -> str:
     """The study's parent run: the one of the previous submission of this env (resume),
-    running again, or a new one."""
+    running again, unless a study parameter changed since (MLflow keeps a run's params
+    fixed): then a new one, tagged with the previous one's id. A variant's own settings are
+    logged on its nested runs, so a changed variant keeps the study's run."""
     from mlflow.tracking import MlflowClient
 
-    from .reporting.describe import describe_dataset, describe_model
     from .run_config import active_parameters
-    from .tracking import study_run_name
+    from .tracking import PREVIOUS_STUDY_TAG, changed_params, study_params
 
     client = MlflowClient(uri)
-    state = project / LOG_ROOT / env / "study.json"
-    if state.exists():
-        previous = json.loads(state.read_text())
-        if previous.get("tracking_uri") == uri and previous.get("pipelines") == names:
-            from mlflow.exceptions import MlflowException
+    state, previous = _study_state(project, env)
+    replaced = None
+    if previous.get("tracking_uri") == uri and previous.get("pipelines") == names:
+        from mlflow.exceptions import MlflowException
 
-            try:
-                run = client.get_run(previous["parent_run_id"])
-            except MlflowException:  # deleted from the store: a new study run
-                run = None
-            if run is not None and run.info.lifecycle_stage == "active":
+        try:
+            run = client.get_run(previous["parent_run_id"])
+        except MlflowException:  # deleted from the store: a new study run
+            run = None
+        if run is not None and run.info.lifecycle_stage == "active":
+            changed = changed_params(run.data.params, study_params(active_parameters()))
+            if not changed:
                 client.update_run(run.info.run_id, status="RUNNING")
                 click.echo(f"MLflow: resuming the study's run {run.info.run_id}")
                 return run.info.run_id
+            replaced = run.info.run_id
+            shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+            click.echo(f"MLflow: study parameters changed since the study's run {replaced} ({shown}): "
+                       f"a new study run, tagged {PREVIOUS_STUDY_TAG}={replaced}")
     found = client.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
-    raw = active_parameters()
-    model = describe_model(raw.get("base_model"), raw.get("model_shape"))
-    source = describe_dataset(raw.get("knowledge"), raw.get("world"))
     from .run_config import active_variants
 
-    n = len(active_variants(params))
-    name = study_run_name(env, names, model, source, n)
+    name, tags, _ = study_run(env, names, len(active_variants(params)))
     run = client.create_run(
-        experiment_id,
-        run_name=name,
-        tags={"fkr.study_name": name, "pipeline": "+".join(names), "kedro_env": env, "model": model, "knowledge_source": source,
-              "n_variants": str(n), "fkr.submit": "slurm"},
+        experiment_id, run_name=name,
+        tags={STUDY_NAME_TAG: name, **tags, "fkr.submit": "slurm", **({PREVIOUS_STUDY_TAG: replaced} if replaced else {})},
     )
     state.parent.mkdir(parents=True, exist_ok=True)
     state.write_text(json.dumps({"parent_run_id": run.info.run_id, "tracking_uri": uri, "pipelines": names}, indent=2))
@@ -318,17 +342,11 @@ def _parent_run(project: Path, env: str, names: list[str], uri: str, experiment:
     return run.info.run_id
 
 
-def _absolute_uri(uri: str, project: Path) -> str:
-    """A relative SQLite or file store made absolute (jobs run in the project, but say so)."""
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return f"sqlite:///{(project / uri[len('sqlite:///'):]).resolve()}"
-    if "://" not in uri:
-        return str((project / uri).resolve())
-    return uri
-
-
 def _submit(project, env, names, kedro_args, plan, todo, slurm, uri, experiment, dry_run) -> None:
-    from .scaleout import check_slurm, render_script, submit_script
+    import time
+
+    from .run_config import active_variants
+    from .scaleout import SlurmError, cancel_jobs, check_slurm, render_script, submit_script
 
     graph = plan["graph"]
     click.echo(f"Job graph of {'+'.join(names)} (env {env}), from the pipeline's namespaces:")
@@ -344,7 +362,7 @@ def _submit(project, env, names, kedro_args, plan, todo, slurm, uri, experiment,
     if not (todo["shared"] or todo["array"] or todo["report"]):
         click.echo("nothing to submit: every job's outputs are on disk")
         return
-    uri = _absolute_uri(uri, project)
+    uri = absolute_uri(uri, project)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     log_dir = (project / LOG_ROOT / env / stamp).resolve()
     done_dir = log_dir / "done"
@@ -369,22 +387,41 @@ def _submit(project, env, names, kedro_args, plan, todo, slurm, uri, experiment,
             "report", f"fkr-{env}-report", slurm.resources("report"), project, log_dir, slurm.setup,
             {**exports, SUBMIT_JOB_ENV: "report"}, [*kedro_args, f"--from-nodes={','.join(graph.report_roots)}"],
             done_dir=done_dir, missing_check=todo["array"],
-            comment="what reads every namespace (summaries, figures, the report); ends the study's MLflow run",
+            comment="what reads every namespace (summaries, figures, the report)",
         ))
+    record = log_dir / "jobs.json"
+    scripts.append(render_script(
+        "final", f"fkr-{env}-end", slurm.resources("report"), project, log_dir, slurm.setup, {}, [],
+        program=["kedro", "submit-end", str(record)],
+        comment="after every job: ends the study's MLflow run (FINISHED when every variant's run finished), "
+        "gives a cancelled task its FAILED run",
+    ))
     for script in scripts:
         click.echo(f"\n# ---- {script.kind}.sbatch ----\n{script.text}", nl=False)
     if dry_run:
         click.echo("\n(dry run: nothing submitted)")
         return
-    check_slurm([slurm.resources(s.kind).partition for s in scripts])
+    check_slurm([slurm.resources("report" if s.kind == "final" else s.kind).partition for s in scripts])
     done_dir.mkdir(parents=True, exist_ok=True)
     for name in todo["skipped"]:
         (done_dir / f"{name}.done").touch()
     ids: dict[str, str] = {}
+    every: list[str] = []  # every job id, the final job's too
+    variants = {spec.name for spec in active_variants(plan["params"])}
+    study_variants = [n for n in [*graph.first, *graph.array] if n in variants]
+    submitted_at = int(time.time() * 1000)
     for script in scripts:
         path = log_dir / f"{script.kind}.sbatch"
         path.write_text(script.text)
-        if script.kind == "variant":
+        if script.kind == "final":
+            submitted = {n: ids["shared"] for n in graph.first if n in variants and "shared" in ids}
+            submitted.update({n: f"{ids['variant']}_{i}" for i, n in enumerate(todo["array"]) if n in variants})
+            record.write_text(json.dumps({
+                "parent_run_id": parent, "tracking_uri": uri, "jobs": ids, "array": todo["array"],
+                "variants": study_variants, "submitted": submitted, "submitted_at_ms": submitted_at,
+            }, indent=2))
+            dependency = ("afterany:" + ":".join(ids.values())) if ids else None
+        elif script.kind == "variant":
             dependency = f"afterok:{ids['shared']}" if "shared" in ids else None
         elif script.kind == "report":
             after = [f"afterany:{ids['variant']}"] if "variant" in ids else []
@@ -392,11 +429,33 @@ def _submit(project, env, names, kedro_args, plan, todo, slurm, uri, experiment,
             dependency = ",".join(after) or None
         else:
             dependency = None
-        ids[script.kind] = submit_script(path, dependency)
-        click.echo(f"submitted {script.kind}: job {ids[script.kind]}" + (f" ({dependency})" if dependency else ""))
-    (log_dir / "jobs.json").write_text(json.dumps({"parent_run_id": parent, "jobs": ids, "array": todo["array"]}, indent=2))
+        try:
+            job = submit_script(path, dependency)
+        except SlurmError as error:
+            _refused(error, script.kind, ids, parent, uri, cancel_jobs)
+        if script.kind != "final":
+            ids[script.kind] = job
+        every.append(job)
+        click.echo(f"submitted {script.kind}: job {job}" + (f" ({dependency})" if dependency else ""))
+        state, study = _study_state(project, env)
+        state.write_text(json.dumps({**study, "jobs": every, "log_dir": str(log_dir)}, indent=2))
     click.echo(f"scripts and logs: {log_dir}")
     from .run_config import kedro_command  # the study's --env and --params
 
     again = [f"--pipelines={','.join(names)}"] if names != ["__default__"] else []
     click.echo(f"after a failure, fix it and submit again: {kedro_command(*again, command='submit')}")
+
+
+def _refused(error: Exception, kind: str, ids: dict[str, str], parent: str, uri: str, cancel_jobs) -> None:
+    """sbatch refused a job: the jobs submitted before it are cancelled (they would run without
+    the rest) and the study's run ends FAILED with the reason."""
+    from mlflow.tracking import MlflowClient
+
+    from .scaleout import SlurmError
+    from .tracking import fail_run
+
+    cancel_jobs(ids.values())
+    cancelled = f"; cancelled the jobs submitted before it ({', '.join(ids.values())})" if ids else ""
+    reason = f"sbatch refused the {kind} job: {error}{cancelled}"
+    fail_run(MlflowClient(uri), parent, reason)
+    raise SlurmError(f"{reason}. The study's MLflow run {parent} ended FAILED; fix slurm.yml and submit again")

@@ -38,13 +38,20 @@ class StudyConfigLoader(OmegaConfigLoader):
     """Kedro's ``OmegaConfigLoader`` plus the ``${study_root:}`` resolver, bound to this
     loader's environment (OmegaConf resolvers are global and Kedro's ``custom_resolvers`` see
     no loader, so it is registered again before each read, as Kedro does for
-    ``${runtime_params:}``). ``settings.CONFIG_LOADER_CLASS``; a new environment needs no edits."""
+    ``${runtime_params:}``). ``settings.CONFIG_LOADER_CLASS``; a new environment needs no edits.
+
+    ``${project_root:}`` is the project's absolute path (the folder holding ``conf/``): the
+    default MLflow store is ``sqlite:///${project_root:}/mlflow.db``, because MLflow caches a
+    store per URI string, so a relative one would reuse the first project's store (and its
+    artifact folder) for every later project in the same process (notebooks, tests)."""
 
     def __getitem__(self, key: str):
         from omegaconf import OmegaConf
 
         root = study_root(self.env or self.default_run_env)
+        project = Path(self.conf_source).resolve().parent.as_posix()
         OmegaConf.register_resolver("study_root", lambda: root, replace=True)
+        OmegaConf.register_resolver("project_root", lambda: project, replace=True)
         return super().__getitem__(key)
 
 

@@ -2,15 +2,27 @@
 
 from omegaconf.resolvers import oc
 
-from fkr_kedro.hooks import ActiveConfigHook, MissingInputHook, MlflowRunStackHook, MlflowVariantHook, StaleOutputsHook, ThreadsHook
+from fkr_kedro.hooks import (
+    ActiveConfigHook,
+    MissingInputHook,
+    MlflowRunStackHook,
+    MlflowVariantHook,
+    RunSummaryHook,
+    StaleOutputsHook,
+    ThreadsHook,
+)
 from fkr_kedro.run_config import StudyConfigLoader
 
 # kedro-mlflow's own hook (registered as a plugin) opens the parent run and logs parameters;
 # MlflowVariantHook adds a nested run per variant, metrics, per-layer curves and artifacts;
 # MissingInputHook names the pipelines to run when an input does not exist yet;
 # StaleOutputsHook warns when a partial run leaves outputs older than their inputs;
-# MlflowRunStackHook leaves no MLflow run active after a run (notebooks, tests).
-HOOKS = (ActiveConfigHook(), MissingInputHook(), MlflowVariantHook(), StaleOutputsHook(), MlflowRunStackHook(), ThreadsHook())
+# MlflowRunStackHook leaves no MLflow run active after a run (notebooks, tests);
+# RunSummaryHook keeps the log short and ends it with the findings, the report and MLflow.
+HOOKS = (
+    ActiveConfigHook(), MissingInputHook(), MlflowVariantHook(), StaleOutputsHook(), MlflowRunStackHook(), ThreadsHook(),
+    RunSummaryHook(),
+)
 
 # Kedro's OmegaConfigLoader plus ${study_root:} (the catalog's output folder: `data` for the
 # default environment, `data/<env>` for any other), so studies never overwrite each other.

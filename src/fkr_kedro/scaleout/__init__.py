@@ -9,8 +9,12 @@ from .graph import JobGraph, JobGraphError, plan_jobs
 from .sbatch import (
     JobScript,
     SlurmError,
+    cancel_jobs,
     check_slurm,
+    job_states,
+    queued_jobs,
     render_script,
+    submission_lock,
     submit_script,
 )
 
@@ -22,9 +26,13 @@ __all__ = [
     "SlurmConfig",
     "SlurmConfigError",
     "SlurmError",
+    "cancel_jobs",
     "check_slurm",
+    "job_states",
+    "queued_jobs",
     "load_slurm_config",
     "plan_jobs",
     "render_script",
+    "submission_lock",
     "submit_script",
 ]

@@ -14,7 +14,11 @@ from .declared import (
     parse_declaration,
 )
 from .mlflow_runs import (
+    FAILURE_TAG,
     VariantRuns,
+    changed_params,
+    failure_reason,
+    job_scoped_tags,
     flat_numbers,
     flatten_params,
     layer_histories,
@@ -22,9 +26,25 @@ from .mlflow_runs import (
     runs_table_link,
     set_experiment_kind,
     set_tags,
+    study_params,
     study_run_name,
+    take_job_tags,
 )
-from .run_state import RunGuard, end_stale_runs, process_alive, process_tags
+from .run_state import (
+    MISSING_TAG,
+    PREVIOUS_STUDY_TAG,
+    RunGuard,
+    end_stale_runs,
+    end_study,
+    fail_run,
+    latest_variant_runs,
+    process_alive,
+    process_tags,
+    slurm_job_tags,
+    study_runs,
+)
+from .summary import headline_lines, mlflow_ui_command, written_lines
+from .study import describe_report, latest_nested_runs, variant_params, variant_tags
 from .store import (
     TrackingStoreError,
     check_artifact_location,
@@ -37,6 +57,19 @@ from .store import (
 )
 
 __all__ = [
+    "FAILURE_TAG",
+    "MISSING_TAG",
+    "PREVIOUS_STUDY_TAG",
+    "changed_params",
+    "end_study",
+    "fail_run",
+    "failure_reason",
+    "job_scoped_tags",
+    "latest_variant_runs",
+    "slurm_job_tags",
+    "study_params",
+    "study_runs",
+    "take_job_tags",
     "TRACKING_KEY",
     "Declaration",
     "RunGuard",
@@ -48,12 +81,16 @@ __all__ = [
     "check_env",
     "check_schema",
     "check_sqlite_store",
+    "describe_report",
     "end_stale_runs",
     "flat_numbers",
     "flatten_params",
+    "headline_lines",
+    "latest_nested_runs",
     "layer_histories",
     "log_saved",
     "metric_key",
+    "mlflow_ui_command",
     "parse_declaration",
     "prepare_sqlite_store",
     "process_alive",
@@ -64,4 +101,7 @@ __all__ = [
     "set_tags",
     "sqlite_path",
     "study_run_name",
+    "variant_params",
+    "variant_tags",
+    "written_lines",
 ]

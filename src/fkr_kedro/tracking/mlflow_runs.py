@@ -29,6 +29,14 @@ NOTE_TAG = "mlflow.note.content"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 CUSTOM_MODEL_DEVELOPMENT = "custom_model_development"
 
+# Why a run ended FAILED: the exception (type: message) or the Slurm state of its job.
+FAILURE_TAG = "fkr.failure"
+_TAG_LIMIT = 5000  # MLflow's limit on a tag's value is 8000 characters
+# The tags kedro-mlflow sets from ``kedro run``'s arguments: one job's, not the study's. A job of
+# `kedro submit` moves them from the study's parent run to its own nested runs.
+JOB_SCOPED_TAGS = ("namespaces", "node_names", "from_nodes", "to_nodes", "from_inputs", "to_outputs", "tags",
+                   "load_versions", "only_missing_outputs", "runner", "is_async", "kedro_command")
+
 log = logging.getLogger(__name__)
 
 # MLflow's own batch limits (mlflow.utils.validation).
@@ -71,6 +79,51 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
         else:
             out[name] = str(value)
     return out
+
+
+def study_params(parameters: Mapping[str, Any]) -> dict[str, str]:
+    """The parameters logged on a study's parent run: every parameter flattened but the
+    variants' own settings (``variants.<name>.*``), which each variant's nested run logs. A
+    resubmission that changes only a variant keeps the study's run; MLflow refuses to change a
+    logged param, so a changed study parameter makes a new study run (``changed_params``)."""
+    return {k: v for k, v in flatten_params(parameters).items() if not k.startswith("variants.")}
+
+
+def changed_params(logged: Mapping[str, str], wanted: Mapping[str, str]) -> list[str]:
+    """The keys logged on a run whose value differs from the one wanted (MLflow would refuse
+    to log it): ``key (old -> new)``."""
+    return [f"{k} ({logged[k]} -> {v})" for k, v in sorted(wanted.items()) if k in logged and logged[k] != str(v)]
+
+
+def job_scoped_tags(tags: Mapping[str, Any]) -> dict[str, str]:
+    """The tags of ``tags`` that describe one ``kedro run`` (its namespaces, nodes, command)."""
+    return {k: str(v) for k, v in tags.items() if k in JOB_SCOPED_TAGS}
+
+
+def take_job_tags(client: MlflowClient, run_id: str) -> dict[str, str]:
+    """Remove this job's own tags (:data:`JOB_SCOPED_TAGS`) from the study's run and return
+    them (for the job's nested runs). Jobs run side by side: a tag another job removed first
+    is no error."""
+    from mlflow.exceptions import MlflowException
+
+    moved = job_scoped_tags(client.get_run(run_id).data.tags)
+    for key in moved:
+        try:
+            client.delete_tag(run_id, key)
+        except MlflowException:
+            pass  # removed by a job running beside this one
+    return moved
+
+
+def failure_reason(error: BaseException) -> str:
+    """``Type: message`` of an exception, as a tag value; a wrapped one names the error it
+    wraps (``DatasetError (from ValueError): ...``: Kedro wraps a dataset's own error)."""
+    root, seen = error, set()
+    while (root.__cause__ or root.__context__) is not None and id(root) not in seen:
+        seen.add(id(root))
+        root = root.__cause__ or root.__context__
+    kind = type(error).__name__ + (f" (from {type(root).__name__})" if root is not error else "")
+    return f"{kind}: {error}"[:_TAG_LIMIT]
 
 
 def layer_histories(
@@ -234,14 +287,17 @@ class VariantRuns:
         run_id = self.open(variant) if variant is not None else self.parent_run_id
         self.client.set_tag(run_id, NOTE_TAG, text)
 
-    def finish(self, status: str = "FINISHED") -> None:
-        """End every nested run still open with ``status`` (FINISHED, FAILED or KILLED); what
-        each logged so far stays. A run ended once is not ended again."""
+    def finish(self, status: str = "FINISHED", reason: str | None = None) -> None:
+        """End every nested run still open with ``status`` (FINISHED, FAILED or KILLED), with
+        ``reason`` (why it failed) as its ``fkr.failure`` tag; what each logged so far stays. A
+        run ended once is not ended again."""
         RunStatus.from_string(status)  # a valid status name
         with self._lock:
             open_runs = {v: r for v, r in self._run_ids.items() if r not in self._ended}
             self._ended.update(open_runs.values())
         for variant, run_id in open_runs.items():
+            if reason and status != "FINISHED":
+                self.client.set_tag(run_id, FAILURE_TAG, reason[:_TAG_LIMIT])
             self.client.set_terminated(run_id, status)
             log.info("MLflow: nested run of %s ended %s", variant, status)
 

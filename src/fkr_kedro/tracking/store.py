@@ -129,12 +129,23 @@ def prepare_sqlite_store(database: Path, project: Path, artifact_root: Path | No
         lock.release()
 
 
+def _latest_schema_revision() -> str:
+    """The schema revision the installed MLflow writes: the head of its alembic migrations
+    (read with alembic's public API; MLflow's own helper for it is private)."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    import mlflow.store
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(mlflow.store.__file__).parent / "db_migrations"))
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
 def check_schema(database: Path) -> None:
     """A store whose migration was interrupted (a leftover ``_alembic_tmp_*`` table, no single
     ``alembic_version`` row) or whose schema is not the one this MLflow writes is an error naming
     the fix; MLflow itself would fail on it with a raw SQL error, run after run."""
-    from mlflow.store.db.utils import _get_latest_schema_revision
-
     with sqlite3.connect(f"{Path(database).resolve().as_uri()}?mode=ro", uri=True) as connection:
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         versions = (
@@ -159,7 +170,7 @@ def check_schema(database: Path) -> None:
             f"MLflow store {database} is half-migrated ({state}): a migration was interrupted, or two runs "
             f"created the store at once. It holds {runs} runs: {fix}."
         )
-    head = _get_latest_schema_revision()
+    head = _latest_schema_revision()
     if versions[0] != head:
         raise TrackingStoreError(
             f"MLflow store {database} has schema version {versions[0]}, but the installed MLflow expects "
