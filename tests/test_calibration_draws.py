@@ -38,7 +38,7 @@ def study(kedro_project):
     return kedro_project
 
 
-def test_draws_are_namespaces_of_calibrated_methods_quantized_once(study, monkeypatch):
+def test_draws_are_namespaces_of_the_calibrated_methods_only(study):
     from kedro.framework.project import pipelines
     from kedro.framework.session import KedroSession
 
@@ -63,11 +63,8 @@ def test_draws_are_namespaces_of_calibrated_methods_quantized_once(study, monkey
         session.load_context()
         assert [s.name for s in active_variants()] == ["fp", "bnb_int8", "bnb_nf4", "gptq_w4_g32", "rtn_w2_g32"]
 
-    # In the same project: in-process runs of two projects in one process share MLflow state.
-    _two_draws_differ_and_a_rerun_keeps_both(study, monkeypatch)
 
-
-def _two_draws_differ_and_a_rerun_keeps_both(study, monkeypatch):
+def test_two_draws_differ_and_a_rerun_keeps_both(study, monkeypatch):
     """The quantize pipeline on the two draws' namespaces writes two different GPTQ variants;
     run again, the fingerprint keep-check keeps both (nothing quantized)."""
     from kedro.framework.session import KedroSession
