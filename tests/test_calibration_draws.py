@@ -127,3 +127,22 @@ def test_the_report_gives_the_spread_across_draws_beside_the_prompt_interval():
 
     one_draw = draw_spread(table[table["variant"] != "g_draw1"])
     assert one_draw.empty and draw_spread_sentences(one_draw, 0.05) == []
+
+
+def test_seeds_are_checked_and_a_variant_may_fix_its_own():
+    from fkr_kedro.parameters import ParameterError, validate_parameters
+    from fkr_kedro.quantization.variants import VariantError, expand_draws, validate_variants
+
+    own = VariantSpec(name="g7", method="gptq", bits=4, group_size=32, calibration_seed=7)
+    plain = VariantSpec(name="a", method="awq", bits=4, group_size=32)
+    expanded = expand_draws([own, plain], [3, 4, 5])
+    assert [(s.name, s.calibration_seed, s.variant_group) for s in expanded] == [
+        ("g7", 7, "g7"), ("a", 3, "a"), ("a_draw1", 4, "a"), ("a_draw2", 5, "a"),
+    ]
+    assert validate_variants(expanded, [64, 128]) == expanded
+    with pytest.raises(VariantError, match="method rtn takes no calibration_seed option"):
+        validate_variants([VariantSpec(name="r", method="rtn", bits=4, group_size=32, calibration_seed=1)], [64])
+    with pytest.raises(ParameterError, match=r"quantize\.calibration_seeds.*repeat one"):
+        validate_parameters({"quantize": {"calibration_seeds": [1, 1]}})
+    with pytest.raises(ParameterError, match=r"calibration_seeds: \[2\]"):
+        validate_parameters({"quantize": {"calibration_seed": 2}})  # the setting before draws existed
