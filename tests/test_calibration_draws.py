@@ -4,6 +4,8 @@ draw; the report gives the spread across draws beside the prompt interval."""
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,6 +15,7 @@ from safetensors.torch import load_file
 from fkr_kedro.analysis.comparisons import recall_table
 from fkr_kedro.analysis.statistics import StatisticsSettings
 from fkr_kedro.datasets.hf_model import HFModelDataset
+from fkr_kedro.pipelines.report.nodes import _draws_section
 from fkr_kedro.quantization import api
 from fkr_kedro.quantization.methods import METHODS
 from fkr_kedro.quantization.variants import VariantSpec
@@ -120,13 +123,19 @@ def test_the_report_gives_the_spread_across_draws_beside_the_prompt_interval():
     assert row["min"] == pytest.approx(0.8) and row["max"] == pytest.approx(0.9)
     assert row["range"] == pytest.approx(0.1) and row["sd"] == pytest.approx(0.1 / np.sqrt(2))
     assert 0.025 < row["ci_half_width"] < 0.045
-    shown = draw_spread_table(spread, 0.05)
-    assert shown.loc[("g", "one-hop recall"), "range (points)"] == pytest.approx(10)
+    shown = draw_spread_table(spread)
+    assert shown.loc[("g", "one-hop recall"), "range"] == pytest.approx(0.1)
     [sentence] = draw_spread_sentences(spread, 0.05)
     assert "moves by more than the half-width" in sentence and "g (2 draws, 80.0-90.0%" in sentence
+    [section] = _draws_section(table, 0.05)  # the report's table
+    [(caption, html)] = section.tables
+    cells = pd.read_html(io.StringIO(html))[0].iloc[0].astype(str).tolist()
+    assert section.title == "Calibration draws" and "95% CI" in caption
+    assert cells[:8] == ["g", "one-hop recall", "2", "0, 7", "80.0%", "90.0%", "10.0%", "7.1%"]
 
     one_draw = draw_spread(table[table["variant"] != "g_draw1"])
     assert one_draw.empty and draw_spread_sentences(one_draw, 0.05) == []
+    assert _draws_section(table[table["variant"] != "g_draw1"], 0.05) == []
 
 
 def test_seeds_are_checked_and_a_variant_may_fix_its_own():

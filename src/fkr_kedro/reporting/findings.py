@@ -204,18 +204,21 @@ def _changes(recall: pd.DataFrame, metric: str, verb: str, what: str, order: lis
     return text
 
 
-# Correctness metrics whose significant gains answer "does quantization sometimes improve recall?".
-def draw_spread_table(spread: pd.DataFrame, alpha: float) -> pd.DataFrame:
-    """:func:`~.tables.draw_spread` for the report: one row per variant and metric, values
-    as accuracies, range, SD and the prompt interval's half-width in points."""
+def draw_spread_table(spread: pd.DataFrame) -> pd.DataFrame:
+    """:func:`~.tables.draw_spread` for the report: one row per variant and metric; every
+    column but draws and seeds is an accuracy or a difference of accuracies
+    (:data:`DRAW_SPREAD_PERCENT`, shown as percentages)."""
     table = pd.DataFrame({
         "variant": spread["variant_group"],
         "metric": spread["metric"].map(DRAW_METRICS).fillna(spread["metric"]),
         "draws": spread["draws"], "seeds": spread["seeds"], "lowest": spread["min"], "highest": spread["max"],
-        "range (points)": 100 * spread["range"], "SD across draws (points)": 100 * spread["sd"],
-        f"{ci_label(alpha)} half-width over prompts (points)": 100 * spread["ci_half_width"],
+        "range": spread["range"], "SD across draws": spread["sd"],
+        "prompt interval half-width": spread["ci_half_width"],
     })
     return table.set_index(["variant", "metric"])
+
+
+DRAW_SPREAD_PERCENT = ["lowest", "highest", "range", "SD across draws", "prompt interval half-width"]
 
 
 def draw_spread_sentences(spread: pd.DataFrame, alpha: float) -> list[str]:
@@ -246,6 +249,7 @@ def draw_spread_sentences(spread: pd.DataFrame, alpha: float) -> list[str]:
     return out
 
 
+# Correctness metrics whose significant gains answer "does quantization sometimes improve recall?".
 def _gains(recall: pd.DataFrame, settings: ReportSettings) -> str | None:
     """How many of the variant-vs-reference comparisons on correctness metrics (one-hop
     overall and per relation, every two-hop readout) are significant gains, and losses."""

@@ -10,13 +10,16 @@ from matplotlib.figure import Figure
 from PIL.Image import Image
 
 from fkr_kedro.analysis.knowledge_bits import knowledge_bits_sentences
+from fkr_kedro.analysis.statistics import ci_label
 from fkr_kedro.capacity.study import default_load_sentences
 from fkr_kedro.modeling.load import ModelSource
 from fkr_kedro.parameters import KnowledgeSettings
 from fkr_kedro.pipelines.wiring import by_namespace
 from fkr_kedro.reporting import figures
 from fkr_kedro.reporting.describe import describe_dataset, describe_model
-from fkr_kedro.reporting.findings import ReportSettings, draw_spread_table, findings, summary_table
+from fkr_kedro.reporting.findings import (
+    DRAW_SPREAD_PERCENT, ReportSettings, draw_spread_table, findings, summary_table,
+)
 from fkr_kedro.reporting.html import ReportFigure, Section, format_table, render
 from fkr_kedro.reporting.tables import StudyTables, draw_spread, headline
 from fkr_kedro.run_config import active_study_root, kedro_command
@@ -141,11 +144,12 @@ def _draws_section(recall: pd.DataFrame, alpha: float) -> list[Section]:
     spread = draw_spread(recall)
     if spread.empty:
         return []
+    table = draw_spread_table(spread)
     return [Section("Calibration draws", tables=[(
         "Per calibrated variant quantized with more than one calibration draw (quantize.calibration_seeds): the "
-        "lowest and highest value across draws, their range and SD, beside the mean half-width of one draw's "
-        "interval over prompts. The summary above lists each draw as its own variant (<name>_draw1 ...).",
-        format_table(draw_spread_table(spread, alpha), ["lowest", "highest"]),
+        f"lowest and highest value across draws, their range and SD, beside the mean half-width of one draw's "
+        f"{ci_label(alpha)} over prompts. The summary above lists each draw as its own variant (<name>_draw1 ...).",
+        format_table(table, DRAW_SPREAD_PERCENT),
     )])]
 
 
