@@ -238,13 +238,15 @@ def draw_spread_sentences(spread: pd.DataFrame, alpha: float) -> list[str]:
                            f"{100 * r.range:.1f} points, SD {100 * r.sd:.1f}, half-width {100 * r.ci_half_width:.1f})"
                            for r in part.itertuples()])
 
+        half_width = f"the half-width of one draw's {ci_label(alpha)} over prompts"
         text = f"Across calibration draws, {label}"
         if not above.empty:
-            text += (f" moves by more than the half-width of the {ci_label(alpha)} over prompts for "
-                     f"{listed(above)}: for these the calibration draw matters as much as the prompt sample")
+            text += (f" moves by more than {half_width} for {listed(above)}: for these the calibration draw "
+                     f"matters as much as the prompt sample")
         if not within.empty:
-            text += ("; it stays" if not above.empty else " stays") + (
-                f" within that half-width for {listed(within)}")
+            text += (f"; it stays within that half-width for {listed(within)}" if not above.empty
+                     else f" stays within {half_width} for {listed(within)}: the draw moves it less than the prompt "
+                     f"sample's noise")
         out.append(text + ".")
     return out
 
