@@ -204,7 +204,7 @@ def _variant_changed(name: str, catalog, params) -> str | None:
         return None
     stored = Path(store["path"])
     corpus = catalog.load("train_corpus").splitlines()
-    return stale_reason(stored, expected_fingerprint(source, spec, corpus, params.quantize.calibration_seed, stored))
+    return stale_reason(stored, expected_fingerprint(source, spec, corpus, stored))
 
 
 def _shared_changed(catalog, params) -> str | None:

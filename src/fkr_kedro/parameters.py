@@ -147,7 +147,46 @@ class TrainParameters(_Settings):
 # ----------------------------------------------------------------- parameters_quantize.yml
 class QuantizeSettings(_Settings):
     overwrite: bool = False  # False: keep a variant already on disk with the same fingerprint
-    calibration_seed: int = 0  # the order in which corpus statements become calibration texts
+    # One calibration draw per seed: the order in which corpus statements become calibration
+    # texts. Each calibrated variant (GPTQ, AWQ) is quantized once per seed, the first under
+    # its own name, the others as <name>_draw1, _draw2 ... (quantization.variants.expand_draws).
+    calibration_seeds: list[int] = Field([0], min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_seed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "calibration_seed" in data:
+            raise ValueError(
+                f"quantize.calibration_seed is now quantize.calibration_seeds, a list of draws: "
+                f"write calibration_seeds: [{data['calibration_seed']}]"
+            )
+        return data
+
+    @field_validator("calibration_seeds", mode="before")
+    @classmethod
+    def _seeds_from_the_command_line(cls, seeds: Any) -> Any:
+        # `kedro run --params` splits its items at commas, so a list arrives as one string:
+        # `quantize.calibration_seeds=[0 1 2]` (OmegaConf reads ['0 1 2']) or `=0 1 2`.
+        if isinstance(seeds, int):
+            return [seeds]
+        items = [seeds] if isinstance(seeds, str) else seeds
+        if not isinstance(items, list) or not any(isinstance(item, str) for item in items):
+            return seeds
+        words = [word for item in items for word in str(item).strip("[]").replace(";", " ").split()]
+        try:
+            return [int(word) for word in words]
+        except ValueError:
+            raise ValueError(
+                f"calibration_seeds {seeds!r} is not a list of integers: write e.g. [0, 1, 2] in the parameters file, "
+                f"or --params='quantize.calibration_seeds=[0 1 2]' (kedro splits --params at commas)"
+            ) from None
+
+    @field_validator("calibration_seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"the seeds {seeds} repeat one: list each calibration draw's seed once")
+        return seeds
 
 
 class QuantizeParameters(_Settings):

@@ -17,7 +17,7 @@ from pathlib import Path
 from kedro.config import AbstractConfigLoader, OmegaConfigLoader
 
 from .parameters import StudyParameters, validate_parameters
-from .quantization.variants import VariantError, VariantSpec, validate_variants
+from .quantization.variants import VariantError, VariantSpec, expand_draws, validate_variants
 
 _active_loader: AbstractConfigLoader | None = None
 
@@ -88,21 +88,29 @@ def active_variants(params: StudyParameters | None = None) -> list[VariantSpec]:
     ``variants`` in parameters maps each variant's name (its Kedro namespace) to its
     settings. Everything that can be checked without loading a model is checked here, when
     the pipelines are built, so a bad variant stops the run before anything is trained or
-    loaded; the quantize step checks group sizes against the real model again.
+    loaded; the quantize step checks group sizes against the real model again. A calibrated
+    variant comes once per calibration draw (``quantize.calibration_seeds``,
+    :func:`~fkr_kedro.quantization.variants.expand_draws`), each draw its own namespace.
     """
     params = params or study_parameters()
-    specs = []
-    for name, settings in params.variants.items():
-        try:
-            specs.append(VariantSpec(name=name, **settings))
-        except ValueError as error:  # pydantic's ValidationError is a ValueError
-            raise VariantError(f"variant {name!r}: {error}") from None
+    specs = configured_variants(params)
     missing = set(missing_variants(params))
     specs = [spec for spec in specs if spec.name not in missing]
     shape = params.model_shape
     # A loaded model's widths are not in parameters: quantize() checks its config.
     widths = [shape.hidden_size, shape.intermediate_size] if params.base_model.kind == "train" else []
     return validate_variants(specs, widths)
+
+
+def configured_variants(params: StudyParameters) -> list[VariantSpec]:
+    """Every configured variant, each calibrated one once per calibration draw, unvalidated."""
+    specs = []
+    for name, settings in params.variants.items():
+        try:
+            specs.append(VariantSpec(name=name, **settings))
+        except ValueError as error:  # pydantic's ValidationError is a ValueError
+            raise VariantError(f"variant {name!r}: {error}") from None
+    return expand_draws(specs, params.quantize.calibration_seeds)
 
 
 def active_reference(params: StudyParameters | None = None) -> str:
@@ -125,7 +133,7 @@ def missing_variants(params: StudyParameters | None = None) -> list[str]:
     if not named:
         return []
     params = params or study_parameters()
-    return [name for name in params.variants if name in named]
+    return [spec.name for spec in configured_variants(params) if spec.name in named]
 
 
 def bind(func, **kwargs):

@@ -25,7 +25,9 @@ from .statistics import NAN_COMPARISON, NAN_ESTIMATE, StatisticsSettings, add_ho
 
 # Metrics that also come per relation, as ``<metric>.<relation>``.
 PER_RELATION = ("one_hop.accuracy", "stored_bits")
-SPEC_COLUMNS = ("method", "bits", "group_size", "calibration_size")
+# variant_group: the variant's name without its calibration draw's suffix (``gptq_w4_g32`` for
+# ``gptq_w4_g32_draw1``); calibration_seed: the draw's seed (empty for methods that do not calibrate).
+SPEC_COLUMNS = ("method", "bits", "group_size", "calibration_size", "calibration_seed", "variant_group")
 INTERVAL_COLUMNS = ("n", "stderr", "ci_low", "ci_high")
 COMPARISON_COLUMNS = ("delta", "delta_ci_low", "delta_ci_high", "p_value", "test", "p_holm", "gained", "lost", "change")
 
@@ -88,6 +90,7 @@ def recall_table(
             rows.append(row)
     table = pd.DataFrame(rows)
     table["n"] = table["n"].astype("Int64")
+    table["calibration_seed"] = table["calibration_seed"].astype("Int64")  # empty where nothing calibrates
     table = add_holm(table, by=["metric", "relation"])
     table["change"] = [
         verdict(row, row["p_holm"], settings.alpha) if not math.isnan(row["p_value"]) else None

@@ -130,7 +130,7 @@ class VariantModelDataset(AbstractDataset[VariantDirectory, CausalLM]):
         if spec is None:
             return None
         corpus = self._corpus.read_text().splitlines()
-        return expected_fingerprint(self._source, spec, corpus, params.quantize.calibration_seed, self._path)
+        return expected_fingerprint(self._source, spec, corpus, self._path)
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path), "load_args": self._load_args}

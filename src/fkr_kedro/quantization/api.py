@@ -130,16 +130,12 @@ def stale_reason(model_dir: Path, wanted: dict, check_files: bool = True) -> str
 MACHINE_KEYS = ("device", "torch_threads")
 
 
-def expected_fingerprint(
-    source_dir: Path, spec: VariantSpec, corpus: list[str], calibration_seed: int, stored_dir: Path | None = None
-) -> dict:
+def expected_fingerprint(source_dir: Path, spec: VariantSpec, corpus: list[str], stored_dir: Path | None = None) -> dict:
     """The fingerprint variant ``spec`` of the model in ``source_dir`` gets in a study whose
-    calibration texts are drawn from ``corpus`` with ``calibration_seed``
-    (:func:`~fkr_kedro.quantization.calibration.calibration_texts`). With ``stored_dir``: the
-    machine part of its environment (:data:`MACHINE_KEYS`) as recorded there."""
-    from .calibration import calibration_texts
-
-    wanted = variant_fingerprint(source_dir, spec, calibration_texts(corpus, calibration_seed, spec.calibration_size))
+    calibration texts are drawn from ``corpus`` (:func:`spec_calibration_texts`: with the
+    spec's own ``calibration_seed``, its draw's). With ``stored_dir``: the machine part of
+    its environment (:data:`MACHINE_KEYS`) as recorded there."""
+    wanted = variant_fingerprint(source_dir, spec, spec_calibration_texts(spec, corpus))
     if stored_dir is not None:
         recorded = (recorded_fingerprint(stored_dir) or {}).get("environment", {})
         for key in MACHINE_KEYS:
@@ -148,6 +144,17 @@ def expected_fingerprint(
             else:
                 wanted["environment"].pop(key, None)
     return wanted
+
+
+def spec_calibration_texts(spec: VariantSpec, corpus: list[str]) -> list[str]:
+    """The calibration texts of ``spec``: ``corpus`` shuffled with its draw's
+    ``calibration_seed``, cut to its ``calibration_size``; none for a method that does not
+    calibrate (:func:`~fkr_kedro.quantization.calibration.calibration_texts`)."""
+    from .calibration import calibration_texts
+
+    if not METHODS[spec.method].calibrated:
+        return []
+    return calibration_texts(corpus, spec.calibration_seed or 0, spec.calibration_size)
 
 
 def is_current(model_dir: Path, wanted: dict) -> bool:

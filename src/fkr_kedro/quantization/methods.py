@@ -36,6 +36,7 @@ class Method:
 
     @property
     def calibrated(self) -> bool:
+        """Quantizes from calibration texts: its variants get one copy per calibration draw."""
         return "calibration_size" in self.options
 
     @property
@@ -63,13 +64,13 @@ METHODS: dict[str, Method] = {
                color="tab:brown", marker="X"),
         Method(
             "gptq", "gptq", (4, 8, 3, 2), GPTQ_GROUP_SIZES, 128,
-            frozenset({"calibration_size", "sym", "desc_act", "max_fallback_fraction"}),
+            frozenset({"calibration_size", "calibration_seed", "sym", "desc_act", "max_fallback_fraction"}),
             "GPTQ (second-order error compensation) through GPTQModel",
             color="tab:blue", marker="s",
         ),
         Method(
             "awq", "gptq", (4,), AWQ_GROUP_SIZES, 128,
-            frozenset({"calibration_size", "sym", "max_fallback_fraction", "awq_gqa"}),
+            frozenset({"calibration_size", "calibration_seed", "sym", "max_fallback_fraction", "awq_gqa"}),
             "AWQ (activation-aware scaling) through GPTQModel, GEMM format",
             color="tab:green", marker="D",
         ),

@@ -4,6 +4,10 @@ A variant is one quantized (or full-precision) copy of the source model. Its ``n
 the Kedro namespace of its pipeline instance, so it must be letters, digits and
 underscores; left out, it is built from method, bits and group size
 (``gptq_w4_g32``, ``rtn_w2_g32``, ``bnb_nf4``, ``fp``).
+
+A calibrated method's variant (GPTQ, AWQ: :attr:`~.methods.Method.calibrated`) is
+quantized once per calibration draw (``quantize.calibration_seeds``, :func:`expand_draws`):
+the first draw keeps the variant's name, further draws get ``_draw1``, ``_draw2`` ...
 """
 
 from __future__ import annotations
@@ -39,6 +43,13 @@ class VariantSpec(BaseModel):
     to separate a dtype's loss from quantization's; ``device`` is where quantization runs
     ('auto' picks CUDA when present).
 
+    ``calibration_seed`` (calibrated methods only; default 0) shuffles the corpus into the
+    calibration texts (:func:`~.calibration.calibration_texts`); :func:`expand_draws` sets it
+    per draw from ``quantize.calibration_seeds`` and ``draw`` to the draw's index (0: the
+    first draw, which keeps the variant's name). At seed 0 it is left out of
+    :meth:`model_dump`, like ``awq_gqa`` at its default, so variants written before it
+    existed (always seed 0) stay valid; their calibration texts' hash already held it.
+
     ``awq_gqa`` (``awq`` only) is what AWQ does with ``o_proj`` under grouped-query
     attention: ``skip`` (default) leaves it unscaled, the reference AWQ's rule, recorded as
     ``awq_unscaled_gqa``; ``average`` scales it by its AWQ scale averaged over each key-value
@@ -60,13 +71,31 @@ class VariantSpec(BaseModel):
     dtype: str | None = None
     device: str = "auto"
     awq_gqa: Literal["skip", "average"] = "skip"
+    calibration_seed: int | None = None  # filled to 0 for calibrated methods
+    draw: int = Field(0, ge=0)  # set by expand_draws; not part of the fingerprint (the name is)
 
     @model_serializer(mode="wrap")
     def _default_awq_gqa_unrecorded(self, handler: Callable[[Any], dict]) -> dict:
         data = handler(self)
         if self.awq_gqa == "skip":
             data.pop("awq_gqa", None)
+        if not self.calibration_seed:  # None (no calibration) or 0 (the seed before draws existed)
+            data.pop("calibration_seed", None)
+        data.pop("draw", None)
         return data
+
+    @model_validator(mode="after")
+    def _default_seed(self) -> VariantSpec:
+        # Filled here, not from the input, so it stays out of model_fields_set: expand_draws
+        # tells a variant's own seed (one draw) from the default (one copy per draw).
+        if self.calibration_seed is None and self.method in METHODS and METHODS[self.method].calibrated:
+            self.__dict__["calibration_seed"] = 0
+        return self
+
+    @property
+    def variant_group(self) -> str:
+        """The variant's name without its draw suffix: what the draws of one variant share."""
+        return self.name.removesuffix(f"_draw{self.draw}") if self.draw else self.name
 
     @model_validator(mode="before")
     @classmethod
@@ -116,6 +145,34 @@ def variant_name(
             + ("_gqaavg" if awq_gqa == "average" else ""))
 
 
+def draw_name(name: str, draw: int) -> str:
+    """The name of calibration draw ``draw`` of variant ``name``: the first keeps it."""
+    return name if draw == 0 else f"{name}_draw{draw}"
+
+
+def expand_draws(specs: Sequence[VariantSpec], calibration_seeds: Sequence[int]) -> list[VariantSpec]:
+    """Every variant once per calibration draw where its method calibrates (the method
+    registry's :attr:`~.methods.Method.calibrated`), else once: draw ``i`` of a variant is
+    named :func:`draw_name` and calibrates with ``calibration_seeds[i]``. A variant that sets
+    its own ``calibration_seed`` is that one draw. The draws follow their variant, in order."""
+    seeds = list(calibration_seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise VariantError(
+            f"quantize.calibration_seeds {seeds}: give one or more distinct seeds (e.g. [0] or [0, 1, 2])"
+        )
+    out = []
+    for spec in specs:
+        method = METHODS.get(spec.method)
+        if method is None or not method.calibrated or "calibration_seed" in spec.model_fields_set:
+            out.append(spec)
+            continue
+        out += [
+            spec.model_copy(update={"name": draw_name(spec.name, i), "calibration_seed": seed, "draw": i})
+            for i, seed in enumerate(seeds)
+        ]
+    return out
+
+
 def validate_variants(
     specs: Sequence[VariantSpec],
     model_config_or_layer_widths: PretrainedConfig | Iterable[int],
@@ -159,7 +216,10 @@ def _check(spec: VariantSpec, widths: set[int], cuda_available: bool, heads: tup
         fail(f"unknown method {spec.method!r}", f"use one of {', '.join(METHODS)}")
     _check_bits(spec, method, fail)
     _check_group_size(spec, method, widths, fail)
-    for option in ("calibration_size", "sym", "desc_act", "max_fallback_fraction", "dtype", "awq_gqa"):
+    if spec.draw and not spec.name.endswith(f"_draw{spec.draw}"):
+        fail("draw is set by quantize.calibration_seeds, not per variant", "remove draw")
+    for option in ("calibration_size", "sym", "desc_act", "max_fallback_fraction", "dtype", "awq_gqa",
+                   "calibration_seed"):
         if option in spec.model_fields_set and option not in method.options:
             fail(f"method {method.name} takes no {option} option", f"remove {option} from this variant")
     if spec.awq_gqa == "average" and heads is not None and heads[1] >= heads[0]:

@@ -15,7 +15,7 @@ from scipy.stats import norm
 
 from ..analysis.statistics import StatisticsSettings, ci_label
 from ..quantization.methods import METHODS
-from .tables import StudyTables, headline, layer_metric, neuron_retention, variant_order
+from .tables import DRAW_METRICS, StudyTables, draw_spread, headline, layer_metric, neuron_retention, variant_order
 
 
 class ReportSettings(StatisticsSettings):
@@ -118,6 +118,7 @@ def findings(
     out += [s for s in (_gains(tables.recall, settings),) if s]
     if comparisons is not None:
         out += _rankings(comparisons, settings)
+    out += draw_spread_sentences(draw_spread(tables.recall), settings.alpha)
     out += _dtypes_and_fallbacks(info)
     for probe in ("answer", "bridge"):
         sentence = _probe_drop(tables.probes, probe, order, settings)
@@ -201,6 +202,53 @@ def _changes(recall: pd.DataFrame, metric: str, verb: str, what: str, order: lis
         else:
             text += f" {every} {'is' if len(noise) == 1 else 'are'} within the noise of {n} prompts ({span})."
     return text
+
+
+def draw_spread_table(spread: pd.DataFrame) -> pd.DataFrame:
+    """:func:`~.tables.draw_spread` for the report: one row per variant and metric; every
+    column but draws and seeds is an accuracy or a difference of accuracies
+    (:data:`DRAW_SPREAD_PERCENT`, shown as percentages)."""
+    table = pd.DataFrame({
+        "variant": spread["variant_group"],
+        "metric": spread["metric"].map(DRAW_METRICS).fillna(spread["metric"]),
+        "draws": spread["draws"], "seeds": spread["seeds"], "lowest": spread["min"], "highest": spread["max"],
+        "range": spread["range"], "SD across draws": spread["sd"],
+        "prompt interval half-width": spread["ci_half_width"],
+    })
+    return table.set_index(["variant", "metric"])
+
+
+DRAW_SPREAD_PERCENT = ["lowest", "highest", "range", "SD across draws", "prompt interval half-width"]
+
+
+def draw_spread_sentences(spread: pd.DataFrame, alpha: float) -> list[str]:
+    """Per headline metric: the variants whose values across calibration draws span more than
+    the half-width of one draw's interval over prompts (so another draw moves the value more
+    than the prompts' noise does), and those within it."""
+    out = []
+    for metric, label in DRAW_METRICS.items():
+        rows = spread[spread["metric"] == metric]
+        if rows.empty:
+            continue
+        above = rows[rows["range"] > rows["ci_half_width"]]
+        within = rows[~(rows["range"] > rows["ci_half_width"])]
+
+        def listed(part: pd.DataFrame) -> str:
+            return _names([f"{r.variant_group} ({int(r.draws)} draws, {100 * r.min:.1f}-{100 * r.max:.1f}%, range "
+                           f"{100 * r.range:.1f} points, SD {100 * r.sd:.1f}, half-width {100 * r.ci_half_width:.1f})"
+                           for r in part.itertuples()])
+
+        half_width = f"the half-width of one draw's {ci_label(alpha)} over prompts"
+        text = f"Across calibration draws, {label}"
+        if not above.empty:
+            text += (f" moves by more than {half_width} for {listed(above)}: for these the calibration draw "
+                     f"matters as much as the prompt sample")
+        if not within.empty:
+            text += (f"; it stays within that half-width for {listed(within)}" if not above.empty
+                     else f" stays within {half_width} for {listed(within)}: the draw moves it less than the prompt "
+                     f"sample's noise")
+        out.append(text + ".")
+    return out
 
 
 # Correctness metrics whose significant gains answer "does quantization sometimes improve recall?".

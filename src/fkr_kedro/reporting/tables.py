@@ -26,7 +26,8 @@ def headline(recall: pd.DataFrame) -> pd.DataFrame:
     and every variant-level metric of the ``recall_by_variant`` table as columns."""
     overall = recall[recall["relation"].isna()] if "relation" in recall else recall
     wide = overall.pivot_table(index="variant", columns="metric", values="value", aggfunc="first", sort=False)
-    spec_columns = [c for c in ("method", "bits", "group_size", "calibration_size") if c in recall]
+    spec_columns = [c for c in ("method", "bits", "group_size", "calibration_size", "calibration_seed", "variant_group")
+                    if c in recall]
     specs = recall.drop_duplicates("variant").set_index("variant")[spec_columns]
     return specs.join(wide)
 
@@ -39,6 +40,39 @@ def metric_interval(recall: pd.DataFrame, metric: str) -> pd.DataFrame:
         rows = rows[rows["relation"].isna()]
     rows = rows.drop_duplicates("variant").set_index("variant")
     return rows.reindex(columns=["value", "ci_low", "ci_high"])
+
+
+# The headline metrics whose spread across calibration draws the report shows.
+DRAW_METRICS = {"one_hop.accuracy": "one-hop recall", "two_hop.held_out.accuracy": "two-hop held-out"}
+DRAW_SPREAD_COLUMNS = ["variant_group", "metric", "draws", "seeds", "min", "max", "range", "sd", "ci_half_width"]
+
+
+def draw_spread(recall: pd.DataFrame, metrics: tuple[str, ...] = tuple(DRAW_METRICS)) -> pd.DataFrame:
+    """Per variant measured in more than one calibration draw (``variant_group`` shared by
+    several variants) and headline metric: the number of draws, their seeds, the lowest and
+    highest value, the range, the standard deviation across draws (n - 1) and, beside them,
+    the mean half-width of the draws' own intervals over prompts (``ci_high - ci_low`` over 2).
+    Empty (with these columns) when no variant has more than one draw."""
+    rows = []
+    if "variant_group" in recall:
+        for metric in metrics:
+            overall = recall[recall["metric"] == metric]
+            if "relation" in overall:
+                overall = overall[overall["relation"].isna()]
+            overall = overall.drop_duplicates("variant")
+            for group, part in overall.groupby("variant_group", sort=False):
+                if len(part) < 2:
+                    continue
+                values = part["value"].astype(float)
+                half = ((part["ci_high"] - part["ci_low"]) / 2).mean() if "ci_low" in part else float("nan")
+                seeds = part["calibration_seed"] if "calibration_seed" in part else pd.Series(dtype=float)
+                rows.append({
+                    "variant_group": group, "metric": metric, "draws": len(part),
+                    "seeds": ", ".join(str(int(s)) for s in seeds.dropna()),
+                    "min": values.min(), "max": values.max(), "range": values.max() - values.min(),
+                    "sd": values.std(ddof=1), "ci_half_width": float(half),
+                })
+    return pd.DataFrame(rows, columns=DRAW_SPREAD_COLUMNS)
 
 
 def variant_order(recall: pd.DataFrame, reference: str) -> list[str]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fkr_kedro.parameters import QuantizeSettings
-from fkr_kedro.quantization.api import VariantDirectory, quantize_or_keep
-from fkr_kedro.quantization.calibration import calibration_texts
+from fkr_kedro.quantization.api import VariantDirectory, quantize_or_keep, spec_calibration_texts
 from fkr_kedro.quantization.variants import VariantSpec
 
 
@@ -15,7 +14,7 @@ def quantize_variant(
 ) -> VariantDirectory:
     """Quantize ``variant`` here, in the node, unless the variant stored at ``stored_dir`` is
     current (same fingerprint, files intact: then it is kept without loading its weights).
-    Calibration texts: the corpus statements in the fixed shuffled order of
-    :func:`~fkr_kedro.quantization.calibration.calibration_texts`."""
-    texts = calibration_texts(train_corpus.splitlines(), quantize.calibration_seed, variant.calibration_size)
+    Calibration texts: the corpus statements shuffled with the variant's calibration draw's
+    seed (:func:`~fkr_kedro.quantization.api.spec_calibration_texts`)."""
+    texts = spec_calibration_texts(variant, train_corpus.splitlines())
     return quantize_or_keep(source_dir, variant, texts, stored_dir, overwrite=quantize.overwrite)

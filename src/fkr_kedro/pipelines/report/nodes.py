@@ -10,15 +10,18 @@ from matplotlib.figure import Figure
 from PIL.Image import Image
 
 from fkr_kedro.analysis.knowledge_bits import knowledge_bits_sentences
+from fkr_kedro.analysis.statistics import ci_label
 from fkr_kedro.capacity.study import default_load_sentences
 from fkr_kedro.modeling.load import ModelSource
 from fkr_kedro.parameters import KnowledgeSettings
 from fkr_kedro.pipelines.wiring import by_namespace
 from fkr_kedro.reporting import figures
 from fkr_kedro.reporting.describe import describe_dataset, describe_model
-from fkr_kedro.reporting.findings import ReportSettings, findings, summary_table
+from fkr_kedro.reporting.findings import (
+    DRAW_SPREAD_PERCENT, ReportSettings, draw_spread_table, findings, summary_table,
+)
 from fkr_kedro.reporting.html import ReportFigure, Section, format_table, render
-from fkr_kedro.reporting.tables import StudyTables, headline
+from fkr_kedro.reporting.tables import StudyTables, draw_spread, headline
 from fkr_kedro.run_config import active_study_root, kedro_command
 from fkr_kedro.scaling.fit import PAPER_SOURCE, exponents_vs_paper, loso_table
 
@@ -110,6 +113,7 @@ def build_report(
         ),
         Section("What the numbers show", sentences=sentences),
         Section("Summary", tables=[("One row per variant; percentages are accuracies.", format_table(summary, percent))]),
+        *_draws_section(results.recall, report.alpha),
         Section(figures.RECALL, figures=cross.get(figures.RECALL, [])),
         Section(
             figures.KNOWLEDGE_BITS, sentences=knowledge_bits_sentences(recall_by_variant, report.reference),
@@ -132,6 +136,21 @@ def build_report(
         f"thresholds: report in parameters_report.yml."
     ]
     return summary.reset_index(), render("Quantization and factual knowledge: report", meta, sections)
+
+
+def _draws_section(recall: pd.DataFrame, alpha: float) -> list[Section]:
+    """The spread across calibration draws (``quantize.calibration_seeds``) of each variant
+    quantized in more than one, beside the prompt interval; none with one draw."""
+    spread = draw_spread(recall)
+    if spread.empty:
+        return []
+    table = draw_spread_table(spread)
+    return [Section("Calibration draws", tables=[(
+        "Per calibrated variant quantized with more than one calibration draw (quantize.calibration_seeds): the "
+        f"lowest and highest value across draws, their range and SD, beside the mean half-width of one draw's "
+        f"{ci_label(alpha)} over prompts. The summary above lists each draw as its own variant (<name>_draw1 ...).",
+        format_table(table, DRAW_SPREAD_PERCENT),
+    )])]
 
 
 def _variant_caption(variant: str, info: pd.DataFrame, reference: str) -> str:
