@@ -39,6 +39,9 @@ def handler():
     aside: a record is decided once, by the first filter that sees it)."""
     root = logging.getLogger()
     lines = _Lines()
+    # An earlier run in this process may have left logging capturing warnings into a
+    # showwarning that pytest has since replaced; start from Python's own.
+    logging.captureWarnings(False)
     old_level, old_handlers = root.level, root.handlers[:]
     root.handlers = [lines]
     root.setLevel(logging.INFO)

@@ -241,6 +241,15 @@ def damage_along_training(damage: pd.DataFrame, bits: dict[str, int | None]) -> 
     return fig
 
 
+def _plot_metric(ax, table: pd.DataFrame, metric: str, styles: dict[str, dict], **where) -> pd.DataFrame:
+    """The curves of ``metric`` per variant (the rows matching ``where``), each shaded by its
+    interval where the table has one; returns the curves."""
+    curves = layer_metric(table, metric, **where)
+    _plot_curves(ax, curves, styles, layer_metric(table, metric, "ci_low", **where),
+                 layer_metric(table, metric, "ci_high", **where))
+    return curves
+
+
 def _plot_curves(ax, curves: pd.DataFrame, styles: dict[str, dict], low: pd.DataFrame | None = None,
                  high: pd.DataFrame | None = None) -> None:
     """One line per variant column of ``curves`` (index = layer), in the variants' styles;
@@ -264,9 +273,7 @@ def probe_accuracy_by_layer(probes: pd.DataFrame, recall: pd.DataFrame, settings
     fig, axes = _grid(len(names), ncols=2, size=(5.4, 3.6))
     styles = variant_styles(recall, reference)
     for ax, probe in zip(axes, names):
-        transfer = layer_metric(probes, "transfer_accuracy", probe=probe)
-        _plot_curves(ax, transfer, styles, layer_metric(probes, "transfer_accuracy", "ci_low", probe=probe),
-                     layer_metric(probes, "transfer_accuracy", "ci_high", probe=probe))
+        transfer = _plot_metric(ax, probes, "transfer_accuracy", styles, probe=probe)
         chance = layer_metric(probes, "chance", probe=probe)
         if reference in chance:
             ax.plot(chance.index, chance[reference], color="gray", linestyle=":", linewidth=1.4, label="chance")
@@ -288,9 +295,7 @@ def entrec_by_layer(entrec: pd.DataFrame, recall: pd.DataFrame, settings: Report
     fig, axes = _grid(len(splits), ncols=3, size=(4.6, 3.8))
     styles = variant_styles(recall, reference)
     for ax, split in zip(axes, splits):
-        curves = layer_metric(entrec, "entrec_mean", split=split)
-        _plot_curves(ax, curves, styles, layer_metric(entrec, "entrec_mean", "ci_low", split=split),
-                     layer_metric(entrec, "entrec_mean", "ci_high", split=split))
+        curves = _plot_metric(ax, entrec, "entrec_mean", styles, split=split)
         _layer_axis(ax, curves.index)
         ax.set_title(f"{split.replace('_', '-')} chains", fontsize=10)
         ax.set_ylabel("mean EntRec (log-prob, nats)")
