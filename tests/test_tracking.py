@@ -90,10 +90,13 @@ def test_one_pipeline_run_with_a_nested_run_per_variant(tracked_study):
 
     # The params that Compare lines up, with the values of conf/test/parameters.yml.
     gptq = children["gptq_w4_g32"].data.params
-    assert {k: gptq[k] for k in ("method", "bits", "group_size", "calibration_size")} == {
-        "method": "gptq", "bits": "4", "group_size": "32", "calibration_size": "32",
+    assert {k: gptq[k] for k in ("method", "bits", "group_size", "calibration_size", "calibration_seed",
+                                 "variant_group")} == {
+        "method": "gptq", "bits": "4", "group_size": "32", "calibration_size": "32", "calibration_seed": "0",
+        "variant_group": "gptq_w4_g32",
     }
     assert children["rtn_w2_g32"].data.params["calibration_size"] == "None"  # RTN takes no calibration
+    assert children["rtn_w2_g32"].data.params["calibration_seed"] == "None"
     assert children["bnb_nf4"].data.params["method"] == "bnb_nf4"
     for run in children.values():
         assert run.data.params["model"] == "llama trained from scratch (2 layers, width 64)"

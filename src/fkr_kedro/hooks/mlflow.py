@@ -101,8 +101,8 @@ class MlflowVariantHook:
             end_stale_runs,
             flatten_params,
             latest_nested_runs,
+            mlflow_ui_command,
             process_tags,
-            runs_table_link,
             set_experiment_kind,
             set_tags,
             slurm_job_tags,
@@ -121,9 +121,7 @@ class MlflowVariantHook:
             tags = {**tags, **take_job_tags(client, run_id), **slurm_job_tags()}
         end_stale_runs(client, [experiment_id])
         set_experiment_kind(client, experiment_id)
-        uri = mlflow.get_tracking_uri()
-        where = uri if uri.startswith(("http://", "https://")) else f"`mlflow ui --backend-store-uri {uri}`"
-        log.info("MLflow: the study's runs table: %s/%s", where, runs_table_link(experiment_id))
+        log.info("%s (the study's runs)", mlflow_ui_command(mlflow.get_tracking_uri(), experiment_id))
 
         parameters = active_parameters()  # as configured (the catalog's are converted to node types)
         specs = active_variants()

@@ -245,7 +245,7 @@ class VariantRuns:
             self._run_ids[variant] = run_id
         params = {"variant": variant, **self._params.get(variant, {})}
         self._log_params(run_id, params)
-        log.info("MLflow: nested run %s for variant %s", run_id, variant)
+        log.debug("MLflow: nested run %s for variant %s", run_id, variant)  # the parent's line counts them
         return run_id
 
     def adopt(self, variant: str, run_id: str) -> None:
@@ -300,7 +300,8 @@ class VariantRuns:
             if reason and status != "FINISHED":
                 self.client.set_tag(run_id, FAILURE_TAG, reason[:_TAG_LIMIT])
             self.client.set_terminated(run_id, status)
-            log.info("MLflow: nested run of %s ended %s", variant, status)
+        if open_runs:  # one line for all of them: a study has tens of variants
+            log.info("MLflow: %d nested run(s) ended %s: %s", len(open_runs), status, ", ".join(open_runs))
 
     def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         items = [Param(str(k), "None" if v is None else str(v)) for k, v in params.items()]

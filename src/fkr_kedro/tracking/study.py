@@ -16,14 +16,18 @@ TAGGED = ("method", "bits", "group_size")
 
 
 def variant_params(spec, options: Collection[str]) -> dict[str, Any]:
-    """Method, bits, group size and calibration size of the variant ``spec``, the same keys
-    for every variant so that MLflow's Compare lines them up; a setting its method does not
-    read (not in ``options``) is ``None`` (RTN and bitsandbytes take no calibration texts)."""
+    """Method, bits, group size, calibration size and draw of the variant ``spec``, the same
+    keys for every variant so that MLflow's Compare lines them up; a setting its method does not
+    read (not in ``options``) is ``None`` (RTN and bitsandbytes take no calibration texts).
+    ``calibration_seed`` and ``variant_group`` tell a variant's calibration draws apart
+    (``quantize.calibration_seeds``)."""
     return {
         "method": spec.method,
         "bits": spec.bits,
         "group_size": spec.group_size,
         "calibration_size": spec.calibration_size if "calibration_size" in options else None,
+        "calibration_seed": spec.calibration_seed,
+        "variant_group": spec.variant_group,
         "sym": spec.sym if "sym" in options else None,
         "desc_act": spec.desc_act if "desc_act" in options else None,
     }
