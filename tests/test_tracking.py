@@ -97,6 +97,8 @@ def test_one_pipeline_run_with_a_nested_run_per_variant(tracked_study):
     }
     assert children["rtn_w2_g32"].data.params["calibration_size"] == "None"  # RTN takes no calibration
     assert children["rtn_w2_g32"].data.params["calibration_seed"] == "None"
+    # The quantize node does the work: its wall time is on the variant's run.
+    assert children["gptq_w4_g32"].data.metrics["node_seconds.quantize"] > 0
     assert children["bnb_nf4"].data.params["method"] == "bnb_nf4"
     for run in children.values():
         assert run.data.params["model"] == "llama trained from scratch (2 layers, width 64)"
