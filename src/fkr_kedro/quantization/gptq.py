@@ -35,8 +35,11 @@ at import time, while no CPU build of torchvision exists for torch 2.13 here.
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import importlib.util
+import io
+import logging
 import math
 import os
 import re
@@ -56,6 +59,8 @@ from .common import load_tokenizer, quiet_load_report, source_dtype
 from .methods import quantizable_linears
 from .progress import LayerProgress
 from .variants import VariantSpec
+
+log = logging.getLogger(__name__)
 
 # Sizes GPTQModel's CPU thread pools on machines with few cores (asked for by the project's
 # setup notes; 7.0.0 itself sizes them from os.cpu_count()).
@@ -155,7 +160,12 @@ def run_gptqmodel(
         averaged = {name.removesuffix(".weight") for name in prescaled or {} if name.endswith("o_proj.weight")}
         modules, notes = label_gqa_rule(modules, model.model.config, spec.awq_gqa, averaged)
     check_fallbacks(spec, modules)
-    model.save(str(out_dir))
+    # GPTQModel's save prints the folder's file list and each config file's content (about
+    # 40 lines a variant); they are in the folder itself, so they go to the debug log.
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        model.save(str(out_dir))
+    log.debug("GPTQModel's save of %s printed:\n%s", out_dir, printed.getvalue())
     load_tokenizer(source_dir).save_pretrained(out_dir)
     return {
         "compute_dtype": str(source_dtype(source_dir)).removeprefix("torch."),
