@@ -342,7 +342,8 @@ def test_report_gets_a_scaling_section_only_when_scaling_ran(tables):
         "ci_low": [0.4, -1.2, -0.2, 0.01], "ci_high": [0.6, -0.8, 0.0, 0.09], "adj_r2": [0.91] * 4,
     })
     conclusion = {"rule": "sensitivity = |exponent|", "statements": ["N: km more sensitive than ku (...)"]}
-    metrics = {"km.adj_r2": 0.93, "km.loso_abs_error.l1": 0.031, "km.loso_abs_error_mean": 0.031, "km.loso_abs_error_max": 0.031}
+    metrics = {"bootstrap_confidence": 0.9, "km.adj_r2": 0.93, "km.loso_abs_error.l1": 0.031,
+               "km.loso_abs_error_mean": 0.031, "km.loso_abs_error_max": 0.031}
     _, with_scaling = build_report(
         **inputs, scaling_exponents=exponents, scaling_fit_metrics=metrics, scaling_conclusion=conclusion,
         scaling_figure=Image.new("RGB", (4, 4)), **images,
@@ -353,6 +354,7 @@ def test_report_gets_a_scaling_section_only_when_scaling_ran(tables):
     # The exponent table beside the paper's values, and the leave-one-size-out errors.
     assert "0.500 [0.400, 0.600]" in with_scaling and "paper KM (L1 memorization)" in with_scaling and ">-0.315<" in with_scaling
     assert "Leave-one-size-out" in with_scaling and ">0.031<" in with_scaling
+    assert "Exponents (90% cluster-bootstrap intervals" in with_scaling  # the fit's level, not the report's
     assert with_scaling.count('src="data:image/png;base64,') == len(FIGURES) + 3 + 1
 
 

@@ -371,7 +371,8 @@ def fit_study(
     table["predicted_accuracy"] = np.nan
 
     fits: dict[str, TaskFit] = {}
-    metrics: dict[str, float] = {}
+    # The level of every bootstrap interval below (the report's caption names it).
+    metrics: dict[str, float] = {"bootstrap_confidence": float(confidence)}
     problems: dict[str, str] = {}
     for task, rows in table[quantized].groupby("task", sort=False):
         reasons = rows["excluded_reason"]

@@ -159,6 +159,13 @@ def _variant_caption(variant: str, info: pd.DataFrame, reference: str) -> str:
     return f"Dotted lines: {reference}. Method {info.loc[variant, 'method']}."
 
 
+def _bootstrap_level(fit_metrics: dict | None) -> str:
+    """``90%``: the level of the scaling fit's intervals (``scaling.fit.confidence``, recorded
+    in its metrics), not the report's own ``report.alpha``."""
+    level = (fit_metrics or {}).get("bootstrap_confidence")
+    return f"{level:.0%}" if level is not None else "(level not recorded: rerun the scaling fit)"
+
+
 def _scaling_section(
     exponents: pd.DataFrame | None, fit_metrics: dict | None, conclusion: dict | None, image: Image | None
 ) -> Section | None:
@@ -176,7 +183,8 @@ def _scaling_section(
         section.sentences = [str(s) for s in conclusion.get("statements", [])]
     if exponents is not None and not exponents.empty:
         section.tables.append((
-            "Exponents (95% cluster-bootstrap intervals: model sizes resampled, and seeds within a size when there are several) beside Zhou et al.'s. "
+            f"Exponents ({_bootstrap_level(fit_metrics)} cluster-bootstrap intervals: model sizes resampled, and seeds "
+            "within a size when there are several) beside Zhou et al.'s. "
             + PAPER_SOURCE + "; memorization is the KM tier, application and reasoning the paper's KU tiers.",
             format_table(exponents_vs_paper(exponents, fit_metrics)),
         ))
