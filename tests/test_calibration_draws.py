@@ -155,3 +155,21 @@ def test_seeds_are_checked_and_a_variant_may_fix_its_own():
         validate_parameters({"quantize": {"calibration_seeds": [1, 1]}})
     with pytest.raises(ParameterError, match=r"calibration_seeds: \[2\]"):
         validate_parameters({"quantize": {"calibration_seed": 2}})  # the setting before draws existed
+
+
+def test_draws_of_one_variant_are_not_compared_as_a_pair_of_methods():
+    """variant_comparisons pairs methods at the same bits; two draws of one variant are not a
+    pair (their spread is the draw table's), each draw is still compared with the other method."""
+    from fkr_kedro.analysis.comparisons import variant_comparisons
+
+    specs = [
+        VariantSpec(name="gptq_w4_g32", method="gptq", bits=4, group_size=32, calibration_seed=0, draw=0),
+        VariantSpec(name="gptq_w4_g32_draw1", method="gptq", bits=4, group_size=32, calibration_seed=1, draw=1),
+        VariantSpec(name="rtn_w4_g32", method="rtn", bits=4, group_size=32),
+    ]
+    correct = {name: pd.Series([1.0, 0.0, 1.0, 1.0]) for name in ("gptq_w4_g32", "gptq_w4_g32_draw1", "rtn_w4_g32")}
+    values = {name: {"one_hop.accuracy": series} for name, series in correct.items()}
+    pairs = variant_comparisons(specs, values, StatisticsSettings(bootstrap_resamples=200))
+    assert sorted(zip(pairs["variant_a"], pairs["variant_b"])) == [
+        ("gptq_w4_g32", "rtn_w4_g32"), ("gptq_w4_g32_draw1", "rtn_w4_g32"),
+    ]

@@ -106,11 +106,13 @@ def variant_comparisons(
     """Every pair of variants with the same (nominal) bit width, on every metric both
     measured on prompts: ``delta`` = ``variant_b - variant_a`` with its paired bootstrap
     interval, the test's p-value and the Holm adjustment across all pairs of the study per
-    metric. Pairs are listed in the configured order (``variant_a`` first)."""
+    metric. Pairs are listed in the configured order (``variant_a`` first). Two calibration
+    draws of one variant are not a pair (same ``variant_group``): how far draws spread is the
+    draw-spread table's question, not a comparison of methods."""
     rows = []
     measured = [s for s in specs if s.name in values and s.bits is not None]
     for a, b in itertools.combinations(measured, 2):
-        if a.bits != b.bits:
+        if a.bits != b.bits or a.variant_group == b.variant_group:
             continue
         for key in values[a.name]:
             if key not in values[b.name]:
