@@ -25,7 +25,8 @@ HOOKS = (
 )
 
 # Kedro's OmegaConfigLoader plus ${study_root:} (the catalog's output folder: `data` for the
-# default environment, `data/<env>` for any other), so studies never overwrite each other.
+# default environment, `data/<env>` for any other), so studies never overwrite each other, and
+# ${project_root:} (the project's absolute folder: the default MLflow store's path).
 CONFIG_LOADER_CLASS = StudyConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
