@@ -98,3 +98,23 @@ def run_kedro(project: Path, pipeline: str | None = None, env: str = "test", par
     bootstrap_project(project)
     with KedroSession.create(project_path=project, env=env, runtime_params=params) as session:
         return session.run(pipeline_names=[pipeline] if pipeline else None, **run_kwargs)
+
+
+def tiny_word_lm(words: list[str], hidden_size: int = 16, intermediate_size: int = 32):
+    """A one-layer Llama with a word-level tokenizer over ``words`` (plus <unk>, <pad>),
+    seeded: a real Hugging Face model directory's worth in milliseconds."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from fkr_kedro.modeling.load import CausalLM
+
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(["<unk>", "<pad>", *words])}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="<pad>")
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(words) + 2, hidden_size=hidden_size, intermediate_size=intermediate_size, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=16, pad_token_id=1,
+    )
+    return CausalLM(model=LlamaForCausalLM(config).eval(), tokenizer=tokenizer)

@@ -8,14 +8,11 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from fkr_kedro.datasets.hf_model import HFModelDataset
 from fkr_kedro.datasets.variant_model import VariantModelDataset
 from fkr_kedro.modeling.load import CausalLM
-from conftest import TEST_DATA
+from conftest import TEST_DATA, tiny_word_lm
 from fkr_kedro.quantization import api
 from fkr_kedro.quantization.calibration import calibration_texts
 
@@ -34,15 +31,7 @@ def test_calibration_texts_are_a_seeded_shuffle_cut_to_size():
 
 
 def _tiny_lm() -> CausalLM:
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(["<unk>", "<pad>", *WORDS])}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="<pad>")
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(WORDS) + 2, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=16, pad_token_id=1,
-    )
-    return CausalLM(model=LlamaForCausalLM(config).eval(), tokenizer=tokenizer)
+    return tiny_word_lm(WORDS, hidden_size=64, intermediate_size=128)
 
 
 @pytest.fixture

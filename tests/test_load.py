@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from conftest import tiny_word_lm
 from fkr_kedro.analysis.capture import answer_first_token_ids
 from fkr_kedro.datasets.hf_model import ModelSourceDataset
 from fkr_kedro.modeling.load import (
@@ -28,16 +27,7 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 def _tiny_lm() -> CausalLM:
-    words = "the capital of france is paris".split()
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(["<unk>", "<pad>", *words])}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="<pad>")
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(words) + 2, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=16, pad_token_id=1,
-    )
-    return CausalLM(model=LlamaForCausalLM(config).eval(), tokenizer=tokenizer)
+    return tiny_word_lm("the capital of france is paris".split())
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from fkr_kedro.tracking import (
     check_artifact_location,
     prepare_sqlite_store,
 )
-from tracked_study import PROJECT_ROOT, free_port, wait_for_http
+from tracked_study import PROJECT_ROOT, free_port, stop_process, wait_for_http
 
 _PREPARE = textwrap.dedent("""
     import sys, time
@@ -193,8 +193,4 @@ def test_the_documented_mlflow_server_answers_the_hosts_name(tmp_path, documente
         assert status == (200 if documented else 403), log.read_text()[-3000:]
         assert _status(port, f"localhost:{port}") == 200
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process)

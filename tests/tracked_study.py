@@ -95,11 +95,16 @@ def running_mlflow_server(root: Path) -> Iterator[MlflowServer]:
         wait_for_http(f"http://127.0.0.1:{port}/health", process, timeout=180, log=log)
         yield MlflowServer(f"http://127.0.0.1:{port}", root)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process)
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 30) -> None:
+    """Terminate a server started for a test; kill it when it does not stop in ``timeout``."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 @pytest.fixture(scope="session")

@@ -157,11 +157,6 @@ def spec_calibration_texts(spec: VariantSpec, corpus: list[str]) -> list[str]:
     return calibration_texts(corpus, spec.calibration_seed or 0, spec.calibration_size)
 
 
-def is_current(model_dir: Path, wanted: dict) -> bool:
-    """Whether ``model_dir`` holds the variant ``wanted`` describes, intact (:func:`stale_reason`)."""
-    return stale_reason(model_dir, wanted) is None
-
-
 def fingerprint_changes(recorded: dict, wanted: dict, prefix: str = "") -> list[str]:
     """What differs between two fingerprints, as ``key: old -> new`` (nested keys dotted)."""
     changes = []
