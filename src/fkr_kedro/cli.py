@@ -116,7 +116,7 @@ def _plan(context, names: list[str]):
     from kedro.pipeline import Pipeline
 
     from .capacity.config import namespace as capacity_namespace
-    from .run_config import active_reference, active_variants, study_parameters
+    from .run_config import active_reference, active_training_seeds, active_variants, study_parameters
     from .scaleout import JobGraphError, plan_jobs
 
     unknown = [n for n in names if n not in registry]
@@ -137,6 +137,8 @@ def _plan(context, names: list[str]):
         )
     params = study_parameters()
     parallel = [spec.name for spec in active_variants(params)]  # the configured order
+    # A further training seed's whole study (its model, variants, tables) is one array task.
+    parallel += list(active_training_seeds(params).values())
     if params.scaling is not None:
         parallel += list(params.scaling.models())
     if params.capacity is not None:

@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     PositiveInt,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -136,12 +137,58 @@ class DataPrepParameters(_Settings):
     twohopfact: TwoHopFactSettings = TwoHopFactSettings()
 
 
+def seed_list(seeds: Any, key: str) -> Any:
+    """A list of seeds as ``--params`` delivers it: `kedro run --params` splits its items at
+    commas, so a list arrives as one string (``key=[0 1 2]``, which OmegaConf reads as
+    ['0 1 2'], or ``key=0 1 2``); a single integer is a list of one. Anything else is
+    returned for pydantic to judge."""
+    if isinstance(seeds, int):
+        return [seeds]
+    items = [seeds] if isinstance(seeds, str) else seeds
+    if not isinstance(items, list) or not any(isinstance(item, str) for item in items):
+        return seeds
+    words = [word for item in items for word in str(item).strip("[]").replace(";", " ").split()]
+    try:
+        return [int(word) for word in words]
+    except ValueError:
+        raise ValueError(
+            f"{key} {seeds!r} is not a list of integers: write e.g. [0, 1, 2] in the parameters file, "
+            f"or --params='{key}=[0 1 2]' (kedro splits --params at commas)"
+        ) from None
+
+
 # -------------------------------------------------------------------- parameters_train.yml
 class TrainParameters(_Settings):
     model_shape: ModelShape = ModelShape()
     training: TrainConfig = TrainConfig()
     training_time: TrainingTime = TrainingTime()
     base_model: ModelSource = ModelSource(kind="train")
+    # The trained model is one draw: with more seeds the embedded study (train, quantize,
+    # evaluate, probe) runs once per trained model. The model of ``training.seed`` keeps the
+    # study's own names and folders; every other seed k is the namespace ``seed<k>``, its
+    # files under ``<study folder>/seed<k>/`` (run_config.training_seed_namespaces). Kept out
+    # of ``training``: it changes no model, so no trained model's fingerprint holds it.
+    training_seeds: list[int] | None = None
+
+    @field_validator("training_seeds", mode="before")
+    @classmethod
+    def _seeds_from_the_command_line(cls, seeds: Any) -> Any:
+        return seed_list(seeds, "training_seeds")
+
+    @field_validator("training_seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int] | None, info: ValidationInfo) -> list[int] | None:
+        if seeds is None:
+            return seeds
+        if not seeds or len(set(seeds)) != len(seeds) or any(seed < 0 for seed in seeds):
+            raise ValueError(f"list distinct training seeds >= 0, e.g. [0, 1, 2] (null: training.seed only); got {seeds}")
+        source = info.data.get("base_model")
+        if len(seeds) > 1 and source is not None and source.kind != "train":
+            raise ValueError(
+                f"the base model is loaded (base_model.kind: {source.kind}): one trained model, one seed; training "
+                f"seeds apply to a model trained here (base_model.kind: train): set training_seeds: null"
+            )
+        return seeds
 
 
 # ----------------------------------------------------------------- parameters_quantize.yml
@@ -165,21 +212,7 @@ class QuantizeSettings(_Settings):
     @field_validator("calibration_seeds", mode="before")
     @classmethod
     def _seeds_from_the_command_line(cls, seeds: Any) -> Any:
-        # `kedro run --params` splits its items at commas, so a list arrives as one string:
-        # `quantize.calibration_seeds=[0 1 2]` (OmegaConf reads ['0 1 2']) or `=0 1 2`.
-        if isinstance(seeds, int):
-            return [seeds]
-        items = [seeds] if isinstance(seeds, str) else seeds
-        if not isinstance(items, list) or not any(isinstance(item, str) for item in items):
-            return seeds
-        words = [word for item in items for word in str(item).strip("[]").replace(";", " ").split()]
-        try:
-            return [int(word) for word in words]
-        except ValueError:
-            raise ValueError(
-                f"calibration_seeds {seeds!r} is not a list of integers: write e.g. [0, 1, 2] in the parameters file, "
-                f"or --params='quantize.calibration_seeds=[0 1 2]' (kedro splits --params at commas)"
-            ) from None
+        return seed_list(seeds, "quantize.calibration_seeds")
 
     @field_validator("calibration_seeds")
     @classmethod

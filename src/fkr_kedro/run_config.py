@@ -52,7 +52,57 @@ class StudyConfigLoader(OmegaConfigLoader):
         project = Path(self.conf_source).resolve().parent.as_posix()
         OmegaConf.register_resolver("study_root", lambda: root, replace=True)
         OmegaConf.register_resolver("project_root", lambda: project, replace=True)
-        return super().__getitem__(key)
+        config = super().__getitem__(key)
+        if key == "catalog":
+            seeds = training_seed_namespaces(self._raw_training_seeds()).values()
+            config = {**config, **{k: v for ns in seeds for k, v in seed_catalog(config, ns, root).items()}}
+        return config
+
+    def _raw_training_seeds(self) -> tuple[list[int], int]:
+        """``training_seeds`` and ``training.seed`` as configured; unreadable values count as
+        none here (the parameters' validation names them when the pipelines are built)."""
+        from .parameters import seed_list
+
+        try:
+            params = super().__getitem__("parameters")
+            seeds = seed_list(params.get("training_seeds"), "training_seeds")
+            main = int((params.get("training") or {}).get("seed", 0))
+            return ([int(seed) for seed in seeds] if isinstance(seeds, list) else [], main)
+        except (KeyError, ValueError, TypeError):
+            return [], 0
+
+
+# The world and its prompts (data_prep's folders) are the same for every training seed; every
+# other output of a seed lives under its own folder (models, scores, probes, reports).
+SHARED_BY_SEEDS = ("01_raw", "02_intermediate", "05_model_input")
+SEED_NAMESPACE_PREFIX = "seed"
+
+
+def training_seed_namespaces(seeds: tuple[list[int] | None, int]) -> dict[int, str]:
+    """``{seed: namespace}`` of the training seeds other than ``training.seed``, in order:
+    ``seeds`` is (``training_seeds``, ``training.seed``). The model of ``training.seed`` keeps
+    the study's own names (no namespace), so adding seeds reuses everything already run."""
+    listed, main = seeds
+    return {seed: f"{SEED_NAMESPACE_PREFIX}{seed}" for seed in (listed or []) if seed != main}
+
+
+def seed_catalog(catalog: dict, namespace: str, root: str) -> dict:
+    """The catalog entries of training-seed namespace ``namespace``: every entry (dataset
+    factories included) as ``<namespace>.<name>``, its paths under ``<root>/<namespace>/``
+    instead of ``<root>/``, except the folders the seeds share (:data:`SHARED_BY_SEEDS`)."""
+
+    def moved(value):
+        if isinstance(value, dict):
+            return {k: moved(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [moved(v) for v in value]
+        if isinstance(value, str) and value.startswith(f"{root}/"):
+            rest = value.removeprefix(f"{root}/")
+            if not rest.startswith(SHARED_BY_SEEDS):
+                return f"{root}/{namespace}/{rest}"
+        return value
+
+    return {f"{namespace}.{name}": moved(entry) for name, entry in catalog.items() if not name.startswith("_")}
 
 
 def set_active_config_loader(loader: AbstractConfigLoader | None) -> None:
@@ -111,6 +161,19 @@ def configured_variants(params: StudyParameters) -> list[VariantSpec]:
         except ValueError as error:  # pydantic's ValidationError is a ValueError
             raise VariantError(f"variant {name!r}: {error}") from None
     return expand_draws(specs, params.quantize.calibration_seeds)
+
+
+def active_training_seeds(params: StudyParameters | None = None) -> dict[int, str]:
+    """``{seed: namespace}`` of the configured training seeds other than ``training.seed``
+    (``training_seeds`` in parameters_train.yml; empty with one seed)."""
+    params = params or study_parameters()
+    return training_seed_namespaces((params.training_seeds, params.training.seed))
+
+
+def training_seed_tag(seed: int) -> str:
+    """The tag of every node of training seed ``seed``'s study (train, quantize, evaluate,
+    probe): ``kedro run --tags=training_seed_0`` runs the study of ``training.seed`` 0 alone."""
+    return f"training_seed_{seed}"
 
 
 def active_reference(params: StudyParameters | None = None) -> str:

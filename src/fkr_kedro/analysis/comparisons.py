@@ -29,7 +29,7 @@ PER_RELATION = ("one_hop.accuracy", "stored_bits")
 # ``gptq_w4_g32_draw1``); calibration_seed: the draw's seed (empty for methods that do not calibrate).
 SPEC_COLUMNS = ("method", "bits", "group_size", "calibration_size", "calibration_seed", "variant_group")
 INTERVAL_COLUMNS = ("n", "stderr", "ci_low", "ci_high")
-COMPARISON_COLUMNS = ("delta", "delta_ci_low", "delta_ci_high", "p_value", "test", "p_holm", "gained", "lost", "change")
+COMPARISON_COLUMNS = ("delta", "delta_ci_low", "delta_ci_high", "delta_stderr", "p_value", "test", "p_holm", "gained", "lost", "change")
 
 
 class PromptMismatchError(ValueError):
@@ -126,7 +126,7 @@ def variant_comparisons(
                 "n": comparison.n, **{c: getattr(comparison, c) for c in COMPARISON_COLUMNS if hasattr(comparison, c)},
             })
     columns = ["bits", "variant_a", "method_a", "variant_b", "method_b", "metric", "relation", "value_a", "value_b",
-               "n", "delta", "delta_ci_low", "delta_ci_high", "p_value", "test", "gained", "lost", "p_holm", "change"]
+               "n", "delta", "delta_ci_low", "delta_ci_high", "delta_stderr", "p_value", "test", "gained", "lost", "p_holm", "change"]
     if not rows:
         return pd.DataFrame(columns=columns)
     table = add_holm(pd.DataFrame(rows), by=["metric", "relation"])

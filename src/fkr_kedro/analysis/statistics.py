@@ -76,6 +76,9 @@ class Comparison:
     gained: float = math.nan
     lost: float = math.nan
     test: str = ""
+    # The standard error of ``delta`` over prompts (SD of the per-prompt differences / sqrt(n)):
+    # the prompt-noise term of the variance components across seeds and calibration draws.
+    delta_stderr: float = math.nan
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -198,10 +201,10 @@ def paired(reference: Sequence[float], variant: Sequence[float],
         gained, lost = int(((var == 1) & (ref == 0)).sum()), int(((var == 0) & (ref == 1)).sum())
         both, neither = int(((var == 1) & (ref == 1)).sum()), int(((var == 0) & (ref == 0)).sum())
         p = float(mcnemar([[both, lost], [gained, neither]], exact=True).pvalue) if gained + lost else 1.0
-        return Comparison(delta, low, high, p, n, gained, lost, "mcnemar_exact")
+        return Comparison(delta, low, high, p, n, gained, lost, "mcnemar_exact", stderr(var - ref))
     differences = var - ref
     p = float(stats.wilcoxon(differences).pvalue) if np.any(differences != 0) else 1.0
-    return Comparison(delta, low, high, p, n, test="wilcoxon")
+    return Comparison(delta, low, high, p, n, test="wilcoxon", delta_stderr=stderr(differences))
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:

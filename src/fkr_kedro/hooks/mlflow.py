@@ -19,7 +19,7 @@ from ..kedro_config import (
     submitted_job,
     tracking_uri,
 )
-from ..run_config import active_parameters, active_variants
+from ..run_config import active_parameters, active_training_seeds, active_variants, study_parameters
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,8 @@ class MlflowVariantHook:
     def __init__(self):
         self._runs = None
         self._catalog = None
-        self._variants: set[str] = set()
+        self._variants: set[str] = set()  # variant namespaces: gptq_w4_g32, seed1.gptq_w4_g32
+        self._seed_namespaces: set[str] = set()  # seed1, seed2 (training_seeds)
         self._declarations: dict = {}
         self._parent_run_id: str | None = None
         self._job: str | None = None  # the kind of `kedro submit` job, None for `kedro run`
@@ -125,15 +126,21 @@ class MlflowVariantHook:
         log.info("%s (the study's runs)", mlflow_ui_command(mlflow.get_tracking_uri(), experiment_id))
 
         parameters = active_parameters()  # as configured (the catalog's are converted to node types)
-        specs = active_variants()
-        self._variants = {spec.name for spec in specs}
-        in_pipeline = {n.namespace.split(".")[0] for n in pipeline.nodes if n.namespace}
-        studied = [spec for spec in specs if spec.name in in_pipeline]
+        params = study_parameters()
+        specs = active_variants(params)
+        # One nested run per variant of every trained model: ``<variant>`` for training.seed,
+        # ``seed<k>.<variant>`` for each further training seed (training_seeds).
+        seeds = {params.training.seed: None, **active_training_seeds(params)}
+        runs = {(f"{ns}.{spec.name}" if ns else spec.name): (spec, seed) for seed, ns in seeds.items() for spec in specs}
+        self._variants = set(runs)
+        self._seed_namespaces = {ns for ns in seeds.values() if ns}
+        in_pipeline = {self._split(n.namespace + ".")[0] for n in pipeline.nodes if n.namespace}
+        studied = [key for key in runs if key in in_pipeline]
         pipelines = run_params.get("pipeline_names") or [run_params.get("pipeline_name") or "__default__"]
         if isinstance(pipelines, str):
             pipelines = [pipelines]
         env = run_params.get("env") or "local"
-        name, study_tags, source = study_run(env, pipelines, len(studied or specs))
+        name, study_tags, source = study_run(env, pipelines, len(studied or runs))
         study_name = client.get_run(run_id).data.tags.get(STUDY_NAME_TAG) if self._job is not None else None
         if study_name:  # kedro-mlflow renames the run it resumes after the pipeline: the study's name again
             client.update_run(run_id, name=study_name)
@@ -143,14 +150,16 @@ class MlflowVariantHook:
 
         self._declarations = declarations(pipeline, catalog)
         check_declarations(self._declarations.values(), {n: catalog_filepath(catalog, n) for n in self._declarations})
-        settings = {spec.name: variant_params(spec, METHODS[spec.method].options) for spec in specs}
+        settings = {key: {**variant_params(spec, METHODS[spec.method].options), "training_seed": seed}
+                    for key, (spec, seed) in runs.items()}
         # Each variant's settings as configured (``setting.<key>``) too: the parent run does not log them.
         configured = parameters.get("variants") or {}
         self._runs = VariantRuns(
             client, run_id,
-            {name: {**params, **source, **flatten_params(configured.get(name) or {}, prefix="setting.")}
-             for name, params in settings.items()},
-            {name: variant_tags(params, source) for name, params in settings.items()},
+            {key: {**values, **source,
+                   **flatten_params(configured.get(runs[key][0].variant_group) or {}, prefix="setting.")}
+             for key, values in settings.items()},
+            {key: variant_tags(values, source) for key, values in settings.items()},
             run_tags=tags,
         )
         # Every parameter as configured, flattened: kedro-mlflow logs a node's parameters after
@@ -158,7 +167,7 @@ class MlflowVariantHook:
         # The variants' own settings go on their nested runs only (a resubmission may change them).
         self._runs.log_params(study_params(parameters))
         self._catalog = catalog
-        self._own = {spec.name for spec in studied}
+        self._own = set(studied)
         if self._job == "report":
             # The variants' figures (report.<variant> nodes) go into their latest nested run
             # of the study, made by their own job.
@@ -166,8 +175,22 @@ class MlflowVariantHook:
             for variant, nested in latest_nested_runs(client, experiment_id, run_id).items():
                 if variant in self._variants and variant not in own:
                     self._runs.adopt(variant, nested)
-        for spec in studied:
-            self._runs.open(spec.name)
+        for key in studied:
+            self._runs.open(key)
+
+    def _split(self, name: str) -> tuple[str | None, str | None, str]:
+        """``(variant namespace, training-seed namespace, the rest)`` of a node or dataset name:
+        ``seed1.gptq_w4_g32.recall_metrics`` -> (``seed1.gptq_w4_g32``, ``seed1``,
+        ``recall_metrics``); ``seed1.recall_by_variant`` -> (None, ``seed1``, ``recall_by_variant``)."""
+        seed, local = None, name
+        head, _, rest = name.partition(".")
+        if rest and head in self._seed_namespaces:
+            seed, local = head, rest
+        head, _, rest = local.partition(".")
+        key = f"{seed}.{head}" if seed else head
+        if rest and key in self._variants:
+            return key, seed, rest
+        return None, seed, local
 
     @hook_impl
     def before_node_run(self, node) -> None:
@@ -182,10 +205,10 @@ class MlflowVariantHook:
         import time
 
         started = self._node_started.pop(node.name, None)
-        prefix, _, local = node.name.partition(".")
-        if self._runs is None or started is None or not local or prefix not in self._variants:
+        variant, _, local = self._split(node.name)
+        if self._runs is None or started is None or variant is None:
             return
-        self._runs.log_metrics({f"node_seconds.{local}": time.perf_counter() - started}, variant=prefix)
+        self._runs.log_metrics({f"node_seconds.{local}": time.perf_counter() - started}, variant=variant)
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, data: Any, node) -> None:
@@ -194,11 +217,12 @@ class MlflowVariantHook:
             return
         from ..tracking import log_saved
 
-        prefix, _, local = dataset_name.partition(".")
-        variant = prefix if local and prefix in self._variants else None
+        variant, seed, _ = self._split(dataset_name)
         filepath = catalog_filepath(self._catalog, dataset_name)
         path = None if filepath is None else self._project_path / filepath  # absolute stays absolute
-        log_saved(self._runs, declaration, data, variant, path)
+        # A further training seed's study-level outputs go on the parent run under its namespace
+        # (metrics ``seed1.<key>``, artifacts in ``seed1/<folder>``), beside the first seed's.
+        log_saved(self._runs, declaration, data, variant, path, prefix=seed if variant is None else None)
         if declaration.report and path is not None:
             self._describe_report(f"{declaration.artifact_path}/{path.name}".strip("/"))
 

@@ -546,6 +546,42 @@ def _legend(fig: Figure, axes) -> None:
     fig.legend(handles, labels, loc="outside right center", fontsize=9)
 
 
+def seed_deltas(deltas: pd.DataFrame, settings: ReportSettings) -> Figure:
+    """Each variant's change against the reference in every training seed and calibration
+    draw (``analysis.seeds.seed_deltas``): one panel per headline metric, one column of points
+    per variant (its draws together), one colour per training seed, error bars the paired
+    interval over prompts; the black bar is the mean over seeds."""
+    from ..analysis.seeds import SEED_METRICS
+
+    metrics = [m for m in SEED_METRICS if m in set(deltas["metric"])]
+    fig = Figure(figsize=(max(7.0, 0.55 * deltas["variant_group"].nunique() + 3), 3.2 * max(len(metrics), 1)),
+                 layout="constrained")
+    axes = fig.subplots(max(len(metrics), 1), 1, squeeze=False)[:, 0]
+    seeds = sorted(deltas["training_seed"].unique())
+    colors = colormaps["tab10"]
+    groups = list(dict.fromkeys(deltas["variant_group"]))
+    for ax, metric in zip(axes, metrics):
+        rows = deltas[deltas["metric"] == metric]
+        for i, seed in enumerate(seeds):
+            part = rows[rows["training_seed"] == seed]
+            offsets = (i - (len(seeds) - 1) / 2) * 0.22
+            x = np.array([groups.index(g) for g in part["variant_group"]]) + offsets
+            y = 100 * part["delta"].to_numpy(dtype=float)
+            err = 100 * np.abs(part[["delta_ci_low", "delta_ci_high"]].to_numpy(dtype=float).T - part["delta"].to_numpy(dtype=float))
+            ax.errorbar(x, y, yerr=err, fmt="o", ms=4, color=colors(i % 10), alpha=0.85, capsize=2, lw=0.8,
+                        label=f"training seed {seed}")
+        means = rows.groupby("variant_group", sort=False)["delta"].mean()
+        ax.scatter([groups.index(g) for g in means.index], 100 * means.to_numpy(), marker="_", s=400, color="black",
+                   zorder=3, label="mean over seeds")
+        ax.axhline(0, color="gray", lw=0.8)
+        ax.set_xticks(range(len(groups)), groups, rotation=35, ha="right", fontsize=8)
+        ax.set_ylabel(f"{metric}\nchange vs {settings.reference} (points)", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", fontsize=8)
+    return fig
+
+
 @dataclass(frozen=True)
 class StudyFigure:
     """A cross-variant figure of the report. ``draw(*tables, settings)`` takes the catalog

@@ -525,3 +525,110 @@ def _not_by_method(info: pd.DataFrame) -> pd.Series:
     ``modules.awq_gqa_average_fraction``) is the method's own rule and is not counted."""
     other = info["modules.other_fraction"] if "modules.other_fraction" in info else 0.0
     return info["modules.rtn_fallback_fraction"] + pd.Series(other, index=info.index).fillna(0.0)
+
+
+# ------------------------------------------------------------------ training seeds
+def seed_sentences(summary: pd.DataFrame, rankings: pd.DataFrame | None, components: pd.DataFrame | None,
+                   alpha: float) -> list[str]:
+    """Per headline metric: the variants whose mean change across training seeds is a loss or
+    a gain (t-test over seeds, Holm across variants), with how many seeds each one's paired
+    tests agree in, and those within the noise; the method rankings that hold in every seed
+    and those whose sign flips; and how the variance of the changes splits (descriptive)."""
+    out = []
+    for metric, label in DRAW_METRICS.items():
+        rows = summary[summary["metric"] == metric]
+        if rows.empty:
+            continue
+        seeds = int(rows["seeds"].max())
+        changed = rows[rows["change"].isin(["loss", "gain"])]
+        items = [f"{r.variant_group} {100 * r.delta_mean:+.1f} points [{100 * r.delta_ci_low:+.1f}, "
+                 f"{100 * r.delta_ci_high:+.1f}], Holm p = {r.p_holm:.2g}; a loss in {r.seeds_with_loss} of {r.seeds} "
+                 f"seeds" for r in changed.itertuples()]
+        text = f"{label.capitalize()} across {seeds} training seeds (t-test over seeds, {ci_label(alpha)}): "
+        text += (f"{_names(items)}." if items else f"no variant's mean change is distinguishable from 0 with {seeds} "
+                 "seeds.")
+        noise = rows[rows["change"] == "noise"]
+        if not noise.empty and items:
+            text += f" Within the noise across seeds: {_names(list(noise['variant_group']))}."
+        every = rows[rows["loss_in_every_seed"]]
+        if not every.empty:
+            text += f" A significant loss in every seed's own paired tests: {_names(list(every['variant_group']))}."
+        out.append(text)
+    if rankings is not None and not rankings.empty:
+        for metric, label in DRAW_METRICS.items():
+            rows = rankings[rankings["metric"] == metric]
+            if rows.empty:
+                continue
+            held = [f"{r.variant_b if r.seeds_b_above_a else r.variant_a} above "
+                    f"{r.variant_a if r.seeds_b_above_a else r.variant_b}" for r in rows.itertuples() if r.holds_in_every_seed]
+            flips = [f"{r.variant_a} vs {r.variant_b}" for r in rows.itertuples() if not r.same_sign_in_every_seed]
+            text = f"{label.capitalize()} rankings at equal bits: "
+            text += (f"{_names(held)} in every seed's paired tests" if held else "no ranking holds in every seed's paired tests")
+            text += f" ({len(rows)} pairs)." if not flips else f"; the sign flips between seeds for {_names(flips)}."
+            out.append(text)
+    if components is not None and not components.empty:
+        for metric, label in DRAW_METRICS.items():
+            rows = components[(components["metric"] == metric) & components["seeds"].gt(1)]
+            if rows.empty:
+                continue
+            shares = rows[["share_prompts", "share_calibration", "share_seed"]].mean()
+            text = (f"Spread of the {label} changes (descriptive, variance components averaged over {len(rows)} "
+                    f"variants): prompts {100 * shares['share_prompts']:.0f}%, training seeds "
+                    f"{100 * shares['share_seed']:.0f}%")
+            calibrated = rows[rows["draws"] > 1]
+            if not calibrated.empty:
+                cal = calibrated[["share_prompts", "share_calibration", "share_seed"]].mean()
+                text += (f"; for the {len(calibrated)} calibrated variants: prompts {100 * cal['share_prompts']:.0f}%, "
+                         f"calibration draws {100 * cal['share_calibration']:.0f}%, training seeds "
+                         f"{100 * cal['share_seed']:.0f}%")
+            out.append(text + ".")
+    return out
+
+
+# Columns of :func:`seed_summary_table` shown as percentages (an accuracy, and its SD in points).
+SEED_SUMMARY_PERCENT = ["mean value", "SD across seeds"]
+
+
+def seed_summary_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """:func:`~fkr_kedro.analysis.seeds.seed_summary` for the report (changes in points)."""
+    table = pd.DataFrame({
+        "variant": summary["variant_group"], "metric": summary["metric"].map(DRAW_METRICS).fillna(summary["metric"]),
+        "seeds": summary["seeds"], "draws": summary["draws"],
+        "mean value": summary["value_mean"], "SD across seeds": summary["value_sd_across_seeds"],
+        "mean change (points)": 100 * summary["delta_mean"], "CI low (points)": 100 * summary["delta_ci_low"],
+        "CI high (points)": 100 * summary["delta_ci_high"], "Holm p": summary["p_holm"], "across seeds": summary["change"],
+        "each seed": summary["per_seed_delta"], "seeds with a loss": summary["seeds_with_loss"],
+    })
+    return table.set_index(["variant", "metric"])
+
+
+def seed_rankings_table(rankings: pd.DataFrame) -> pd.DataFrame:
+    table = pd.DataFrame({
+        "a": rankings["variant_a"], "b": rankings["variant_b"],
+        "metric": rankings["metric"].map(DRAW_METRICS).fillna(rankings["metric"]),
+        "b - a in each seed": rankings["per_seed_delta"], "mean b - a (points)": 100 * rankings["delta_mean"],
+        "CI low (points)": 100 * rankings["delta_ci_low"], "CI high (points)": 100 * rankings["delta_ci_high"],
+        "t-test p": rankings["p_value"], "seeds b > a": rankings["seeds_b_above_a"],
+        "seeds a > b": rankings["seeds_a_above_b"], "same sign every seed": rankings["same_sign_in_every_seed"],
+    })
+    return table.set_index(["a", "b", "metric"])
+
+
+def variance_components_table(components: pd.DataFrame) -> pd.DataFrame:
+    def squared_points(values: pd.Series, truncated: pd.Series | None = None) -> pd.Series:
+        text = (10_000 * values).map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
+        return text.where(~truncated, "0*") if truncated is not None else text
+
+    table = pd.DataFrame({
+        "variant": components["variant_group"],
+        "metric": components["metric"].map(DRAW_METRICS).fillna(components["metric"]),
+        "seeds": components["seeds"], "draws": components["draws"],
+        "mean change (points)": 100 * components["delta_mean"],
+        "prompts": squared_points(components["prompts"]),
+        "calibration": squared_points(components["calibration"], components["calibration_truncated"]),
+        "seed": squared_points(components["seed"], components["seed_truncated"]),
+        "share prompts": components["share_prompts"].map(lambda v: "" if pd.isna(v) else f"{100 * v:.0f}%"),
+        "share calibration": components["share_calibration"].map(lambda v: "" if pd.isna(v) else f"{100 * v:.0f}%"),
+        "share seed": components["share_seed"].map(lambda v: "" if pd.isna(v) else f"{100 * v:.0f}%"),
+    })
+    return table.set_index(["variant", "metric"])

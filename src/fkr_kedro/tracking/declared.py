@@ -144,9 +144,12 @@ def log_saved(
     data: Any,
     variant: str | None,
     path: Path | None,
+    prefix: str | None = None,
 ) -> None:
     """Log what ``declaration`` declares for the data just saved: ``variant`` is the variant
-    namespace the dataset lives in (None outside one), ``path`` where it wrote (absolute)."""
+    namespace the dataset lives in (None outside one), ``path`` where it wrote (absolute);
+    ``prefix`` (a further training seed's namespace) goes before the metric keys and artifact
+    folders logged on the parent run, so two seeds' tables never overwrite each other."""
     name = declaration.dataset
     if declaration.metric:
         numbers = flat_numbers(data)
@@ -155,6 +158,8 @@ def log_saved(
                 f"{name} is declared `{TRACKING_KEY}: metric` in the catalog, but the data saved is "
                 f"{_describe(data)}, not a flat dict of numbers: fix the node's output or the entry's metadata"
             )
+        if prefix:
+            numbers = {f"{prefix}.{key}": value for key, value in numbers.items()}
         runs.log_metrics(numbers, variant=variant)
     if declaration.curve_prefix is not None:
         if not isinstance(data, pd.DataFrame) or not set(_LAYER_COLUMNS) <= set(data.columns):
@@ -165,7 +170,7 @@ def log_saved(
             )
         curves = layer_histories(data, prefix=declaration.curve_prefix, skip_metrics=LAYER_TABLE_COUNTS)
         for table_variant, variant_curves in curves.items():
-            runs.log_histories(table_variant, variant_curves)
+            runs.log_histories(f"{prefix}.{table_variant}" if prefix else table_variant, variant_curves)
     if declaration.artifact_path is not None:
         if path is None or not path.exists():
             raise TrackingDeclarationError(
@@ -173,6 +178,8 @@ def log_saved(
                 f"at {path}: a versioned or remote dataset cannot be logged this way; remove the declaration"
             )
         folder, _ = artifact_location(declaration, path)
+        if prefix:
+            folder = f"{prefix}/{folder}".rstrip("/")
         runs.log_artifact(path, folder or None)
         if variant is not None:
             runs.log_artifact(path, folder or None, variant=variant)

@@ -18,7 +18,8 @@ from fkr_kedro.pipelines.wiring import by_namespace
 from fkr_kedro.reporting import figures
 from fkr_kedro.reporting.describe import describe_dataset, describe_model
 from fkr_kedro.reporting.findings import (
-    DRAW_SPREAD_PERCENT, ReportSettings, draw_spread_table, findings, summary_table,
+    DRAW_SPREAD_PERCENT, SEED_SUMMARY_PERCENT, ReportSettings, draw_spread_table, findings, seed_rankings_table, seed_sentences,
+    seed_summary_table, summary_table, variance_components_table,
 )
 from fkr_kedro.reporting.html import ReportFigure, Section, format_table, render
 from fkr_kedro.reporting.tables import StudyTables, draw_spread, headline
@@ -51,6 +52,32 @@ def plot_variant_layers(
     return _with_png(figures.variant_layers(variant, results, report.reference))
 
 
+def compare_training_seeds(
+    report: ReportSettings, seeds: dict[int, str | None] | None = None, **tables: pd.DataFrame,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Every training seed's ``recall_by_variant`` and ``variant_comparisons`` side by side
+    (:mod:`fkr_kedro.analysis.seeds`): the per-seed changes, their summary across seeds, the
+    method rankings per seed and the variance components. ``seeds``: ``{seed: namespace}``
+    (None for ``training.seed``, whose tables keep their own names); ``tables``: the tables
+    by catalog name (``recall_by_variant``, ``seed1.recall_by_variant`` ...)."""
+    from fkr_kedro.analysis import seeds as by_seed
+
+    def table(namespace: str | None, name: str) -> pd.DataFrame:
+        return tables[f"{namespace}.{name}" if namespace else name]
+
+    seeds = seeds or {}
+    recalls = {seed: table(ns, "recall_by_variant") for seed, ns in seeds.items()}
+    deltas = by_seed.seed_deltas(recalls)
+    groups = {name: group for recall in recalls.values() for name, group in zip(recall["variant"], recall["variant_group"])}
+    rankings = by_seed.seed_rankings({seed: table(ns, "variant_comparisons") for seed, ns in seeds.items()}, groups,
+                                     alpha=report.alpha)
+    return deltas, by_seed.seed_summary(deltas, report.alpha), rankings, by_seed.variance_components(deltas)
+
+
+def plot_seed_deltas(seed_deltas: pd.DataFrame, report: ReportSettings) -> tuple[Figure, bytes]:
+    return _with_png(figures.seed_deltas(seed_deltas, report))
+
+
 def _with_png(figure: Figure) -> tuple[Figure, bytes]:
     """The figure for its MatplotlibDataset (a PNG file kedro-viz previews) and the same
     figure as PNG bytes for the HTML report."""
@@ -78,13 +105,19 @@ def build_report(
     capacity_conclusion: dict | None = None,
     capacity_figure: Image | None = None,
     world_summary: dict | None = None,
+    training_seed: int = 0,
+    seed_summary: pd.DataFrame | None = None,
+    seed_rankings: pd.DataFrame | None = None,
+    variance_components: pd.DataFrame | None = None,
     **images: bytes,
 ) -> tuple[pd.DataFrame, str]:
     """The summary table and the HTML report. ``images`` are the PNGs the figure nodes drew:
     ``<figure>_png`` for each of :data:`~fkr_kedro.reporting.figures.FIGURES` and
     ``<variant>.layers_png`` per variant.
     ``missing_variants``: configured variants left out because their job did not succeed
-    (``kedro submit``); the report names them first."""
+    (``kedro submit``); the report names them first. ``seed_summary``, ``seed_rankings`` and
+    ``variance_components`` (:func:`compare_training_seeds`, with ``seed_deltas_png``) come
+    with several training seeds; ``training_seed``: ``training.seed`` (of a trained base model)."""
     results = StudyTables(recall_by_variant, probe_results, entrec_results, attribution_results, drift_results, cnst_results)
     summary = summary_table(results, report)
     chains = two_hop_prompts["split"].value_counts().to_dict() if "split" in two_hop_prompts else {}
@@ -114,6 +147,8 @@ def build_report(
         Section("What the numbers show", sentences=sentences),
         Section("Summary", tables=[("One row per variant; percentages are accuracies.", format_table(summary, percent))]),
         *_draws_section(results.recall, report.alpha),
+        _seeds_section(base_model, training_seed, seed_summary, seed_rankings, variance_components,
+                       images.pop("seed_deltas_png", None), report),
         Section(figures.RECALL, figures=cross.get(figures.RECALL, [])),
         Section(
             figures.KNOWLEDGE_BITS, sentences=knowledge_bits_sentences(recall_by_variant, report.reference),
@@ -151,6 +186,56 @@ def _draws_section(recall: pd.DataFrame, alpha: float) -> list[Section]:
         f"{ci_label(alpha)} over prompts. The summary above lists each draw as its own variant (<name>_draw1 ...).",
         format_table(table, DRAW_SPREAD_PERCENT),
     )])]
+
+
+def _seeds_section(
+    base_model: ModelSource, training_seed: int, summary: pd.DataFrame | None,
+    rankings: pd.DataFrame | None, components: pd.DataFrame | None, image: bytes | None, report: ReportSettings,
+) -> Section:
+    """Training seeds: with one trained model, what that leaves unmeasured; with several, the
+    changes across seeds (summary, rankings, variance components and the figure)."""
+    if summary is None:
+        if base_model.kind != "train":
+            sentence = (f"The base model is loaded ({base_model.kind}): one trained model. The changes above are this "
+                        "model's; how much they would move with another training run is not measured.")
+        else:
+            sentence = (f"One trained model (training seed {training_seed}): every interval above is over prompts (and "
+                        "calibration draws where listed); how much another training seed moves the changes is not "
+                        f"measured here. `{kedro_command('--params=training_seeds=[0 1 2]')}` (or conf/seeds) "
+                        "measures it.")
+        return Section("Training seeds", sentences=[sentence])
+    section = Section(
+        "Training seeds",
+        intro=(f"The study ran once per trained model (training_seeds). Per seed, each change against "
+               f"{report.reference} has its paired test on the same prompts (Holm within the seed); across seeds the "
+               f"unit is the trained model: the mean change with its {ci_label(report.alpha)} (Student's t, "
+               "seeds - 1 degrees of freedom, each seed's calibration draws averaged first)."),
+        sentences=seed_sentences(summary, rankings, components, report.alpha),
+    )
+    section.tables.append((
+        "Per variant and metric across training seeds (changes in points). Losses/gains: the seeds in which every "
+        "calibration draw's paired test (Holm within the seed) found one.",
+        format_table(seed_summary_table(summary), SEED_SUMMARY_PERCENT),
+    ))
+    if rankings is not None and not rankings.empty:
+        section.tables.append((
+            "Method pairs with the same bit width: b - a per seed (points), the mean with its t interval across seeds, "
+            "and in how many seeds the pair's paired tests ranked one above the other.",
+            format_table(seed_rankings_table(rankings)),
+        ))
+    if components is not None and not components.empty:
+        section.tables.append((
+            "Variance of each variant's change against the reference (points squared) split into prompts, calibration "
+            "draws and training seeds (method of moments; docs/statistics.md): NaN where the design cannot separate "
+            "a source (one draw a seed), 0* where the estimate was negative and set to 0.",
+            format_table(variance_components_table(components)),
+        ))
+    if image is not None:
+        section.figures.append(ReportFigure(
+            "Changes per training seed", image,
+            f"Each point: one variant in one training seed and calibration draw, against {report.reference} on the same "
+            f"prompts, with its paired {ci_label(report.alpha)}; black bars: the mean over seeds."))
+    return section
 
 
 def _variant_caption(variant: str, info: pd.DataFrame, reference: str) -> str:

@@ -6,9 +6,11 @@ from kedro.pipeline import Pipeline, node
 
 from fkr_kedro.pipelines.wiring import per_namespace
 from fkr_kedro.reporting.figures import FIGURES
-from fkr_kedro.run_config import active_variants, bind, missing_variants
+from fkr_kedro.run_config import (
+    MISSING_NAMESPACES_ENV, active_training_seeds, active_variants, bind, missing_variants, study_parameters,
+)
 
-from .nodes import build_report, plot_figure, plot_variant_layers
+from .nodes import build_report, compare_training_seeds, plot_figure, plot_seed_deltas, plot_variant_layers
 
 # The evaluate and probe pipelines' tables, under the names the nodes take them by.
 TABLES = ("recall_by_variant", "probe_results", "entrec_results", "attribution_results", "drift_results", "cnst_results")
@@ -27,8 +29,10 @@ CAPACITY = {
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    specs = active_variants()
+    params = study_parameters()
+    specs = active_variants(params)
     names = [spec.name for spec in specs]
+    seeds = seeds_pipeline(params)
     figures = Pipeline(
         [
             node(
@@ -45,7 +49,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     report = Pipeline(
         [
             node(
-                bind(build_report, missing_variants=missing_variants()),
+                bind(build_report, missing_variants=missing_variants(), training_seed=params.training.seed),
                 inputs={
                     **{table: table for table in TABLES},
                     "variant_comparisons": "variant_comparisons",
@@ -57,6 +61,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                     **CAPACITY,
                     **{f"{name}_png": f"{name}_png" for name in FIGURES},
                     **per_namespace(names, "layers_png"),
+                    **({name: name for name in ("seed_summary", "seed_rankings", "variance_components", "seed_deltas_png")}
+                       if seeds.nodes else {}),
                 },
                 outputs=["report_summary", "report_html"],
                 name="build_report",
@@ -64,7 +70,34 @@ def create_pipeline(**kwargs) -> Pipeline:
         ],
         tags=["report"],
     )
-    return figures + per_variant_nodes + report
+    return figures + per_variant_nodes + seeds + report
+
+
+def seeds_pipeline(params) -> Pipeline:
+    """With several training seeds (``training_seeds``): every seed's recall table and method
+    comparisons side by side, and their figure; empty with one. A seed whose Slurm task
+    failed (``FKR_MISSING_NAMESPACES``) is left out, and the summary says how many seeds it has."""
+    import os
+
+    missing = set(os.environ.get(MISSING_NAMESPACES_ENV, "").split())
+    further = {seed: ns for seed, ns in active_training_seeds(params).items() if ns not in missing}
+    if not further:
+        return Pipeline([])
+    seeds = {params.training.seed: None, **further}
+    tables = [f"{ns}.{name}" if ns else name for ns in seeds.values() for name in ("recall_by_variant", "variant_comparisons")]
+    return Pipeline(
+        [
+            node(
+                bind(compare_training_seeds, seeds=seeds),
+                inputs={"report": "params:report", **{table: table for table in tables}},
+                outputs=["seed_deltas", "seed_summary", "seed_rankings", "variance_components"],
+                name="compare_training_seeds",
+            ),
+            node(plot_seed_deltas, inputs={"seed_deltas": "seed_deltas", "report": "params:report"},
+                 outputs=["seed_deltas_plot", "seed_deltas_png"], name="plot_seed_deltas"),
+        ],
+        tags=["report"],
+    )
 
 
 def variant_pipeline(name: str, method: str) -> Pipeline:

@@ -4,6 +4,7 @@ not trained: it is loaded (a GGUF dequantized once) and measured the same way.""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pandas as pd
@@ -21,11 +22,15 @@ log = logging.getLogger(__name__)
 
 
 def train_model(
-    train_corpus: str, model_shape: ModelShape, training: TrainConfig, training_time: TrainingTime = TrainingTime()
+    train_corpus: str, model_shape: ModelShape, training: TrainConfig, training_time: TrainingTime = TrainingTime(),
+    seed: int | None = None,
 ) -> tuple[CausalLM, pd.DataFrame, dict]:
     """The base model, its training curve and what it was trained from
     (:func:`~fkr_kedro.modeling.train.training_fingerprint`: `kedro submit` skips the shared
-    job only when the configured training is the one recorded)."""
+    job only when the configured training is the one recorded). ``seed``: a training seed
+    other than ``training.seed`` (one of ``training_seeds``)."""
+    if seed is not None:
+        training = dataclasses.replace(training, seed=seed)
     statements = train_corpus.splitlines()
     tokenizer = build_word_tokenizer(statements)
     model, history = train_causal_lm(statements, tokenizer, model_shape, training, time_bound=training_time)

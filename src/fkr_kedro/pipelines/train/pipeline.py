@@ -3,19 +3,21 @@ or loaded from a local directory, the hub or a GGUF file (``dir``, ``hub``, ``gg
 
 from kedro.pipeline import Pipeline, node
 
-from fkr_kedro.run_config import study_parameters
+from fkr_kedro.run_config import bind, study_parameters
 
 from .nodes import measure_loaded_model, measure_trained_model, prepare_base_model, train_model
 
 PROMPTS = {"one_hop_prompts": "one_hop_prompts", "two_hop_prompts": "two_hop_prompts"}
 
 
-def create_pipeline(**kwargs) -> Pipeline:
+def create_pipeline(training_seed: int | None = None, **kwargs) -> Pipeline:
+    """The base model; ``training_seed`` (a further seed of ``training_seeds``) trains with
+    that seed instead of ``training.seed``."""
     if study_parameters().base_model.kind == "train":
         return Pipeline(
             [
                 node(
-                    train_model,
+                    bind(train_model, seed=training_seed) if training_seed is not None else train_model,
                     inputs={"train_corpus": "train_corpus", "model_shape": "params:model_shape", "training": "params:training",
                             "training_time": "params:training_time"},
                     outputs=["base_model@hf", "training_history", "base_model_training"],
