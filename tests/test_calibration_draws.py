@@ -9,6 +9,7 @@ import io
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 from kedro.framework.cli.utils import _split_params
 from safetensors.torch import load_file
 
@@ -125,8 +126,14 @@ def test_the_report_gives_the_spread_across_draws_beside_the_prompt_interval():
     assert 0.025 < row["ci_half_width"] < 0.045
     shown = draw_spread_table(spread)
     assert shown.loc[("g", "one-hop recall"), "range"] == pytest.approx(0.1)
+    # Cochran's Q on the same 400 prompts: the 40 prompts on which the draws disagree all go
+    # one way (k = 2: McNemar's chi-square without correction, 40 on 1 df).
+    assert row["draws_p_holm"] == pytest.approx(stats.chi2.sf(40, 1))
+    assert table.set_index("variant").loc[["fp", "rtn"], "draws_p_value"].isna().all()
     [sentence] = draw_spread_sentences(spread, 0.05)
-    assert "moves by more than the half-width" in sentence and "g (2 draws, 80.0-90.0%" in sentence
+    assert "the draws differ for g (2 draws, 80.0-90.0%, Holm p = 2.5e-10)" in sentence
+    same = draw_spread(table.assign(draws_p_holm=0.4))
+    assert "within the noise for g" in draw_spread_sentences(same, 0.05)[0]
     [section] = _draws_section(table, 0.05)  # the report's table
     [(caption, html)] = section.tables
     cells = pd.read_html(io.StringIO(html))[0].iloc[0].astype(str).tolist()

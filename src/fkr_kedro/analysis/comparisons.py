@@ -4,7 +4,9 @@
 (Wilson for correctness, percentile bootstrap for log-probabilities, over prompts) and the
 paired comparison with the reference variant on the same prompts (difference with a paired
 bootstrap interval, exact McNemar or Wilcoxon p-value (``test`` names which), Holm-adjusted across the study's
-variants per metric, and ``change``: ``loss``, ``gain`` or ``noise`` at the level ``alpha``).
+variants per metric, and ``change``: ``loss``, ``gain`` or ``noise`` at the level ``alpha``);
+a variant quantized in several calibration draws also carries the test of whether its draws
+differ on the same prompts (``draws_p_value``, ``draws_p_holm``: Cochran's Q).
 
 ``variant_comparisons`` holds the same paired comparison for every pair of variants with the
 same bit width, Holm-adjusted across all pairs per metric, so "method A keeps more than
@@ -21,7 +23,9 @@ import numpy as np
 import pandas as pd
 
 from ..quantization.variants import VariantSpec
-from .statistics import NAN_COMPARISON, NAN_ESTIMATE, StatisticsSettings, add_holm, estimate, paired, verdict
+from .statistics import (
+    NAN_COMPARISON, NAN_ESTIMATE, StatisticsSettings, add_holm, estimate, is_binary, paired, verdict,
+)
 
 # Metrics that also come per relation, as ``<metric>.<relation>``.
 PER_RELATION = ("one_hop.accuracy", "stored_bits")
@@ -96,6 +100,42 @@ def recall_table(
         verdict(row, row["p_holm"], settings.alpha) if not math.isnan(row["p_value"]) else None
         for _, row in table.iterrows()
     ]
+    return add_draw_tests(table, specs, values)
+
+
+def add_draw_tests(table: pd.DataFrame, specs: Sequence[VariantSpec], values: Mapping[str, Mapping[str, pd.Series]]
+                   ) -> pd.DataFrame:
+    """``draws_p_value`` on the rows of every variant quantized in more than one calibration
+    draw: do its draws differ on the same prompts? Cochran's Q over the draws' per-prompt
+    correctness (statsmodels; 0/1 metrics only, NaN otherwise), the same value on each draw's
+    row; ``draws_p_holm``: Holm-adjusted across the variants of a metric."""
+    from statsmodels.stats.contingency_tables import cochrans_q
+
+    groups: dict[str, list[str]] = {}
+    for spec in specs:
+        if spec.name in values:
+            groups.setdefault(spec.variant_group, []).append(spec.name)
+    table = table.copy()
+    table["draws_p_value"] = np.nan
+    for names in (n for n in groups.values() if len(n) > 1):
+        for key in values[names[0]]:
+            if not all(key in values[name] for name in names):
+                continue
+            both = pd.concat([values[name][key].rename(name) for name in names], axis=1, join="inner").dropna()
+            if both.empty or not all(is_binary(both[name].to_numpy()) for name in names):
+                continue
+            differs = both.nunique(axis=1) > 1
+            p = float(cochrans_q(both.to_numpy(dtype=int)).pvalue) if differs.any() else 1.0
+            metric, relation = split_metric(key)
+            rows = table["variant"].isin(names) & (table["metric"] == metric)
+            rows &= table["relation"].isna() if relation is None else table["relation"] == relation
+            table.loc[rows, "draws_p_value"] = p
+    # One test per variant and metric (each draw's row repeats it): adjust the first rows, spread back.
+    first = table.dropna(subset=["draws_p_value"]).drop_duplicates(["variant_group", "metric", "relation"])
+    adjusted = add_holm(first, by=["metric", "relation"], p_column="draws_p_value", out="draws_p_holm")
+    keyed = adjusted.set_index(["variant_group", "metric", "relation"])["draws_p_holm"]
+    index = pd.MultiIndex.from_frame(table[["variant_group", "metric", "relation"]])
+    table["draws_p_holm"] = keyed.reindex(index).to_numpy() if len(keyed) else np.nan
     return table
 
 

@@ -213,7 +213,7 @@ def draw_spread_table(spread: pd.DataFrame) -> pd.DataFrame:
         "metric": spread["metric"].map(DRAW_METRICS).fillna(spread["metric"]),
         "draws": spread["draws"], "seeds": spread["seeds"], "lowest": spread["min"], "highest": spread["max"],
         "range": spread["range"], "SD across draws": spread["sd"],
-        "prompt interval half-width": spread["ci_half_width"],
+        "prompt interval half-width": spread["ci_half_width"], "draws differ: Holm p": spread["draws_p_holm"],
     })
     return table.set_index(["variant", "metric"])
 
@@ -222,31 +222,34 @@ DRAW_SPREAD_PERCENT = ["lowest", "highest", "range", "SD across draws", "prompt 
 
 
 def draw_spread_sentences(spread: pd.DataFrame, alpha: float) -> list[str]:
-    """Per headline metric: the variants whose values across calibration draws span more than
-    the half-width of one draw's interval over prompts (so another draw moves the value more
-    than the prompts' noise does), and those within it."""
+    """Per headline metric: the variants whose calibration draws differ on the same prompts
+    (Cochran's Q, Holm across variants, at ``alpha``) and those whose draws are within the
+    noise, each with its values' span across draws (descriptive)."""
     out = []
     for metric, label in DRAW_METRICS.items():
         rows = spread[spread["metric"] == metric]
         if rows.empty:
             continue
-        above = rows[rows["range"] > rows["ci_half_width"]]
-        within = rows[~(rows["range"] > rows["ci_half_width"])]
+        tested = rows["draws_p_holm"].notna()
+        differ = rows[tested & (rows["draws_p_holm"] < alpha)]
+        within = rows[tested & ~(rows["draws_p_holm"] < alpha)]
+        untested = rows[~tested]
 
         def listed(part: pd.DataFrame) -> str:
-            return _names([f"{r.variant_group} ({int(r.draws)} draws, {100 * r.min:.1f}-{100 * r.max:.1f}%, range "
-                           f"{100 * r.range:.1f} points, SD {100 * r.sd:.1f}, half-width {100 * r.ci_half_width:.1f})"
+            return _names([f"{r.variant_group} ({int(r.draws)} draws, {100 * r.min:.1f}-{100 * r.max:.1f}%"
+                           + (f", Holm p = {r.draws_p_holm:.2g}" if not math.isnan(r.draws_p_holm) else "") + ")"
                            for r in part.itertuples()])
 
-        half_width = f"the half-width of one draw's {ci_label(alpha)} over prompts"
-        text = f"Across calibration draws, {label}"
-        if not above.empty:
-            text += (f" moves by more than {half_width} for {listed(above)}: for these the calibration draw "
-                     f"matters as much as the prompt sample")
+        text = f"Across calibration draws, {label} (Cochran's Q on the same prompts): "
+        parts = []
+        if not differ.empty:
+            parts.append(f"the draws differ for {listed(differ)}: for these the calibration sample changes the result")
         if not within.empty:
-            text += (f"; it stays within that half-width for {listed(within)}" if not above.empty
-                     else f" stays within {half_width} for {listed(within)}: the draw moves it less than the prompt "
-                     f"sample's noise")
+            parts.append(f"the draws are within the noise for {listed(within)}")
+        if not untested.empty:
+            parts.append(f"no test for {listed(untested)} (its recall table predates the test: rerun the evaluate "
+                         "pipeline)")
+        text += "; ".join(parts)
         out.append(text + ".")
     return out
 

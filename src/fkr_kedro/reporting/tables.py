@@ -44,14 +44,17 @@ def metric_interval(recall: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 # The headline metrics whose spread across calibration draws the report shows.
 DRAW_METRICS = {"one_hop.accuracy": "one-hop recall", "two_hop.held_out.accuracy": "two-hop held-out"}
-DRAW_SPREAD_COLUMNS = ["variant_group", "metric", "draws", "seeds", "min", "max", "range", "sd", "ci_half_width"]
+DRAW_SPREAD_COLUMNS = ["variant_group", "metric", "draws", "seeds", "min", "max", "range", "sd", "ci_half_width",
+                       "draws_p_holm"]
 
 
 def draw_spread(recall: pd.DataFrame, metrics: tuple[str, ...] = tuple(DRAW_METRICS)) -> pd.DataFrame:
     """Per variant measured in more than one calibration draw (``variant_group`` shared by
     several variants) and headline metric: the number of draws, their seeds, the lowest and
     highest value, the range, the standard deviation across draws (n - 1) and, beside them,
-    the mean half-width of the draws' own intervals over prompts (``ci_high - ci_low`` over 2).
+    the mean half-width of the draws' own intervals over prompts (``ci_high - ci_low`` over 2),
+    and the test of whether the draws differ on the same prompts (``draws_p_holm``: Cochran's
+    Q, Holm across variants; NaN in tables written before it existed).
     Empty (with these columns) when no variant has more than one draw."""
     rows = []
     if "variant_group" in recall:
@@ -71,6 +74,7 @@ def draw_spread(recall: pd.DataFrame, metrics: tuple[str, ...] = tuple(DRAW_METR
                     "seeds": ", ".join(str(int(s)) for s in seeds.dropna()),
                     "min": values.min(), "max": values.max(), "range": values.max() - values.min(),
                     "sd": values.std(ddof=1), "ci_half_width": float(half),
+                    "draws_p_holm": float(part["draws_p_holm"].iloc[0]) if "draws_p_holm" in part else float("nan"),
                 })
     return pd.DataFrame(rows, columns=DRAW_SPREAD_COLUMNS)
 

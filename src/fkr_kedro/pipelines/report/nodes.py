@@ -183,7 +183,8 @@ def _draws_section(recall: pd.DataFrame, alpha: float) -> list[Section]:
     return [Section("Calibration draws", tables=[(
         "Per calibrated variant quantized with more than one calibration draw (quantize.calibration_seeds): the "
         f"lowest and highest value across draws, their range and SD, beside the mean half-width of one draw's "
-        f"{ci_label(alpha)} over prompts. The summary above lists each draw as its own variant (<name>_draw1 ...).",
+        f"{ci_label(alpha)} over prompts (descriptive), and the test of whether the draws differ on the same prompts "
+        "(Cochran's Q, Holm across variants). The summary above lists each draw as its own variant (<name>_draw1 ...).",
         format_table(table, DRAW_SPREAD_PERCENT),
     )])]
 

@@ -1,0 +1,221 @@
+"""Training seeds (``training_seeds``): the study once per trained model, each further seed in
+its own namespace and folder; across seeds the report gives the mean change with its t
+interval, whether each ranking holds in every seed, and the variance split into prompts,
+calibration draws and seeds (fkr_kedro.analysis.seeds)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from kedro.framework.cli.utils import _split_params
+from scipy import stats
+
+from conftest import run_kedro
+from fkr_kedro.analysis.seeds import seed_deltas, seed_rankings, seed_summary, variance_components
+from fkr_kedro.parameters import ParameterError, validate_parameters
+from fkr_kedro.run_config import StudyConfigLoader, seed_catalog, training_seed_namespaces
+
+# `kedro run --params` as the shell passes it (kedro splits items at commas, so no commas).
+TWO_SEEDS = _split_params(None, None, "training_seeds=[0 1]")
+
+
+# ------------------------------------------------------------------ parameters and catalog
+def test_training_seeds_parse_from_the_command_line_and_refuse_repeats_and_loaded_models():
+    assert validate_parameters(TWO_SEEDS).training_seeds == [0, 1]
+    assert validate_parameters({"training_seeds": None}).training_seeds is None
+    with pytest.raises(ParameterError, match=r"training_seeds .*distinct training seeds"):
+        validate_parameters({"training_seeds": [1, 1]})
+    with pytest.raises(ParameterError, match=r"training_seeds .*base_model.kind: gguf.*set training_seeds: null"):
+        validate_parameters({"training_seeds": [0, 1], "base_model": {"kind": "gguf", "path": "m.gguf"}})
+    # A loaded model with one seed listed is still one model: allowed.
+    validate_parameters({"training_seeds": [0], "base_model": {"kind": "gguf", "path": "m.gguf"}})
+
+
+def test_the_seed_of_training_seed_keeps_the_study_names_and_the_others_get_namespaces():
+    assert training_seed_namespaces(([0, 1, 2], 0)) == {1: "seed1", 2: "seed2"}
+    assert training_seed_namespaces(([3, 0], 0)) == {3: "seed3"}
+    assert training_seed_namespaces(([1, 2], 0)) == {1: "seed1", 2: "seed2"}  # training.seed not listed
+    assert training_seed_namespaces((None, 0)) == {}
+
+
+def test_a_seed_catalog_moves_every_output_but_the_shared_world():
+    catalog = {
+        "train_corpus": {"type": "text.TextDataset", "filepath": "data/x/05_model_input/train_corpus.txt"},
+        "{variant}.model@variant": {"path": "data/x/06_models/variants/{variant}", "source": "data/x/06_models/base",
+                                    "corpus": "data/x/05_model_input/train_corpus.txt"},
+        "raw": {"filepath": "data/01_raw/TwoHopFact.csv"},
+        "_anchor": {"type": "pandas.CSVDataset"},
+    }
+    moved = seed_catalog(catalog, "seed1", "data/x")
+    assert moved["seed1.{variant}.model@variant"] == {
+        "path": "data/x/seed1/06_models/variants/{variant}", "source": "data/x/seed1/06_models/base",
+        "corpus": "data/x/05_model_input/train_corpus.txt",  # the world is shared by the seeds
+    }
+    assert moved["seed1.train_corpus"]["filepath"] == "data/x/05_model_input/train_corpus.txt"
+    assert moved["seed1.raw"]["filepath"] == "data/01_raw/TwoHopFact.csv"
+    assert "seed1._anchor" not in moved
+
+
+def test_the_catalog_holds_each_seed_copy_only_when_seeds_are_configured(kedro_project):
+    def catalog(params=None):
+        return StudyConfigLoader(str(kedro_project / "conf"), env="test", base_env="base", default_run_env="local",
+                                 runtime_params=params)["catalog"]
+
+    assert not any(name.startswith("seed1.") for name in catalog())
+    seeded = catalog(TWO_SEEDS)
+    assert seeded["seed1.recall_by_variant"]["filepath"] == "data/test/seed1/08_reporting/recall_by_variant.csv"
+    assert seeded["recall_by_variant"]["filepath"] == "data/test/08_reporting/recall_by_variant.csv"
+    assert seeded["seed1.base_model@hf"]["path"] == "data/test/seed1/06_models/base"
+
+
+# ------------------------------------------------------------------ across seeds, known answers
+def _recall(seed: int, rows: list[tuple]) -> pd.DataFrame:
+    """A recall table with the columns the evaluate pipeline writes: rows of (variant, group,
+    method, bits, metric, value, delta, delta_stderr, p_holm, change)."""
+    table = pd.DataFrame(rows, columns=["variant", "variant_group", "method", "bits", "metric", "value", "delta",
+                                        "delta_stderr", "p_holm", "change"])
+    table["relation"] = None
+    table["calibration_seed"] = pd.NA
+    table["ci_low"] = table["value"] - 0.01
+    table["ci_high"] = table["value"] + 0.01
+    table["delta_ci_low"] = table["delta"] - 0.02
+    table["delta_ci_high"] = table["delta"] + 0.02
+    reference = pd.DataFrame([{"variant": "fp", "variant_group": "fp", "method": "fp", "bits": None,
+                               "metric": "one_hop.accuracy", "value": 0.9, "delta": np.nan, "relation": None}])
+    return pd.concat([reference, table], ignore_index=True)
+
+
+def test_the_mean_change_across_seeds_is_students_t_over_the_seeds_with_draws_averaged_first():
+    m = "one_hop.accuracy"
+    recalls = {
+        0: _recall(0, [("q", "q", "gptq", 4, m, 0.8, -0.10, 0.01, 0.001, "loss"),
+                       ("q_draw1", "q", "gptq", 4, m, 0.7, -0.20, 0.01, 0.001, "loss")]),
+        1: _recall(1, [("q", "q", "gptq", 4, m, 0.8, -0.05, 0.01, 0.001, "loss"),
+                       ("q_draw1", "q", "gptq", 4, m, 0.8, -0.05, 0.01, 0.001, "loss")]),
+        2: _recall(2, [("q", "q", "gptq", 4, m, 0.9, -0.01, 0.01, 0.5, "noise"),
+                       ("q_draw1", "q", "gptq", 4, m, 0.9, -0.03, 0.01, 0.001, "loss")]),
+    }
+    deltas = seed_deltas(recalls)
+    assert len(deltas) == 6 and "fp" not in set(deltas["variant"])  # the reference compares nothing
+    row = seed_summary(deltas, alpha=0.05).iloc[0]
+    per_seed = np.array([-0.15, -0.05, -0.02])
+    t = stats.ttest_1samp(per_seed, 0.0)
+    interval = t.confidence_interval(0.95)
+    assert row["delta_mean"] == pytest.approx(per_seed.mean())
+    assert (row["delta_ci_low"], row["delta_ci_high"]) == pytest.approx((interval.low, interval.high))
+    assert row["p_value"] == pytest.approx(t.pvalue) and row["p_holm"] == pytest.approx(t.pvalue)  # one variant
+    assert row["seeds"] == 3 and row["draws"] == 2
+    # Seed 2 has one draw within the noise: a loss in every draw of 2 seeds, not of all 3.
+    assert row["seeds_with_loss"] == 2 and not row["loss_in_every_seed"]
+    assert row["per_seed_delta"] == "0: -15.0; 1: -5.0; 2: -2.0"
+    assert row["change"] == ("loss" if t.pvalue < 0.05 else "noise")
+
+
+def test_variance_components_recover_the_spread_they_were_drawn_with():
+    """delta_sd = mu + a_s + b_sd + e_sd, drawn with SDs 3, 2 and 1 points over 400 seeds x 3
+    draws: the method of moments returns the variances 9, 4 and 1 (squared points) within
+    sampling error, and with the stated prompt noise the shares follow."""
+    rng = np.random.default_rng(0)
+    seeds, draws = 400, 3
+    a = rng.normal(0, 0.03, seeds)
+    rows = []
+    for s in range(seeds):
+        for d in range(draws):
+            rows.append({"training_seed": s, "variant_group": "q", "method": "gptq", "bits": 4,
+                         "metric": "one_hop.accuracy", "delta": -0.05 + a[s] + rng.normal(0, 0.02) + rng.normal(0, 0.01),
+                         "delta_stderr": 0.01, "change": "loss"})
+    row = variance_components(pd.DataFrame(rows)).iloc[0]
+    assert row["prompts"] == pytest.approx(1e-4)
+    assert row["calibration"] == pytest.approx(4e-4, rel=0.15)
+    assert row["seed"] == pytest.approx(9e-4, rel=0.2)
+    assert row["share_prompts"] + row["share_calibration"] + row["share_seed"] == pytest.approx(1.0)
+    assert row["delta_mean"] == pytest.approx(-0.05, abs=0.005)
+
+
+def test_variance_components_say_what_the_design_cannot_separate():
+    """One draw a seed (a method without calibration): no calibration component; a spread
+    smaller than the prompt noise: the seed component is 0, flagged as truncated."""
+    rows = [{"training_seed": s, "variant_group": "r", "method": "rtn", "bits": 4, "metric": "one_hop.accuracy",
+             "delta": d, "delta_stderr": 0.05, "change": "noise"} for s, d in enumerate([-0.01, 0.0, 0.01])]
+    row = variance_components(pd.DataFrame(rows)).iloc[0]
+    assert math.isnan(row["calibration"]) and math.isnan(row["share_calibration"])
+    assert row["seed"] == 0.0 and row["seed_truncated"]
+    assert row["prompts"] == pytest.approx(0.0025) and row["share_prompts"] == 1.0
+
+
+def test_a_ranking_holds_only_when_every_seed_ranks_the_same_side_above():
+    def comparisons(delta_awq_vs_gptq: float, change: str) -> pd.DataFrame:
+        return pd.DataFrame([{"bits": 4, "variant_a": "gptq", "variant_b": "awq", "metric": "one_hop.accuracy",
+                              "relation": None, "delta": delta_awq_vs_gptq, "change": change}])
+
+    held = seed_rankings({0: comparisons(0.1, "b > a"), 1: comparisons(0.2, "b > a")}, {})
+    assert held.iloc[0]["holds_in_every_seed"] and held.iloc[0]["same_sign_in_every_seed"]
+    assert held.iloc[0]["seeds_b_above_a"] == 2
+    flipped = seed_rankings({0: comparisons(0.1, "b > a"), 1: comparisons(-0.02, "noise")}, {})
+    assert not flipped.iloc[0]["holds_in_every_seed"] and not flipped.iloc[0]["same_sign_in_every_seed"]
+
+
+# ------------------------------------------------------------------ the study with two seeds
+def test_two_training_seeds_run_the_study_twice_and_the_report_sets_them_side_by_side(kedro_project, monkeypatch):
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("FKR_MLFLOW_PARENT_RUN_ID", raising=False)
+    run_kedro(kedro_project, None, env="test", params={**TWO_SEEDS, "training": {"steps": 40}})
+    data = kedro_project / "data" / "test"
+    main, seed1 = data / "06_models", data / "seed1" / "06_models"
+    assert json.loads((main / "base_training.json").read_text())["training"]["seed"] == 0
+    assert json.loads((seed1 / "base_training.json").read_text())["training"]["seed"] == 1
+    assert (main / "base" / "model.safetensors").read_bytes() != (seed1 / "base" / "model.safetensors").read_bytes()
+    assert not (data / "seed1" / "05_model_input").exists()  # the world and prompts are shared
+
+    recalls = {seed: pd.read_csv(folder / "08_reporting" / "recall_by_variant.csv")
+               for seed, folder in ((0, data), (1, data / "seed1"))}
+    summary = pd.read_csv(data / "08_reporting" / "seed_summary.csv")
+    assert set(summary["variant_group"]) == {"bnb_int8", "bnb_nf4", "gptq_w4_g32", "rtn_w2_g32"}  # conf/test's, but fp
+    assert set(summary["seeds"]) == {2}
+    for row in summary.itertuples():
+        expected = np.mean([r.loc[(r["variant"] == row.variant_group) & (r["metric"] == row.metric)
+                                  & r["relation"].isna(), "delta"].iloc[0] for r in recalls.values()])
+        assert row.delta_mean == pytest.approx(expected)
+    assert (data / "08_reporting" / "variance_components.csv").is_file()
+    assert (data / "08_reporting" / "figures" / "seed_deltas.png").is_file()
+    report = (data / "08_reporting" / "report.html").read_text()
+    assert "<h2>Training seeds</h2>" in report and "across 2 training seeds" in report
+
+    # MLflow: one nested run per variant of each trained model; a seed's study-level metrics
+    # are its own keys on the parent run.
+    client = mlflow.MlflowClient(f"sqlite:///{kedro_project / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    nested = {r.data.tags.get("mlflow.runName"): r for r in runs if "mlflow.parentRunId" in r.data.tags}
+    assert {"gptq_w4_g32", "seed1.gptq_w4_g32", "seed1.fp"} <= set(nested)
+    assert nested["seed1.gptq_w4_g32"].data.params["training_seed"] == "1"
+    assert nested["gptq_w4_g32"].data.params["training_seed"] == "0"
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    assert "seed1.one_hop.accuracy" in parent.data.metrics and "one_hop.accuracy" in parent.data.metrics
+    assert parent.data.metrics["seed1.one_hop.accuracy"] == pytest.approx(
+        json.loads((data / "seed1" / "08_reporting" / "training_metrics.json").read_text())["one_hop.accuracy"])
+
+
+def test_a_training_seed_tag_selects_that_seeds_whole_study(kedro_project):
+    from kedro.framework.startup import bootstrap_project
+
+    from fkr_kedro.pipeline_registry import register_pipelines
+    from fkr_kedro.run_config import set_active_config_loader
+
+    bootstrap_project(kedro_project)
+    set_active_config_loader(StudyConfigLoader(str(kedro_project / "conf"), env="test", base_env="base",
+                                               default_run_env="local", runtime_params=TWO_SEEDS))
+    default = register_pipelines()["__default__"]
+    one = default.only_nodes_with_tags("training_seed_1")
+    assert {n.namespace.split(".")[0] for n in one.nodes} == {"seed1"}
+    assert {"seed1.train_model", "seed1.gptq_w4_g32.quantize", "seed1.tabulate_variants"} <= {n.name for n in one.nodes}
+    main = default.only_nodes_with_tags("training_seed_0")
+    assert {"train_model", "gptq_w4_g32.quantize", "tabulate_variants"} <= {n.name for n in main.nodes}
+    assert not any(n.name.startswith("seed1.") for n in main.nodes)
+    # The comparison across seeds is the report's, in no seed's study.
+    assert "compare_training_seeds" in {n.name for n in default.nodes} - {n.name for n in one.nodes + main.nodes}
