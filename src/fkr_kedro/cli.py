@@ -347,7 +347,7 @@ def _parent_run(project: Path, env: str, names: list[str], uri: str, experiment:
 def _submit(project, env, names, kedro_args, plan, todo, slurm, uri, experiment, dry_run) -> None:
     import time
 
-    from .run_config import active_variants
+    from .run_config import active_training_seeds, active_variants
     from .scaleout import SlurmError, cancel_jobs, check_slurm, render_script, submit_script
 
     graph = plan["graph"]
@@ -411,6 +411,9 @@ def _submit(project, env, names, kedro_args, plan, todo, slurm, uri, experiment,
     every: list[str] = []  # every job id, the final job's too
     variants = {spec.name for spec in active_variants(plan["params"])}
     study_variants = [n for n in [*graph.first, *graph.array] if n in variants]
+    # A further training seed's task holds one nested run per variant (seed<k>.<variant>).
+    seed_tasks = set(active_training_seeds(plan["params"]).values())
+    study_variants += [f"{ns}.{v}" for ns in graph.array if ns in seed_tasks for v in sorted(variants)]
     submitted_at = int(time.time() * 1000)
     for script in scripts:
         path = log_dir / f"{script.kind}.sbatch"
@@ -418,6 +421,8 @@ def _submit(project, env, names, kedro_args, plan, todo, slurm, uri, experiment,
         if script.kind == "final":
             submitted = {n: ids["shared"] for n in graph.first if n in variants and "shared" in ids}
             submitted.update({n: f"{ids['variant']}_{i}" for i, n in enumerate(todo["array"]) if n in variants})
+            submitted.update({f"{n}.{v}": f"{ids['variant']}_{i}" for i, n in enumerate(todo["array"])
+                              if n in seed_tasks for v in sorted(variants)})
             record.write_text(json.dumps({
                 "parent_run_id": parent, "tracking_uri": uri, "jobs": ids, "array": todo["array"],
                 "variants": study_variants, "submitted": submitted, "submitted_at_ms": submitted_at,
