@@ -219,3 +219,16 @@ def test_a_training_seed_tag_selects_that_seeds_whole_study(kedro_project):
     assert not any(n.name.startswith("seed1.") for n in main.nodes)
     # The comparison across seeds is the report's, in no seed's study.
     assert "compare_training_seeds" in {n.name for n in default.nodes} - {n.name for n in one.nodes + main.nodes}
+
+
+def test_with_one_trained_model_the_report_says_what_is_not_measured():
+    from fkr_kedro.modeling.load import ModelSource
+    from fkr_kedro.pipelines.report.nodes import _seeds_section
+    from fkr_kedro.reporting.findings import ReportSettings
+
+    trained = _seeds_section(ModelSource(kind="train"), 3, None, None, None, None, ReportSettings())
+    assert trained.title == "Training seeds" and not trained.tables
+    assert trained.sentences[0].startswith("One trained model (training seed 3)")
+    assert "training_seeds=[0 1 2]" in trained.sentences[0]
+    loaded = _seeds_section(ModelSource(kind="gguf", path="m.gguf"), 0, None, None, None, None, ReportSettings())
+    assert loaded.sentences[0].startswith("The base model is loaded (gguf): one trained model")

@@ -162,6 +162,7 @@ class RunSummaryHook:
 
     REPORT = "report_html"
     RECALL = "recall_by_variant"
+    SEEDS = "seed_summary"  # several training seeds: their changes across seeds
 
     def __init__(self):
         self.repeats = REPEATS
@@ -238,6 +239,10 @@ class RunSummaryHook:
         if catalog is not None and self.REPORT in self._saved:
             if self.RECALL in catalog and catalog.exists(self.RECALL):
                 lines += headline_lines(catalog.load(self.RECALL), _reference())
+            if self.SEEDS in self._saved:
+                from ..reporting.findings import seed_headline
+
+                lines += seed_headline(catalog.load(self.SEEDS))
             lines.append(f"Report: {catalog_filepath(catalog, self.REPORT)}")
         elif catalog is not None:
             lines.append(written_lines(n for n in self._saved if persisted(catalog, n)) + " No report this run.")

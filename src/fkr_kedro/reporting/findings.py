@@ -592,6 +592,21 @@ def seed_sentences(summary: pd.DataFrame, rankings: pd.DataFrame | None, compone
 SEED_SUMMARY_PERCENT = ["mean value", "SD across seeds"]
 
 
+def seed_headline(summary: pd.DataFrame) -> list[str]:
+    """The run summary's lines for several training seeds: per headline metric, the variants
+    whose mean change across seeds is a loss or gain by the t-test over seeds (Holm)."""
+    out = []
+    for metric, label in DRAW_METRICS.items():
+        rows = summary[summary["metric"] == metric]
+        if rows.empty:
+            continue
+        changed = rows[rows["change"].isin(["loss", "gain"])]
+        listed = _names([f"{r.variant_group} {100 * r.delta_mean:+.1f}" for r in changed.itertuples()]) or "none"
+        out.append(f"{label} across {int(rows['seeds'].max())} training seeds, changes beyond the seed-to-seed noise "
+                   f"(points): {listed}")
+    return out
+
+
 def seed_summary_table(summary: pd.DataFrame) -> pd.DataFrame:
     """:func:`~fkr_kedro.analysis.seeds.seed_summary` for the report (changes in points)."""
     table = pd.DataFrame({
