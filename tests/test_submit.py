@@ -170,11 +170,11 @@ def test_dry_run_of_the_paper_env_asks_one_gpu_per_variant_task_without_a_gpu(tm
     assert "nothing submitted" in out and not (project / "logs" / "slurm" / "paper" / "study.json").exists()
 
 
-def _dry_run_scripts(tmp_path, pipeline: str):
-    """`kedro submit --env=test --pipelines=<pipeline> --dry-run` on a copy of the project:
+def _dry_run_scripts(tmp_path, pipeline: str, env: str = "test"):
+    """`kedro submit --env=<env> --pipelines=<pipeline> --dry-run` on a copy of the project:
     the project folder, and the printed variant (array) and report sbatch scripts."""
     project = copy_project(tmp_path / "project")
-    result = kedro(project, "submit", "--env=test", f"--pipelines={pipeline}", "--dry-run")
+    result = kedro(project, "submit", f"--env={env}", f"--pipelines={pipeline}", "--dry-run")
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-5000:]
     return project, out.split("# ---- variant.sbatch ----")[1].split("# ----")[0], out.split("# ---- report.sbatch ----")[1]
@@ -192,6 +192,19 @@ def test_the_scaling_sweep_is_one_array_task_per_model_size(tmp_path):
     assert f"NAMESPACES=({' '.join(namespace(size) for size in sizes)})" in variant
     from_nodes = re.search(r"--from-nodes=(\S+)", report).group(1).split(",")
     assert "fit_scaling_laws" in from_nodes and "summarize_scaling_training" in from_nodes
+
+
+@pytest.mark.slow
+def test_each_further_training_seed_is_one_array_task_and_the_report_compares_the_seeds(tmp_path):
+    """conf/seeds: the first seed's variants one task each (fp first, in the shared job), each
+    further seed's whole study (its model and every variant) one task; the report job after them."""
+    project, variant, report = _dry_run_scripts(tmp_path, "__default__", env="seeds")
+    namespaces = re.search(r"NAMESPACES=\((.*)\)", variant).group(1).split()
+    assert namespaces[-2:] == ["seed1", "seed2"] and "fp" not in namespaces
+    assert "gptq_w4_g32_draw2" in namespaces and not any(n.startswith("seed0") for n in namespaces)
+    assert f"#SBATCH --array=0-{len(namespaces) - 1}" in variant
+    # The report job runs from the first seed's tables on; the comparison across seeds is downstream.
+    assert "tabulate_variants" in re.search(r"--from-nodes=(\S+)", report).group(1).split(",")
 
 
 @pytest.mark.slow
