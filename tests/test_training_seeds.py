@@ -48,6 +48,10 @@ def test_a_seed_catalog_moves_every_output_but_the_shared_world():
         "{variant}.model@variant": {"path": "data/x/06_models/variants/{variant}", "source": "data/x/06_models/base",
                                     "corpus": "data/x/05_model_input/train_corpus.txt"},
         "raw": {"filepath": "data/01_raw/TwoHopFact.csv"},
+        "{variant}.one_hop_scores": {"filepath": "data/x/07_model_output/{variant}/s.parquet",
+                                     "rebuild": "--pipeline=evaluate --namespaces={variant}"},
+        "recall_by_variant": {"filepath": "data/x/08_reporting/r.csv", "rebuild": "--pipeline=evaluate"},
+        "one_hop_prompts": {"filepath": "data/x/05_model_input/p.parquet", "rebuild": "--pipeline=data_prep"},
         "_anchor": {"type": "pandas.CSVDataset"},
     }
     moved = seed_catalog(catalog, "seed1", "data/x")
@@ -58,6 +62,10 @@ def test_a_seed_catalog_moves_every_output_but_the_shared_world():
     assert moved["seed1.train_corpus"]["filepath"] == "data/x/05_model_input/train_corpus.txt"
     assert moved["seed1.raw"]["filepath"] == "data/01_raw/TwoHopFact.csv"
     assert "seed1._anchor" not in moved
+    # Rebuild hints name the seed's own nodes; the shared world's stay as they are.
+    assert moved["seed1.{variant}.one_hop_scores"]["rebuild"] == "--pipeline=evaluate --namespaces=seed1.{variant}"
+    assert moved["seed1.recall_by_variant"]["rebuild"] == "--pipeline=evaluate --namespaces=seed1"
+    assert moved["seed1.one_hop_prompts"]["rebuild"] == "--pipeline=data_prep"
 
 
 def test_the_catalog_holds_each_seed_copy_only_when_seeds_are_configured(kedro_project):

@@ -102,7 +102,16 @@ def seed_catalog(catalog: dict, namespace: str, root: str) -> dict:
                 return f"{root}/{namespace}/{rest}"
         return value
 
-    return {f"{namespace}.{name}": moved(entry) for name, entry in catalog.items() if not name.startswith("_")}
+    def rebuilt(entry):
+        # The rebuild hint of a moved file names the seed's nodes (``--namespaces=seed1.<variant>``).
+        if not isinstance(entry, dict) or not isinstance(entry.get("rebuild"), str) or moved(entry) == entry:
+            return moved(entry)
+        hint = entry["rebuild"]
+        hint = (hint.replace("--namespaces=", f"--namespaces={namespace}.") if "--namespaces=" in hint
+                else f"{hint} --namespaces={namespace}")
+        return {**moved(entry), "rebuild": hint}
+
+    return {f"{namespace}.{name}": rebuilt(entry) for name, entry in catalog.items() if not name.startswith("_")}
 
 
 def set_active_config_loader(loader: AbstractConfigLoader | None) -> None:
