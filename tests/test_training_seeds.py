@@ -168,6 +168,7 @@ def test_a_ranking_holds_only_when_every_seed_ranks_the_same_side_above():
 
 
 # ------------------------------------------------------------------ the study with two seeds
+@pytest.mark.slow
 def test_two_training_seeds_run_the_study_twice_and_the_report_sets_them_side_by_side(kedro_project, monkeypatch):
     import mlflow
 

@@ -134,7 +134,7 @@ class MlflowVariantHook:
         runs = {(f"{ns}.{spec.name}" if ns else spec.name): (spec, seed) for seed, ns in seeds.items() for spec in specs}
         self._variants = set(runs)
         self._seed_namespaces = {ns for ns in seeds.values() if ns}
-        in_pipeline = {self._split(n.namespace + ".")[0] for n in pipeline.nodes if n.namespace}
+        in_pipeline = {self._split(f"{n.namespace}.node")[0] for n in pipeline.nodes if n.namespace}
         studied = [key for key in runs if key in in_pipeline]
         pipelines = run_params.get("pipeline_names") or [run_params.get("pipeline_name") or "__default__"]
         if isinstance(pipelines, str):
@@ -182,15 +182,14 @@ class MlflowVariantHook:
         """``(variant namespace, training-seed namespace, the rest)`` of a node or dataset name:
         ``seed1.gptq_w4_g32.recall_metrics`` -> (``seed1.gptq_w4_g32``, ``seed1``,
         ``recall_metrics``); ``seed1.recall_by_variant`` -> (None, ``seed1``, ``recall_by_variant``)."""
-        seed, local = None, name
-        head, _, rest = name.partition(".")
-        if rest and head in self._seed_namespaces:
-            seed, local = head, rest
-        head, _, rest = local.partition(".")
-        key = f"{seed}.{head}" if seed else head
-        if rest and key in self._variants:
-            return key, seed, rest
-        return None, seed, local
+        parts = name.split(".")
+        seed = parts[0] if len(parts) > 1 and parts[0] in self._seed_namespaces else None
+        rest = parts[1:] if seed else parts
+        if len(rest) > 1:
+            key = f"{seed}.{rest[0]}" if seed else rest[0]
+            if key in self._variants:
+                return key, seed, ".".join(rest[1:])
+        return None, seed, ".".join(rest)
 
     @hook_impl
     def before_node_run(self, node) -> None:
