@@ -167,6 +167,28 @@ def test_a_ranking_holds_only_when_every_seed_ranks_the_same_side_above():
     assert not flipped.iloc[0]["holds_in_every_seed"] and not flipped.iloc[0]["same_sign_in_every_seed"]
 
 
+def test_a_ranking_across_seeds_is_the_t_test_on_the_per_seed_differences_holm_adjusted_across_pairs():
+    """Two pairs over three seeds: a consistent +10-12 points (b above a in every seed, though
+    no seed's own test says so) and one that flips; Holm doubles the smaller p."""
+    def seed(consistent: float, flipping: float) -> pd.DataFrame:
+        return pd.DataFrame([
+            {"bits": 3, "variant_a": "rtn", "variant_b": "hqq", "metric": "one_hop.accuracy", "relation": None,
+             "delta": consistent, "change": "noise"},
+            {"bits": 3, "variant_a": "rtn", "variant_b": "gptq_draw1", "metric": "one_hop.accuracy", "relation": None,
+             "delta": flipping, "change": "noise"},
+        ])
+
+    table = seed_rankings({0: seed(0.10, 0.1), 1: seed(0.11, -0.1), 2: seed(0.12, 0.05)}, {"gptq_draw1": "gptq"})
+    steady, mixed = table.iloc[0], table.iloc[1]
+    assert (mixed["variant_b"], steady["seeds_b_above_a"]) == ("gptq", 0)  # the draw's group; no seed's test
+    p_steady = stats.ttest_1samp([0.10, 0.11, 0.12], 0.0).pvalue
+    p_mixed = stats.ttest_1samp([0.1, -0.1, 0.05], 0.0).pvalue
+    assert steady["p_value"] == pytest.approx(p_steady) and steady["p_holm"] == pytest.approx(2 * p_steady)
+    assert mixed["p_holm"] == pytest.approx(max(p_mixed, 2 * p_steady))
+    assert (steady["change"], mixed["change"]) == ("b > a", "noise")
+    assert steady["same_sign_in_every_seed"] and not steady["holds_in_every_seed"]
+
+
 # ------------------------------------------------------------------ the study with two seeds
 @pytest.mark.slow
 def test_two_training_seeds_run_the_study_twice_and_the_report_sets_them_side_by_side(kedro_project, monkeypatch):

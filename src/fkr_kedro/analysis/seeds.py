@@ -51,7 +51,7 @@ SUMMARY_COLUMNS = [
 ]
 RANKING_COLUMNS = [
     "bits", "variant_a", "variant_b", "metric", "seeds", "per_seed_delta", "delta_mean", "delta_ci_low",
-    "delta_ci_high", "p_value", "same_sign_in_every_seed", "seeds_b_above_a", "seeds_a_above_b",
+    "delta_ci_high", "p_value", "p_holm", "change", "same_sign_in_every_seed", "seeds_b_above_a", "seeds_a_above_b",
     "holds_in_every_seed",
 ]
 COMPONENT_COLUMNS = [
@@ -136,6 +136,8 @@ def seed_rankings(comparisons: Mapping[int, pd.DataFrame], groups: Mapping[str, 
     with its t interval across seeds, whether the sign is the same in every seed, and in how
     many seeds every draw combination's paired test (Holm-adjusted within the seed) ranked
     ``b`` above ``a`` or below. ``holds_in_every_seed``: one side ranked above in every seed.
+    ``p_holm``: the t-tests across seeds Holm-adjusted across the pairs of a metric;
+    ``change``: ``b > a``, ``a > b`` or ``noise`` across seeds at ``alpha``.
     ``groups``: each variant's ``variant_group`` (its name without the draw's suffix)."""
     parts = []
     for seed, table in comparisons.items():
@@ -162,7 +164,13 @@ def seed_rankings(comparisons: Mapping[int, pd.DataFrame], groups: Mapping[str, 
             "seeds_b_above_a": above, "seeds_a_above_b": below,
             "holds_in_every_seed": bool(above == len(seed_delta) or below == len(seed_delta)),
         })
-    return pd.DataFrame(rows, columns=RANKING_COLUMNS)
+    table = add_holm(pd.DataFrame(rows, columns=[c for c in RANKING_COLUMNS if c not in ("p_holm", "change")]),
+                     by=["metric"])
+    table["change"] = [
+        {"gain": "b > a", "loss": "a > b"}.get(verdict(pd.Series({"delta": row.delta_mean}), row.p_holm, alpha), "noise")
+        for row in table.itertuples()
+    ]
+    return table[RANKING_COLUMNS]
 
 
 def variance_components(deltas: pd.DataFrame) -> pd.DataFrame:

@@ -70,9 +70,10 @@ class TrainConfig:
     seed: int = 0
     log_every: PositiveInt = 100
     # hf: the transformers forward with attention mask and labels. packed: the same loss on
-    # real tokens only with fused products, 1.05-1.24x faster on CPU; not the default because
-    # its different float rounding moved the default's held-out composition from 33.4% to
-    # 23.8% (docs/performance.md), a change not yet understood.
+    # real tokens only with fused products, 1.05-1.24x faster on an idle CPU and slower beside
+    # a busy core; its final metrics over three seeds are indistinguishable from hf's
+    # (docs/results_performance.md, "The training-speed decision"), so hf stays the default
+    # for the documented figures' sake.
     loop: Literal["packed", "hf"] = "hf"
     # A completion-only loss: in a statement that contains this text, no token up to and
     # including its first occurrence is a target (the context is read, not learned);

@@ -565,9 +565,16 @@ def seed_sentences(summary: pd.DataFrame, rankings: pd.DataFrame | None, compone
             held = [f"{r.variant_b if r.seeds_b_above_a else r.variant_a} above "
                     f"{r.variant_a if r.seeds_b_above_a else r.variant_b}" for r in rows.itertuples() if r.holds_in_every_seed]
             flips = [f"{r.variant_a} vs {r.variant_b}" for r in rows.itertuples() if not r.same_sign_in_every_seed]
-            text = f"{label.capitalize()} rankings at equal bits: "
+            across = [f"{r.variant_b if r.change == 'b > a' else r.variant_a} above "
+                      f"{r.variant_a if r.change == 'b > a' else r.variant_b} ({100 * abs(r.delta_mean):.1f} points "
+                      f"[{100 * min(abs(r.delta_ci_low), abs(r.delta_ci_high)):.1f}, "
+                      f"{100 * max(abs(r.delta_ci_low), abs(r.delta_ci_high)):.1f}], Holm p = {r.p_holm:.2g})"
+                      for r in rows.itertuples() if r.change in ("b > a", "a > b")]
+            text = f"{label.capitalize()} rankings at equal bits ({len(rows)} pairs): "
             text += (f"{_names(held)} in every seed's paired tests" if held else "no ranking holds in every seed's paired tests")
-            text += f" ({len(rows)} pairs)." if not flips else f"; the sign flips between seeds for {_names(flips)}."
+            text += (f"; across seeds (t-test, Holm across pairs): {_names(across)}" if across
+                     else "; none across seeds (t-test, Holm across pairs)")
+            text += "." if not flips else f"; the sign flips between seeds for {_names(flips)}."
             out.append(text)
     if components is not None and not components.empty:
         for metric, label in DRAW_METRICS.items():
@@ -626,7 +633,7 @@ def seed_rankings_table(rankings: pd.DataFrame) -> pd.DataFrame:
         "metric": rankings["metric"].map(DRAW_METRICS).fillna(rankings["metric"]),
         "b - a in each seed": rankings["per_seed_delta"], "mean b - a (points)": 100 * rankings["delta_mean"],
         "CI low (points)": 100 * rankings["delta_ci_low"], "CI high (points)": 100 * rankings["delta_ci_high"],
-        "t-test p": rankings["p_value"], "seeds b > a": rankings["seeds_b_above_a"],
+        "Holm p": rankings["p_holm"], "across seeds": rankings["change"], "seeds b > a": rankings["seeds_b_above_a"],
         "seeds a > b": rankings["seeds_a_above_b"], "same sign every seed": rankings["same_sign_in_every_seed"],
     })
     return table.set_index(["a", "b", "metric"])
