@@ -187,6 +187,9 @@ def test_a_ranking_across_seeds_is_the_t_test_on_the_per_seed_differences_holm_a
     assert mixed["p_holm"] == pytest.approx(max(p_mixed, 2 * p_steady))
     assert (steady["change"], mixed["change"]) == ("b > a", "noise")
     assert steady["same_sign_in_every_seed"] and not steady["holds_in_every_seed"]
+    # The same difference in every seed leaves the seeds' spread unmeasured: no test, no finding.
+    same = seed_rankings({k: seed(-0.002, 0.1 * (-1) ** k) for k in range(3)}, {}).iloc[0]
+    assert math.isnan(same["p_value"]) and same["change"] == "noise" and same["delta_mean"] == pytest.approx(-0.002)
 
 
 # ------------------------------------------------------------------ the study with two seeds

@@ -80,12 +80,14 @@ def seed_deltas(recalls: Mapping[int, pd.DataFrame], metrics: tuple[str, ...] = 
 
 def _t_interval(values: np.ndarray, alpha: float) -> tuple[float, float, float]:
     """Student's t interval of the mean and the one-sample t-test's p-value (mean 0); NaN
-    below two values, and the value itself (p = 1) when every value is the same."""
+    below two values. When every value is the same (e.g. the same two prompts lost in each
+    seed) the spread between seeds is unmeasured, not zero: the interval is that value and
+    the test is not made (p NaN, so never a finding)."""
     values = values[~np.isnan(values)]
     if len(values) < 2:
         return math.nan, math.nan, math.nan
     if np.all(values == values[0]):
-        return float(values[0]), float(values[0]), 1.0 if values[0] == 0 else 0.0
+        return float(values[0]), float(values[0]), math.nan
     result = stats.ttest_1samp(values, 0.0)
     interval = result.confidence_interval(confidence_level=1 - alpha)
     return float(interval.low), float(interval.high), float(result.pvalue)
