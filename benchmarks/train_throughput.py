@@ -1,6 +1,6 @@
 """Training-loop throughput: steps/s, tokens/s and achieved GFLOP/s against the machine's
 fp32 matmul peak, measured in the same run, for each loop (``hf``: the transformers forward
-with attention mask and labels, the loop before; ``packed``: the default), 1 and 2 torch
+with attention mask and labels, the default; ``packed``: the option), 1 and 2 torch
 threads, with nothing else started ("idle") and under a one-core load (a busy
 ``yes > /dev/null`` this script starts and stops).
 
