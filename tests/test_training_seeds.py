@@ -266,3 +266,19 @@ def test_with_one_trained_model_the_report_says_what_is_not_measured():
     assert "training_seeds=[0 1 2]" in trained.sentences[0]
     loaded = _seeds_section(ModelSource(kind="gguf", path="m.gguf"), 0, None, None, None, None, ReportSettings())
     assert loaded.sentences[0].startswith("The base model is loaded (gguf): one trained model")
+
+
+def test_a_seed_whose_slurm_task_failed_is_named_and_left_out_of_the_comparison(kedro_project, monkeypatch):
+    from fkr_kedro.pipelines.report.pipeline import create_pipeline, missing_seeds
+    from fkr_kedro.run_config import MISSING_NAMESPACES_ENV, set_active_config_loader, study_parameters
+
+    set_active_config_loader(StudyConfigLoader(str(kedro_project / "conf"), env="test", base_env="base",
+                                               default_run_env="local",
+                                               runtime_params=_split_params(None, None, "training_seeds=[0 1 2]")))
+    assert "compare_training_seeds" in {n.name for n in create_pipeline().nodes}
+    monkeypatch.setenv(MISSING_NAMESPACES_ENV, "seed2 rtn_w2_g32")
+    assert missing_seeds(study_parameters()) == ["seed2"]
+    compare = next(n for n in create_pipeline().nodes if n.name == "compare_training_seeds")
+    assert not any(i.startswith("seed2.") for i in compare.inputs) and "seed1.recall_by_variant" in compare.inputs
+    monkeypatch.setenv(MISSING_NAMESPACES_ENV, "seed1 seed2")
+    assert "compare_training_seeds" not in {n.name for n in create_pipeline().nodes}

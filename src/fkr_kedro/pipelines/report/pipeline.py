@@ -49,7 +49,8 @@ def create_pipeline(**kwargs) -> Pipeline:
     report = Pipeline(
         [
             node(
-                bind(build_report, missing_variants=missing_variants(), training_seed=params.training.seed),
+                bind(build_report, missing_variants=missing_variants() + missing_seeds(params),
+                     training_seed=params.training.seed),
                 inputs={
                     **{table: table for table in TABLES},
                     "variant_comparisons": "variant_comparisons",
@@ -73,13 +74,21 @@ def create_pipeline(**kwargs) -> Pipeline:
     return figures + per_variant_nodes + seeds + report
 
 
-def seeds_pipeline(params) -> Pipeline:
-    """With several training seeds (``training_seeds``): every seed's recall table and method
-    comparisons side by side, and their figure; empty with one. A seed whose Slurm task
-    failed (``FKR_MISSING_NAMESPACES``) is left out, and the summary says how many seeds it has."""
+def missing_seeds(params) -> list[str]:
+    """The further training seeds' namespaces whose Slurm task did not succeed
+    (``FKR_MISSING_NAMESPACES``): the report names them with the missing variants."""
     import os
 
     missing = set(os.environ.get(MISSING_NAMESPACES_ENV, "").split())
+    return [ns for ns in active_training_seeds(params).values() if ns in missing]
+
+
+def seeds_pipeline(params) -> Pipeline:
+    """With several training seeds (``training_seeds``): every seed's recall table and method
+    comparisons side by side, and their figure; empty with one. A seed whose Slurm task
+    failed (``FKR_MISSING_NAMESPACES``) is left out: the report names it, and the summary says
+    how many seeds it has."""
+    missing = set(missing_seeds(params))
     further = {seed: ns for seed, ns in active_training_seeds(params).items() if ns not in missing}
     if not further:
         return Pipeline([])
