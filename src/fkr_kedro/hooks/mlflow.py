@@ -129,8 +129,10 @@ class MlflowVariantHook:
         params = study_parameters()
         specs = active_variants(params)
         # One nested run per variant of every trained model: ``<variant>`` for training.seed,
-        # ``seed<k>.<variant>`` for each further training seed (training_seeds).
-        seeds = {params.training.seed: None, **active_training_seeds(params)}
+        # ``seed<k>.<variant>`` for each further training seed (training_seeds). A loaded base
+        # model was not trained here: its runs record no training seed.
+        trained = params.base_model.kind == "train"
+        seeds = {params.training.seed if trained else None: None, **active_training_seeds(params)}
         runs = {(f"{ns}.{spec.name}" if ns else spec.name): (spec, seed) for seed, ns in seeds.items() for spec in specs}
         self._variants = set(runs)
         self._seed_namespaces = {ns for ns in seeds.values() if ns}
