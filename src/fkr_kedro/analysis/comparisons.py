@@ -170,11 +170,11 @@ def variant_comparisons(
     if not rows:
         return pd.DataFrame(columns=columns)
     table = add_holm(pd.DataFrame(rows), by=["metric", "relation"])
-    table["change"] = [_pair_verdict(row, settings.alpha) for _, row in table.iterrows()]
+    table["change"] = [pair_verdict(row, settings.alpha) for _, row in table.iterrows()]
     return table[columns]
 
 
-def _pair_verdict(row: pd.Series, alpha: float) -> str:
+def pair_verdict(row: pd.Series, alpha: float) -> str:
     """``b > a``, ``a > b`` or ``noise``: which of the pair keeps more, when the test says so."""
     change = verdict(row, row["p_holm"], alpha)
     return {"gain": "b > a", "loss": "a > b"}.get(change, "noise")

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .comparisons import pair_verdict
 from .statistics import add_holm, verdict
 
 # The headline changes compared across seeds: one-hop recall and latent composition.
@@ -98,6 +99,20 @@ def _seed_means(part: pd.DataFrame, column: str) -> pd.Series:
     return part.groupby("training_seed", sort=True)[column].mean()
 
 
+def _across_seeds(part: pd.DataFrame, alpha: float) -> tuple[pd.Series, pd.Series, dict]:
+    """What the summary and the rankings share for one row: each seed's mean ``delta``, each
+    seed's verdict (the draws' common ``change``, else ``mixed``) and the columns of the mean
+    across seeds (t interval, p, the per-seed text)."""
+    seed_delta = _seed_means(part, "delta")
+    verdicts = part.groupby("training_seed")["change"].agg(lambda c: c.iloc[0] if c.nunique() == 1 else "mixed")
+    low, high, p = _t_interval(seed_delta.to_numpy(dtype=float), alpha)
+    columns = {
+        "seeds": len(seed_delta), "delta_mean": float(seed_delta.mean()), "delta_ci_low": low, "delta_ci_high": high,
+        "p_value": p, "per_seed_delta": "; ".join(f"{seed}: {100 * d:+.1f}" for seed, d in seed_delta.items()),
+    }
+    return seed_delta, verdicts, columns
+
+
 def seed_summary(deltas: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     """Per variant (its calibration draws together) and metric, across training seeds: the
     mean value and its SD across seeds, the mean change against the reference with its t
@@ -107,19 +122,15 @@ def seed_summary(deltas: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     gain or noise across seeds at ``alpha``."""
     rows = []
     for (group, metric), part in deltas.groupby(["variant_group", "metric"], sort=False):
-        seed_delta = _seed_means(part, "delta")
+        seed_delta, verdicts, across = _across_seeds(part, alpha)
         seed_value = _seed_means(part, "value")
-        low, high, p = _t_interval(seed_delta.to_numpy(dtype=float), alpha)
-        verdicts = part.groupby("training_seed")["change"].agg(lambda c: c.iloc[0] if c.nunique() == 1 else "mixed")
         n_seeds = len(seed_delta)
         rows.append({
             "variant_group": group, "method": part["method"].iloc[0], "bits": part["bits"].iloc[0], "metric": metric,
-            "seeds": n_seeds, "draws": int(part.groupby("training_seed").size().max()),
+            **across, "draws": int(part.groupby("training_seed").size().max()),
             "value_mean": float(seed_value.mean()),
             "value_sd_across_seeds": float(seed_value.std(ddof=1)) if n_seeds > 1 else math.nan,
-            "delta_mean": float(seed_delta.mean()), "delta_ci_low": low, "delta_ci_high": high, "p_value": p,
             "delta_sd_across_seeds": float(seed_delta.std(ddof=1)) if n_seeds > 1 else math.nan,
-            "per_seed_delta": "; ".join(f"{seed}: {100 * d:+.1f}" for seed, d in seed_delta.items()),
             "seeds_with_loss": int((verdicts == "loss").sum()), "seeds_with_gain": int((verdicts == "gain").sum()),
             "loss_in_every_seed": bool((verdicts == "loss").all()), "confidence": 1 - alpha,
         })
@@ -153,15 +164,11 @@ def seed_rankings(comparisons: Mapping[int, pd.DataFrame], groups: Mapping[str, 
     table["group_b"] = table["variant_b"].map(lambda name: groups.get(name, name))
     rows = []
     for (bits, a, b, metric), part in table.groupby(["bits", "group_a", "group_b", "metric"], sort=False):
-        seed_delta = _seed_means(part, "delta")
-        low, high, p = _t_interval(seed_delta.to_numpy(dtype=float), alpha)
-        verdicts = part.groupby("training_seed")["change"].agg(lambda c: c.iloc[0] if c.nunique() == 1 else "mixed")
+        seed_delta, verdicts, across = _across_seeds(part, alpha)
         signs = np.sign(seed_delta.to_numpy())
         above, below = int((verdicts == "b > a").sum()), int((verdicts == "a > b").sum())
         rows.append({
-            "bits": bits, "variant_a": a, "variant_b": b, "metric": metric, "seeds": len(seed_delta),
-            "per_seed_delta": "; ".join(f"{seed}: {100 * d:+.1f}" for seed, d in seed_delta.items()),
-            "delta_mean": float(seed_delta.mean()), "delta_ci_low": low, "delta_ci_high": high, "p_value": p,
+            "bits": bits, "variant_a": a, "variant_b": b, "metric": metric, **across,
             "same_sign_in_every_seed": bool(len(signs) > 0 and signs[0] != 0 and np.all(signs == signs[0])),
             "seeds_b_above_a": above, "seeds_a_above_b": below,
             "holds_in_every_seed": bool(above == len(seed_delta) or below == len(seed_delta)),
@@ -169,8 +176,7 @@ def seed_rankings(comparisons: Mapping[int, pd.DataFrame], groups: Mapping[str, 
     table = add_holm(pd.DataFrame(rows, columns=[c for c in RANKING_COLUMNS if c not in ("p_holm", "change")]),
                      by=["metric"])
     table["change"] = [
-        {"gain": "b > a", "loss": "a > b"}.get(verdict(pd.Series({"delta": row.delta_mean}), row.p_holm, alpha), "noise")
-        for row in table.itertuples()
+        pair_verdict(pd.Series({"delta": row.delta_mean, "p_holm": row.p_holm}), alpha) for row in table.itertuples()
     ]
     return table[RANKING_COLUMNS]
 
