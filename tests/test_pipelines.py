@@ -48,6 +48,9 @@ def test_the_test_study_trains_quantizes_and_evaluates(tracked_study):
     # 300 steps on the tiny world learn something: the model beats the best constant guess
     # on the one-hop facts it was trained on (20 cities, 10 companies: chance <= 1/6).
     assert metrics["one_hop.accuracy"] > 0.3
+    # The threads that trained it are recorded: runtime.threads auto gives training the free
+    # cores, capped by OMP_NUM_THREADS (scripts/test.sh sets 1 unless told otherwise).
+    assert 1 <= metrics["train.torch_threads"] <= torch.get_num_threads()
 
     # Every variant of the test configuration was quantized and evaluated.
     table = pd.read_csv(kedro_project / TEST_DATA / "08_reporting/recall_by_variant.csv")

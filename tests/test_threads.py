@@ -77,3 +77,51 @@ def test_threads_hook_gives_a_small_base_model_one_thread_under_auto(tmp_path):
     finally:
         hook._restore()
     assert torch.get_num_threads() == initial
+
+
+@pytest.mark.parametrize(
+    "node, free, initial, expected",
+    [
+        ("train_model", 1.97, 2, 2),  # the embedded default's training on an idle 2-core machine
+        ("seed2.train_model", 1.97, 2, 2),  # a further training seed's namespace
+        ("train_model", 0.95, 2, 1),  # beside one busy process: one, so no collapse
+        ("train_model", 1.97, 1, 1),  # OMP_NUM_THREADS=1 (scripts/run_seeds.sh): never above it
+        ("evaluate_recall", 1.97, 2, 1),  # the small model's evaluation keeps one thread
+    ],
+)
+def test_auto_gives_training_the_free_cores(tmp_path, monkeypatch, node, free, initial, expected):
+    """Training is an ``auto_free_cores`` node: the free cores at its start whatever the model,
+    capped by the threads torch had when the run started; other nodes of a small model get one."""
+    import fkr_kedro.modeling.threads as threads_module
+    from fkr_kedro.hooks import ThreadsHook
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "vocab_size": 50, "hidden_size": 8,
+                                                     "intermediate_size": 16, "num_hidden_layers": 1,
+                                                     "num_attention_heads": 2}))
+    monkeypatch.setattr(threads_module, "free_cores", lambda cores=None, interval=0.25: free)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    before = torch.get_num_threads()
+    hook = ThreadsHook()
+    hook._settings, hook._initial, hook._base_model = ThreadSettings(), initial, str(tmp_path)
+    try:
+        hook.before_node_run(SimpleNamespace(name=node))
+        assert torch.get_num_threads() == expected
+    finally:
+        hook._restore()
+        torch.set_num_threads(before)
+
+
+def test_the_auto_node_lists_name_nodes_that_exist(monkeypatch):
+    """A renamed node would silently leave the policy: every name in auto_free_cores and
+    auto_one_thread is the last part of some node of the default pipeline."""
+    from kedro.framework.project import configure_project, pipelines
+
+    from conftest import PROJECT_ROOT
+    from fkr_kedro.run_config import set_active_config_loader
+
+    monkeypatch.chdir(PROJECT_ROOT)
+    set_active_config_loader(None)  # read ./conf, as `kedro registry list` does
+    configure_project("fkr_kedro")
+    names = {node.name.rsplit(".", 1)[-1] for node in pipelines["__default__"].nodes}
+    settings = ThreadSettings()
+    assert set(settings.auto_free_cores) <= names and set(settings.auto_one_thread) <= names

@@ -288,11 +288,12 @@ class ThreadSettings(_Settings):
     """torch's intra-op threads, set before each node (``fkr_kedro.hooks.ThreadsHook``).
 
     ``auto`` (the default) follows the work (:mod:`fkr_kedro.modeling.threads`): one thread
-    for a base model below ``auto_min_parameters`` (the embedded default: on a 2-core machine
-    two threads train it ~1.3x faster when nothing else runs, but collapse when one other
-    busy process shares the cores, while one thread barely notices it), and every free core
-    for a larger one (a real model's matmuls scale with cores), measured when each node starts,
-    so one on a busy machine (docs/performance.md). A number fixes the threads; None leaves
+    for a base model below ``auto_min_parameters`` (the embedded default's evaluation and
+    probes: short operators whose threads wait for each other, and two threads collapse when
+    one other busy process shares a 2-core machine), and the cores free when the node starts
+    for a larger one (a real model's matmuls scale with cores) and for the ``auto_free_cores``
+    nodes (training), so one on a busy machine, never more than torch had at the run's start
+    (OMP_NUM_THREADS where set; docs/performance.md). A number fixes the threads; None leaves
     torch's own default (one thread per core)."""
 
     default: Threads = "auto"
@@ -303,6 +304,11 @@ class ThreadSettings(_Settings):
     # model: quantization, whose GPTQ/AWQ runs GPTQModel's own pool of CPU workers (two torch
     # threads on top made SmolLM2's GPTQ 0.89x as fast idle, 0.74x beside a busy core).
     auto_one_thread: list[str] = ["quantize"]
+    # Nodes (their name without the namespace) that get the free cores under auto whatever the
+    # model, measured at the node's start: training, whose one- and two-thread runs give
+    # bitwise-identical weights and the same metrics on 3 seeds, two ~1.5x faster when idle
+    # (docs/results_performance.md). Beside a busy process the free cores round to one.
+    auto_free_cores: list[str] = ["train_model"]
 
     def for_node(self, node: str, pipeline: str | None) -> int | str | None:
         """The threads of ``node`` (run as part of ``pipeline``): a number, ``auto`` or None

@@ -40,7 +40,7 @@ class ThreadsHook:
     """Set torch's intra-op threads before each node from ``runtime.threads``
     (parameters_runtime.yml), tag the MLflow run with them, and restore torch's setting when
     the run ends. Two threads on a shared 2-core machine collapse under one other busy
-    process (docs/performance.md), hence one by default."""
+    process (docs/performance.md), hence ``auto``: the free cores only where they pay."""
 
     def __init__(self):
         self._settings = None
@@ -86,20 +86,24 @@ class ThreadsHook:
             log.debug("could not tag the torch threads: %s", error)
 
     def _auto_threads(self, node: str) -> int:
-        """``auto``: one thread for a small base model, else the cores free right now. The
-        base model's size is read once it exists (the train pipeline may make it first)."""
-        from ..modeling.threads import choose_threads, free_cores, parameter_count
+        """``auto``: one thread for a small base model, else the cores free right now, never
+        more than torch had when the run started (OMP_NUM_THREADS where set, a Slurm task's
+        cores). The ``auto_one_thread`` nodes get one, the ``auto_free_cores`` nodes the free
+        cores whatever the model. The base model's size is read once it exists (the train
+        pipeline may make it first)."""
+        from ..modeling.threads import free_core_threads, free_cores, parameter_count
 
-        if node.rsplit(".", 1)[-1] in self._settings.auto_one_thread:
+        name = node.rsplit(".", 1)[-1]
+        if name in self._settings.auto_one_thread:
             return 1
-        if self._parameters is None and self._base_model is not None:
-            self._parameters = parameter_count(self._base_model)
-        minimum = self._settings.auto_min_parameters
-        if self._parameters is None or self._parameters < minimum:
-            return 1
+        if name not in self._settings.auto_free_cores:
+            if self._parameters is None and self._base_model is not None:
+                self._parameters = parameter_count(self._base_model)
+            if self._parameters is None or self._parameters < self._settings.auto_min_parameters:
+                return 1
         cores = os.cpu_count() or 1
         free = free_cores(cores=cores)
-        threads = choose_threads(self._parameters, free, cores, minimum)
+        threads = free_core_threads(free, min(cores, self._initial or cores))
         log.debug("%s: %.1f of %d cores free, %d threads (auto)", node, free, cores, threads)
         return threads
 

@@ -6,8 +6,11 @@ collapses on two when another process is busy, while a real model's evaluation
 (SmolLM2-135M) runs 1.78x as fast on two free cores and 0.56x as fast on two threads beside
 one busy core. So ``auto`` gives a model below ``min_parameters`` one thread, and a larger
 one every core that is free when the stage starts (at least one): on a busy machine that is
-one. Quantization is the exception (the hook's ``auto_one_thread`` nodes): GPTQModel runs its
-own pool of CPU workers, and two torch threads on top were slower in both conditions.
+one. Two exceptions, by node: quantization (the hook's ``auto_one_thread`` nodes) gets one
+thread, since GPTQModel runs its own pool of CPU workers and two torch threads on top were
+slower in both conditions; training the embedded model (``auto_free_cores``) gets the free
+cores, since one and two threads train it to bitwise-identical weights and two train it
+~1.5x faster on an idle machine (docs/results_performance.md, "The training-speed decision").
 """
 
 from __future__ import annotations
@@ -29,6 +32,12 @@ def choose_threads(parameters: int | None, free_cores: float, cores: int,
     free cores, rounded, between 1 and ``cores``."""
     if parameters is None or parameters < min_parameters:
         return 1
+    return free_core_threads(free_cores, cores)
+
+
+def free_core_threads(free_cores: float, cores: int) -> int:
+    """The free cores, rounded, between 1 and ``cores``: on a 2-core machine two when idle,
+    one beside a busy process (where two threads would collapse)."""
     return max(1, min(cores, math.floor(free_cores + 0.5)))
 
 

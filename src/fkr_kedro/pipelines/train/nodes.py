@@ -35,7 +35,10 @@ def train_model(
     tokenizer = build_word_tokenizer(statements)
     model, history = train_causal_lm(statements, tokenizer, model_shape, training, time_bound=training_time)
     fingerprint = training_fingerprint(statements, model_shape, training)
-    return CausalLM(model=model, tokenizer=tokenizer), pd.DataFrame(history), fingerprint
+    # The threads that trained it (runtime.threads), beside its seconds: not part of the
+    # fingerprint, since one and two threads give the same weights (docs/performance.md).
+    history = pd.DataFrame(history).assign(torch_threads=torch.get_num_threads())
+    return CausalLM(model=model, tokenizer=tokenizer), history, fingerprint
 
 
 def measure_trained_model(
@@ -55,6 +58,8 @@ def measure_trained_model(
     params = non_embedding_parameters(model)
     # The knowledge load is known exactly for the synthetic world and the world facts only.
     bits = world_summary.get("knowledge_bits", float("nan"))
+    if "torch_threads" in training_history:  # histories written before it was recorded lack it
+        metrics["train.torch_threads"] = int(training_history["torch_threads"].iloc[-1])
     metrics.update(
         {
             "non_embedding_parameters": params,
@@ -62,7 +67,7 @@ def measure_trained_model(
             "knowledge_bits_per_parameter": bits / params,
             "train.final_loss": float(training_history["loss"].iloc[-1]),
             "train.seconds": float(training_history["seconds"].iloc[-1]),
-            "torch_threads": torch.get_num_threads(),
+            "torch_threads": torch.get_num_threads(),  # this node's (the measurement's)
         }
     )
     log.info(
