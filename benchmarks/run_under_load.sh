@@ -5,6 +5,7 @@
 #   benchmarks/run_under_load.sh                 # the default study (data_prep .. report)
 #   benchmarks/run_under_load.sh --env=test      # any extra `kedro run` arguments
 #   LOAD_COMMAND='python my_job.py' benchmarks/run_under_load.sh   # another one-core load than `yes`
+#   RUNS=idle benchmarks/run_under_load.sh       # the idle run only (before/after timings of a change)
 #
 # Each run starts from a fresh copy of the project's configuration in a temporary folder
 # (empty data/, the project's conf/ without conf/local), so nothing of this checkout is read
@@ -62,6 +63,7 @@ timed_run() {  # label, project folder, kedro arguments...
 idle_dir="$(fresh_copy idle)"
 idle_s="$(timed_run idle "$idle_dir" "$@")"
 echo "idle: ${idle_s} s"
+[[ "${RUNS:-idle busy}" == *busy* ]] || exit 0
 
 busy_dir="$(fresh_copy busy)"
 load_command="${LOAD_COMMAND:-yes > /dev/null}"
