@@ -123,36 +123,83 @@ def test_the_mean_change_across_seeds_is_students_t_over_the_seeds_with_draws_av
     assert row["change"] == ("loss" if t.pvalue < 0.05 else "noise")
 
 
-def test_variance_components_recover_the_spread_they_were_drawn_with():
-    """delta_sd = mu + a_s + b_sd + e_sd, drawn with SDs 3, 2 and 1 points over 400 seeds x 3
-    draws: the method of moments returns the variances 9, 4 and 1 (squared points) within
-    sampling error, and with the stated prompt noise the shares follow."""
-    rng = np.random.default_rng(0)
-    seeds, draws = 400, 3
-    a = rng.normal(0, 0.03, seeds)
-    rows = []
+def _outcomes_and_deltas(changes: np.ndarray, group: str = "q") -> tuple[dict[int, pd.DataFrame], pd.DataFrame]:
+    """``changes[s, d, p]``: the variant's outcome minus the reference's on prompt p in seed s,
+    draw d, as each seed's prompt_outcomes (the reference all 0) and the seed_deltas rows
+    (the delta and its paired standard error over the prompts)."""
+    seeds, draws, prompts = changes.shape
+    items = np.arange(prompts)
+    outcomes, rows = {}, []
     for s in range(seeds):
+        parts = [pd.DataFrame({"variant": "fp", "variant_group": "fp", "metric": "one_hop.accuracy", "item": items,
+                               "value": 0.0})]
         for d in range(draws):
-            rows.append({"training_seed": s, "variant_group": "q", "method": "gptq", "bits": 4,
-                         "metric": "one_hop.accuracy", "delta": -0.05 + a[s] + rng.normal(0, 0.02) + rng.normal(0, 0.01),
-                         "delta_stderr": 0.01, "change": "loss"})
-    row = variance_components(pd.DataFrame(rows)).iloc[0]
-    assert row["prompts"] == pytest.approx(1e-4)
+            parts.append(pd.DataFrame({"variant": f"{group}_draw{d}", "variant_group": group, "metric": "one_hop.accuracy",
+                                       "item": items, "value": changes[s, d]}))
+            rows.append({"training_seed": s, "variant_group": group, "method": "gptq", "bits": 4,
+                         "metric": "one_hop.accuracy", "delta": changes[s, d].mean(),
+                         "delta_stderr": changes[s, d].std(ddof=1) / np.sqrt(prompts), "change": "loss"})
+        outcomes[s] = pd.concat(parts, ignore_index=True)
+    return outcomes, pd.DataFrame(rows)
+
+
+def test_variance_components_recover_the_spread_they_were_drawn_with():
+    """x[s, d, p] = mu + prompt_p + a_s + b_sd + e_sdp, drawn with SDs 3 (seed) and 2 points
+    (draw) over 300 seeds x 3 draws on 400 prompts that share a large effect (SD 50 points:
+    the same prompt is lost in every seed and draw) and a per-condition noise of SD 20: the
+    method of moments returns the variances 9e-4 and 4e-4 within sampling error. Subtracting
+    the whole prompt noise of each delta (7.3e-4, the shared part included) instead would
+    leave no calibration component at all."""
+    rng = np.random.default_rng(0)
+    seeds, draws, prompts = 300, 3, 400
+    changes = (-0.05 + rng.normal(0, 0.5, prompts)[None, None, :] + rng.normal(0, 0.03, seeds)[:, None, None]
+               + rng.normal(0, 0.02, (seeds, draws))[:, :, None] + rng.normal(0, 0.2, (seeds, draws, prompts)))
+    outcomes, deltas = _outcomes_and_deltas(changes)
+    row = variance_components(deltas, outcomes, "fp").iloc[0]
+    assert row["prompts"] == pytest.approx((0.5 ** 2 + 0.2 ** 2) / prompts, rel=0.1)
     assert row["calibration"] == pytest.approx(4e-4, rel=0.15)
     assert row["seed"] == pytest.approx(9e-4, rel=0.2)
     assert row["share_prompts"] + row["share_calibration"] + row["share_seed"] == pytest.approx(1.0)
-    assert row["delta_mean"] == pytest.approx(-0.05, abs=0.005)
+    assert row["delta_mean"] == pytest.approx(-0.05, abs=0.06)
+    assert row["seeds"] == seeds and row["draws"] == draws
+    assert row["calibration_ci_low"] < 4e-4 < row["calibration_ci_high"]
+    assert row["seed_ci_low"] < 9e-4 < row["seed_ci_high"]
+
+
+def test_the_seed_components_interval_covers_the_truth_95_times_in_100():
+    """Three seeds, one draw, 100 prompts with a shared prompt effect: over 400 simulated
+    studies the chi-square interval of the seed component holds its true value (25 squared
+    points) in about 95% of them, and spans more than a factor of 10."""
+    rng = np.random.default_rng(2)
+    covered, ratios = 0, []
+    for _ in range(400):
+        changes = (rng.normal(0, 0.5, 100)[None, None, :] + rng.normal(0, 0.05, 3)[:, None, None]
+                   + rng.normal(0, 0.2, (3, 1, 100)))
+        outcomes, deltas = _outcomes_and_deltas(changes)
+        row = variance_components(deltas, outcomes, "fp").iloc[0]
+        covered += row["seed_ci_low"] <= 25e-4 <= row["seed_ci_high"]
+        if row["seed_ci_low"] > 0:
+            ratios.append(row["seed_ci_high"] / row["seed_ci_low"])
+    assert 0.92 <= covered / 400 <= 0.98
+    assert np.median(ratios) > 10
 
 
 def test_variance_components_say_what_the_design_cannot_separate():
-    """One draw a seed (a method without calibration): no calibration component; a spread
-    smaller than the prompt noise: the seed component is 0, flagged as truncated."""
-    rows = [{"training_seed": s, "variant_group": "r", "method": "rtn", "bits": 4, "metric": "one_hop.accuracy",
-             "delta": d, "delta_stderr": 0.05, "change": "noise"} for s, d in enumerate([-0.01, 0.0, 0.01])]
-    row = variance_components(pd.DataFrame(rows)).iloc[0]
+    """One draw a seed (a method without calibration): no calibration component; three seeds
+    whose changes are the same prompts' values in another order (equal means): the seed
+    component is 0, flagged as truncated. A seed whose outcomes lack the variant is an error
+    that names the command."""
+    rng = np.random.default_rng(1)
+    base = rng.choice([-1.0, 0.0, 0.0, 0.0], 200)
+    changes = np.stack([rng.permutation(base) for _ in range(3)])[:, None, :]
+    outcomes, deltas = _outcomes_and_deltas(changes, group="r")
+    row = variance_components(deltas, outcomes, "fp").iloc[0]
     assert math.isnan(row["calibration"]) and math.isnan(row["share_calibration"])
     assert row["seed"] == 0.0 and row["seed_truncated"]
-    assert row["prompts"] == pytest.approx(0.0025) and row["share_prompts"] == 1.0
+    assert row["share_prompts"] == 1.0
+    outcomes[2] = outcomes[2][outcomes[2]["variant_group"] != "r"]
+    with pytest.raises(ValueError, match=r"training seed 2 lacks one_hop.accuracy of 'r'.*--namespaces=seed2"):
+        variance_components(deltas, outcomes, "fp")
 
 
 def test_a_ranking_holds_only_when_every_seed_ranks_the_same_side_above():
@@ -216,7 +263,17 @@ def test_two_training_seeds_run_the_study_twice_and_the_report_sets_them_side_by
         expected = np.mean([r.loc[(r["variant"] == row.variant_group) & (r["metric"] == row.metric)
                                   & r["relation"].isna(), "delta"].iloc[0] for r in recalls.values()])
         assert row.delta_mean == pytest.approx(expected)
-    assert (data / "08_reporting" / "variance_components.csv").is_file()
+    # Each seed's per-prompt outcomes hold what its recall table averages; the variance
+    # components are computed from them.
+    for seed, folder in ((0, data), (1, data / "seed1")):
+        outcomes = pd.read_parquet(folder / "08_reporting" / "prompt_outcomes.parquet")
+        means = outcomes.groupby(["variant", "metric"])["value"].mean()
+        overall = recalls[seed][recalls[seed]["relation"].isna()].set_index(["variant", "metric"])["value"]
+        assert len(means) == 2 * 5  # conf/test's five variants, fp included, two headline metrics
+        for key, mean in means.items():
+            assert overall[key] == pytest.approx(mean)
+    components = pd.read_csv(data / "08_reporting" / "variance_components.csv")
+    assert set(components["variant_group"]) == set(summary["variant_group"]) and (components["prompts"] >= 0).all()
     assert (data / "08_reporting" / "figures" / "seed_deltas.png").is_file()
     report = (data / "08_reporting" / "report.html").read_text()
     assert "<h2>Training seeds</h2>" in report and "across 2 training seeds" in report

@@ -8,6 +8,10 @@ variants per metric, and ``change``: ``loss``, ``gain`` or ``noise`` at the leve
 a variant quantized in several calibration draws also carries the test of whether its draws
 differ on the same prompts (``draws_p_value``, ``draws_p_holm``: Cochran's Q).
 
+``prompt_outcomes`` holds every variant's verdict on every prompt of the headline metrics
+(which facts each variant still recalls, which chains it still composes), the same prompts
+in every variant and every training seed of a study.
+
 ``variant_comparisons`` holds the same paired comparison for every pair of variants with the
 same bit width, Holm-adjusted across all pairs per metric, so "method A keeps more than
 method B at 4 bits" has its own test.
@@ -27,6 +31,9 @@ from .statistics import (
     NAN_COMPARISON, NAN_ESTIMATE, StatisticsSettings, add_holm, estimate, is_binary, paired, verdict,
 )
 
+# The headline metrics: one-hop recall and latent (held-out) composition.
+HEADLINE_METRICS = ("one_hop.accuracy", "two_hop.held_out.accuracy")
+OUTCOME_COLUMNS = ["variant", "variant_group", "calibration_seed", "metric", "item", "value"]
 # Metrics that also come per relation, as ``<metric>.<relation>``.
 PER_RELATION = ("one_hop.accuracy", "stored_bits")
 # variant_group: the variant's name without its calibration draw's suffix (``gptq_w4_g32`` for
@@ -101,6 +108,27 @@ def recall_table(
         for _, row in table.iterrows()
     ]
     return add_draw_tests(table, specs, values)
+
+
+def prompt_outcomes(specs: Sequence[VariantSpec], values: Mapping[str, Mapping[str, pd.Series]],
+                    metrics: Sequence[str] = HEADLINE_METRICS) -> pd.DataFrame:
+    """Per variant and headline metric, its value on every prompt (1.0/0.0: recalled or not),
+    long: ``item`` is the prompt's row in its score table (:func:`check_same_prompts` holds
+    them equal across variants; a study's training seeds share the prompt tables)."""
+    parts = []
+    for spec in specs:
+        for metric in metrics:
+            if metric in values.get(spec.name, {}):
+                series = values[spec.name][metric]
+                parts.append(pd.DataFrame({
+                    "variant": spec.name, "variant_group": spec.variant_group, "calibration_seed": spec.calibration_seed,
+                    "metric": metric, "item": series.index.to_numpy(dtype=np.int64), "value": series.to_numpy(dtype=float),
+                }))
+    if not parts:
+        return pd.DataFrame(columns=OUTCOME_COLUMNS)
+    table = pd.concat(parts, ignore_index=True)
+    table["calibration_seed"] = table["calibration_seed"].astype("Int64")
+    return table[OUTCOME_COLUMNS]
 
 
 def add_draw_tests(table: pd.DataFrame, specs: Sequence[VariantSpec], values: Mapping[str, Mapping[str, pd.Series]]
@@ -195,7 +223,7 @@ def headline_lines(table: pd.DataFrame) -> list[str]:
     lines = [f"{'variant':<{width}}{'1-hop [95% CI]':<30}{'2-hop held-out [95% CI]':<30}{'bits':>6}"]
     for name in table["variant"].drop_duplicates():
         cells = []
-        for metric in ("one_hop.accuracy", "two_hop.held_out.accuracy"):
+        for metric in HEADLINE_METRICS:
             cell = ""
             if (name, metric) in overall.index:
                 row = overall.loc[(name, metric)]

@@ -9,37 +9,43 @@ same prompts stay the per-seed unit; across seeds the unit is the trained model,
 interval of the mean change is Student's t over the seeds' changes (each seed's draws
 averaged first), with seeds - 1 degrees of freedom.
 
-Variance components (method of moments, balanced nested design): the change of variant v
-against the reference in seed s and calibration draw d is
-``delta_sd = mu + a_s + b_sd + e_sd``, with ``a_s`` the training seed's effect (variance
-``seed``), ``b_sd`` the calibration draw's within a seed (``calibration``) and ``e_sd`` the
-prompts' sampling noise of one measured change (``prompts``: the mean squared standard error
-of the deltas over prompts). With S seeds and D draws a seed:
+Variance components (method of moments): the change of variant v against the reference in
+seed s and calibration draw d is ``delta_sd = mu + a_s + b_sd + e_sd``, with ``a_s`` the
+training seed's effect (variance ``seed``), ``b_sd`` the calibration draw's within a seed
+(``calibration``) and ``e_sd`` the prompts' sampling noise of one measured change
+(``prompts``: the mean squared paired standard error of the deltas). Every variant, draw and
+seed is measured on the same prompts, so much of ``e_sd`` is shared: a prompt that fp gets
+right and every 4-bit model gets wrong moves every delta alike and does not spread them.
+What spreads them is the prompt-by-condition interaction, measured on each prompt
+(``prompt_outcomes``): with ``x[p, k]`` the variant's outcome on prompt p minus the
+reference's in condition k (a draw, or a seed's draws averaged), a two-way analysis without
+replication over prompts x conditions gives
 
-- within a seed, the draws' variance estimates ``calibration + prompts``;
-- the variance of the seeds' means estimates ``seed + (calibration + prompts) / D``;
+- ``var_k(mean_p x) = component + MS_interaction / P`` (P prompts),
 
-so ``calibration = within - prompts`` and ``seed = between - within / D``, each set to 0
-when negative (``*_truncated``). Every variant is measured on the same prompts, so the
-prompt terms of two deltas are correlated rather than independent; the estimates treat
-them as independent, which makes ``prompts`` an upper bound on the prompt noise inside the
-spread and the other two components conservative (docs/statistics.md).
+so within a seed (conditions: its draws) ``calibration = var_draws - MS / P``, and across
+seeds (conditions: the seeds, each the mean of its draws) ``seed + calibration / D =
+var_seeds - MS / P``. A negative estimate is set to 0 (``*_truncated``): the spread is what
+the prompts' interaction alone would give. Each of the two has a chi-square interval from the
+degrees of freedom of its spread (seeds - 1; seeds x (draws - 1)), the interaction taken as
+known (it has ~prompts x conditions degrees of freedom): with 3 seeds the seed component's
+interval spans a factor of ~40, so the components are orders of magnitude, not estimates to
+rank sources by unless the intervals separate.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .comparisons import pair_verdict
+from .comparisons import HEADLINE_METRICS, pair_verdict
 from .statistics import add_holm, verdict
 
-# The headline changes compared across seeds: one-hop recall and latent composition.
-SEED_METRICS = ("one_hop.accuracy", "two_hop.held_out.accuracy")
 
 DELTA_COLUMNS = [
     "training_seed", "variant", "variant_group", "method", "bits", "calibration_seed", "metric", "value",
@@ -56,12 +62,13 @@ RANKING_COLUMNS = [
     "holds_in_every_seed",
 ]
 COMPONENT_COLUMNS = [
-    "variant_group", "method", "bits", "metric", "seeds", "draws", "delta_mean", "prompts", "calibration", "seed",
-    "total", "share_prompts", "share_calibration", "share_seed", "calibration_truncated", "seed_truncated",
+    "variant_group", "method", "bits", "metric", "seeds", "draws", "delta_mean", "prompts", "calibration",
+    "calibration_ci_low", "calibration_ci_high", "seed", "seed_ci_low", "seed_ci_high", "total", "share_prompts",
+    "share_calibration", "share_seed", "calibration_truncated", "seed_truncated", "confidence",
 ]
 
 
-def seed_deltas(recalls: Mapping[int, pd.DataFrame], metrics: tuple[str, ...] = SEED_METRICS) -> pd.DataFrame:
+def seed_deltas(recalls: Mapping[int, pd.DataFrame], metrics: tuple[str, ...] = HEADLINE_METRICS) -> pd.DataFrame:
     """One row per training seed, variant and headline metric: the value and the paired
     comparison with the reference as that seed's ``recall_by_variant`` holds it (the
     reference's own rows, which compare nothing, are left out)."""
@@ -143,7 +150,7 @@ def seed_summary(deltas: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
 
 
 def seed_rankings(comparisons: Mapping[int, pd.DataFrame], groups: Mapping[str, str],
-                  metrics: tuple[str, ...] = SEED_METRICS, alpha: float = 0.05) -> pd.DataFrame:
+                  metrics: tuple[str, ...] = HEADLINE_METRICS, alpha: float = 0.05) -> pd.DataFrame:
     """Per pair of methods with the same bit width (their calibration draws together) and
     metric: each seed's change ``b - a`` (the mean over the pair's draw combinations), the mean
     with its t interval across seeds, whether the sign is the same in every seed, and in how
@@ -181,33 +188,104 @@ def seed_rankings(comparisons: Mapping[int, pd.DataFrame], groups: Mapping[str, 
     return table[RANKING_COLUMNS]
 
 
-def variance_components(deltas: pd.DataFrame) -> pd.DataFrame:
-    """Per variant and metric: the variance of its change against the reference split into
-    prompts, calibration draws and training seeds (the module's method of moments). A
-    component the design cannot separate is NaN: calibration with one draw a seed (methods
-    that do not calibrate: their draws' spread is in ``prompts``), seed with one seed."""
+def variance_components(deltas: pd.DataFrame, outcomes: Mapping[int, pd.DataFrame], reference: str,
+                        alpha: float = 0.05) -> pd.DataFrame:
+    """Per variant and metric: the variance of its change against ``reference`` split into
+    prompts, calibration draws and training seeds (the module's method of moments, on every
+    seed's ``prompt_outcomes``), the calibration and seed components with their chi-square
+    intervals at ``1 - alpha``. A component the design cannot separate is NaN: calibration
+    with one draw a seed (methods that do not calibrate), seed with one seed."""
     rows = []
     for (group, metric), part in deltas.groupby(["variant_group", "metric"], sort=False):
-        per_seed = part.groupby("training_seed")["delta"]
-        draws = int(per_seed.size().min())
-        seeds = per_seed.ngroups
+        per_seed = {seed: _change_per_prompt(outcomes, seed, group, metric, reference)
+                    for seed in sorted(part["training_seed"].unique())}
+        draws = min(x.shape[1] for x in per_seed.values())
+        seeds = len(per_seed)
         prompts = float(np.nanmean(part["delta_stderr"].to_numpy(dtype=float) ** 2))
-        within = float(per_seed.var(ddof=1).mean()) if draws > 1 else math.nan
-        calibration = within - prompts if draws > 1 else math.nan
-        # With one draw a seed, a seed's delta varies by the seed's effect plus its prompt noise.
-        noise = within if draws > 1 else prompts
-        between = float(per_seed.mean().var(ddof=1)) if seeds > 1 else math.nan
-        seed = between - noise / max(draws, 1) if seeds > 1 else math.nan
-        cal_cut, seed_cut = bool(calibration < 0), bool(seed < 0)
-        calibration = max(calibration, 0.0) if not math.isnan(calibration) else math.nan
-        seed = max(seed, 0.0) if not math.isnan(seed) else math.nan
-        total = float(np.nansum([prompts, calibration, seed]))
-        share = (lambda v: v / total if total > 0 and not math.isnan(v) else math.nan)
+        calibration = _Component.nan()
+        if draws > 1:  # the draws' spread within each seed, pooled over the seeds
+            within = [_Component.of(x) for x in per_seed.values()]
+            calibration = _Component(float(np.mean([c.spread for c in within])), float(np.mean([c.interaction for c in within])),
+                                     sum(c.df for c in within))
+        seed = _Component.nan()
+        if seeds > 1:  # each seed's mean over its draws carries calibration / draws too
+            seed = _Component.of(np.column_stack([x.mean(axis=1) for x in per_seed.values()]))
+            seed = seed.less(calibration.estimate / draws if draws > 1 else 0.0)
+        cal_value, seed_value = calibration.estimate, seed.estimate
+        total = float(np.nansum([prompts, max(cal_value, 0.0), max(seed_value, 0.0)]))
+        share = (lambda v: max(v, 0.0) / total if total > 0 and not math.isnan(v) else math.nan)
         rows.append({
             "variant_group": group, "method": part["method"].iloc[0], "bits": part["bits"].iloc[0], "metric": metric,
             "seeds": seeds, "draws": draws, "delta_mean": float(part["delta"].mean()), "prompts": prompts,
-            "calibration": calibration, "seed": seed, "total": total, "share_prompts": share(prompts),
-            "share_calibration": share(calibration), "share_seed": share(seed),
-            "calibration_truncated": cal_cut, "seed_truncated": seed_cut,
+            "calibration": max(cal_value, 0.0) if not math.isnan(cal_value) else math.nan,
+            "calibration_ci_low": calibration.interval(alpha)[0], "calibration_ci_high": calibration.interval(alpha)[1],
+            "seed": max(seed_value, 0.0) if not math.isnan(seed_value) else math.nan,
+            "seed_ci_low": seed.interval(alpha)[0], "seed_ci_high": seed.interval(alpha)[1],
+            "total": total, "share_prompts": share(prompts), "share_calibration": share(cal_value),
+            "share_seed": share(seed_value), "calibration_truncated": bool(cal_value < 0),
+            "seed_truncated": bool(seed_value < 0), "confidence": 1 - alpha,
         })
     return pd.DataFrame(rows, columns=COMPONENT_COLUMNS)
+
+
+@dataclass(frozen=True)
+class _Component:
+    """A variance component estimated as ``spread - interaction - offset``: ``spread``, the
+    variance of some conditions' mean changes with ``df`` degrees of freedom; ``interaction``,
+    what the prompt-by-condition interaction alone puts in it; ``offset``, a smaller
+    component it also holds (calibration inside the seeds' means)."""
+
+    spread: float
+    interaction: float
+    df: int
+    offset: float = 0.0
+
+    @classmethod
+    def nan(cls) -> "_Component":
+        return cls(math.nan, math.nan, 0)
+
+    @classmethod
+    def of(cls, x: np.ndarray) -> "_Component":
+        """Prompts x conditions, no replication (a two-way analysis of variance): the variance
+        of the conditions' means (ddof 1) and the interaction's mean square over the prompts."""
+        prompts, conditions = x.shape
+        means = x.mean(axis=0)
+        residual = x - x.mean(axis=1, keepdims=True) - means + x.mean()
+        interaction = float((residual ** 2).sum()) / ((prompts - 1) * (conditions - 1))
+        return cls(float(means.var(ddof=1)), interaction / prompts, conditions - 1)
+
+    def less(self, offset: float) -> "_Component":
+        return _Component(self.spread, self.interaction, self.df, self.offset + offset)
+
+    @property
+    def estimate(self) -> float:
+        return self.spread - self.interaction - self.offset
+
+    def interval(self, alpha: float) -> tuple[float, float]:
+        """The chi-square interval of the spread's expectation (``df`` degrees of freedom),
+        less the interaction and the offset taken as known, floored at 0; NaN without df.
+        With 3 seeds (2 df) it spans a factor of ~40: the seed component is barely measured."""
+        if self.df < 1 or math.isnan(self.spread):
+            return math.nan, math.nan
+        low = self.df * self.spread / stats.chi2.ppf(1 - alpha / 2, self.df)
+        high = self.df * self.spread / stats.chi2.ppf(alpha / 2, self.df)
+        shift = self.interaction + self.offset
+        return max(low - shift, 0.0), max(high - shift, 0.0)
+
+
+def _change_per_prompt(outcomes: Mapping[int, pd.DataFrame], seed: int, group: str, metric: str, reference: str
+                       ) -> np.ndarray:
+    """Prompts x calibration draws: the variant's outcome minus the reference's, per prompt,
+    in training seed ``seed``."""
+    table = outcomes[seed]
+    table = table[table["metric"] == metric]
+    variant = table[table["variant_group"] == group].pivot(index="item", columns="variant", values="value")
+    base = table[table["variant"] == reference].set_index("item")["value"]
+    if variant.empty or base.empty or not variant.index.equals(base.sort_index().index):
+        raise ValueError(
+            f"prompt_outcomes of training seed {seed} lacks {metric} of {group!r} or of the reference {reference!r} "
+            f"on the same prompts: rerun the seed's evaluate pipeline (`kedro run --pipeline=evaluate` with the "
+            f"study's --env, `--namespaces=seed{seed}...` for a further seed) so every variant is scored on the "
+            f"current prompts"
+        )
+    return variant.sort_index().to_numpy(dtype=float) - base.sort_index().to_numpy(dtype=float)[:, None]

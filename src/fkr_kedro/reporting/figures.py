@@ -551,9 +551,9 @@ def seed_deltas(deltas: pd.DataFrame, settings: ReportSettings) -> Figure:
     draw (``analysis.seeds.seed_deltas``): one panel per headline metric, one column of points
     per variant (its draws together), one colour per training seed, error bars the paired
     interval over prompts; the black bar is the mean over seeds."""
-    from ..analysis.seeds import SEED_METRICS
+    from ..analysis.comparisons import HEADLINE_METRICS
 
-    metrics = [m for m in SEED_METRICS if m in set(deltas["metric"])]
+    metrics = [m for m in HEADLINE_METRICS if m in set(deltas["metric"])]
     fig = Figure(figsize=(max(7.0, 0.55 * deltas["variant_group"].nunique() + 3), 3.2 * max(len(metrics), 1)),
                  layout="constrained")
     axes = fig.subplots(max(len(metrics), 1), 1, squeeze=False)[:, 0]

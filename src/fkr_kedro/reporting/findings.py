@@ -644,14 +644,20 @@ def variance_components_table(components: pd.DataFrame) -> pd.DataFrame:
         text = (10_000 * values).map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
         return text.where(~truncated, "0*") if truncated is not None else text
 
+    def with_interval(name: str) -> pd.Series:
+        point = squared_points(components[name], components[f"{name}_truncated"])
+        low, high = squared_points(components[f"{name}_ci_low"]), squared_points(components[f"{name}_ci_high"])
+        return pd.Series([f"{p} [{lo}, {hi}]" if p and lo else p for p, lo, hi in zip(point, low, high)],
+                         index=components.index)
+
     table = pd.DataFrame({
         "variant": components["variant_group"],
         "metric": components["metric"].map(DRAW_METRICS).fillna(components["metric"]),
         "seeds": components["seeds"], "draws": components["draws"],
         "mean change (points)": 100 * components["delta_mean"],
         "prompts": squared_points(components["prompts"]),
-        "calibration": squared_points(components["calibration"], components["calibration_truncated"]),
-        "seed": squared_points(components["seed"], components["seed_truncated"]),
+        "calibration [95% CI]": with_interval("calibration"),
+        "seed [95% CI]": with_interval("seed"),
         "share prompts": components["share_prompts"].map(lambda v: "" if pd.isna(v) else f"{100 * v:.0f}%"),
         "share calibration": components["share_calibration"].map(lambda v: "" if pd.isna(v) else f"{100 * v:.0f}%"),
         "share seed": components["share_seed"].map(lambda v: "" if pd.isna(v) else f"{100 * v:.0f}%"),

@@ -8,7 +8,9 @@ from pathlib import Path
 import pandas as pd
 
 from fkr_kedro.analysis.knowledge_bits import footprint_denominators, measure_knowledge_bits
-from fkr_kedro.analysis.comparisons import check_same_prompts, headline_lines, recall_table, variant_comparisons
+from fkr_kedro.analysis.comparisons import (
+    check_same_prompts, headline_lines, prompt_outcomes, recall_table, variant_comparisons,
+)
 from fkr_kedro.analysis.recall import measure_recall, prompt_values
 from fkr_kedro.modeling.load import CausalLM
 from fkr_kedro.parameters import EvaluateSettings
@@ -58,11 +60,12 @@ def estimate_knowledge_bits(
 
 def tabulate_variants(
     specs: list[VariantSpec], report: ReportSettings, **inputs: dict | pd.DataFrame
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """One tidy table of every variant's ``recall_metrics``, ``knowledge_bits`` and
     ``footprint`` with intervals and paired tests against ``report.reference`` (from the
-    per-prompt ``one_hop_scores`` and ``two_hop_scores``), and the paired comparisons of the
-    variants that share a bit width."""
+    per-prompt ``one_hop_scores`` and ``two_hop_scores``), the paired comparisons of the
+    variants that share a bit width, and every variant's outcome on every prompt of the
+    headline metrics."""
     one_hop, two_hop = by_namespace(inputs, "one_hop_scores"), by_namespace(inputs, "two_hop_scores")
     check_same_prompts(one_hop, ["relation", "subject", "object"], "one-hop score")
     check_same_prompts(two_hop, ["composition", "e1", "e2", "e3", "split", "readout"], "two-hop score")
@@ -86,4 +89,4 @@ def tabulate_variants(
         "weight; every metric is in recall_by_variant.csv, every same-bits pair in variant_comparisons.csv):\n%s",
         report.reference, report.alpha, "\n".join(headline_lines(table)),
     )
-    return table, pairs
+    return table, pairs, prompt_outcomes(specs, values)

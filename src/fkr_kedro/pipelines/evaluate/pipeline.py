@@ -23,7 +23,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     **per_namespace(names, "knowledge_bits"), **per_namespace(names, "one_hop_scores"),
                     **per_namespace(names, "two_hop_scores"),
                 },
-                outputs=["recall_by_variant", "variant_comparisons"],
+                outputs=["recall_by_variant", "variant_comparisons", "prompt_outcomes"],
                 name="tabulate_variants",
             )
         ]

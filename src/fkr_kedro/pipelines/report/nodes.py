@@ -57,9 +57,10 @@ def compare_training_seeds(
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Every training seed's ``recall_by_variant`` and ``variant_comparisons`` side by side
     (:mod:`fkr_kedro.analysis.seeds`): the per-seed changes, their summary across seeds, the
-    method rankings per seed and the variance components. ``seeds``: ``{seed: namespace}``
-    (None for ``training.seed``, whose tables keep their own names); ``tables``: the tables
-    by catalog name (``recall_by_variant``, ``seed1.recall_by_variant`` ...)."""
+    method rankings per seed and the variance components (from each seed's
+    ``prompt_outcomes``). ``seeds``: ``{seed: namespace}`` (None for ``training.seed``, whose
+    tables keep their own names); ``tables``: the tables by catalog name
+    (``recall_by_variant``, ``seed1.recall_by_variant`` ...)."""
     from fkr_kedro.analysis import seeds as by_seed
 
     def table(namespace: str | None, name: str) -> pd.DataFrame:
@@ -71,7 +72,9 @@ def compare_training_seeds(
     groups = {name: group for recall in recalls.values() for name, group in zip(recall["variant"], recall["variant_group"])}
     rankings = by_seed.seed_rankings({seed: table(ns, "variant_comparisons") for seed, ns in seeds.items()}, groups,
                                      alpha=report.alpha)
-    return deltas, by_seed.seed_summary(deltas, report.alpha), rankings, by_seed.variance_components(deltas)
+    outcomes = {seed: table(ns, "prompt_outcomes") for seed, ns in seeds.items()}
+    components = by_seed.variance_components(deltas, outcomes, report.reference, report.alpha)
+    return deltas, by_seed.seed_summary(deltas, report.alpha), rankings, components
 
 
 def plot_seed_deltas(seed_deltas: pd.DataFrame, report: ReportSettings) -> tuple[Figure, bytes]:
@@ -227,8 +230,9 @@ def _seeds_section(
     if components is not None and not components.empty:
         section.tables.append((
             "Variance of each variant's change against the reference (points squared) split into prompts, calibration "
-            "draws and training seeds (method of moments; docs/statistics.md): NaN where the design cannot separate "
-            "a source (one draw a seed), 0* where the estimate was negative and set to 0.",
+            "draws and training seeds (method of moments on the per-prompt outcomes, each component with its "
+            "chi-square interval; docs/statistics.md): empty where the design cannot separate a source (one draw a "
+            "seed), 0* where the estimate was negative and set to 0.",
             format_table(variance_components_table(components)),
         ))
     if image is not None:

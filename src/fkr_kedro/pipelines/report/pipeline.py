@@ -93,7 +93,7 @@ def seeds_pipeline(params) -> Pipeline:
     if not further:
         return Pipeline([])
     seeds = {params.training.seed: None, **further}
-    tables = [f"{ns}.{name}" if ns else name for ns in seeds.values() for name in ("recall_by_variant", "variant_comparisons")]
+    tables = [f"{ns}.{name}" if ns else name for ns in seeds.values() for name in ("recall_by_variant", "variant_comparisons", "prompt_outcomes")]
     return Pipeline(
         [
             node(
