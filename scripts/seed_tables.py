@@ -45,17 +45,22 @@ def summary(table: pd.DataFrame) -> str:
 
 
 def components(table: pd.DataFrame) -> str:
-    def squared(value: float, cut: bool) -> str:
+    def squared(value: float, cut: bool = False) -> str:
         return "" if pd.isna(value) else ("0*" if cut else f"{10_000 * value:.2f}")
+
+    def with_interval(r, name: str) -> str:
+        point = squared(getattr(r, name), getattr(r, f"{name}_truncated"))
+        low, high = getattr(r, f"{name}_ci_low"), getattr(r, f"{name}_ci_high")
+        return f"{point} [{squared(low)}, {squared(high)}]" if point and not pd.isna(low) else point
 
     def share(value: float) -> str:
         return "" if pd.isna(value) else f"{100 * value:.0f}%"
 
-    lines = ["| variant | metric | prompts | calibration | seed | shares (prompts / calibration / seed) |",
+    lines = ["| variant | metric | prompts | calibration [95% CI] | seed [95% CI] | shares (prompts / calibration / seed) |",
              "|---|---|---|---|---|---|"]
     for r in table.itertuples():
         lines.append(f"| {r.variant_group} | {LABELS.get(r.metric, r.metric)} | {10_000 * r.prompts:.2f} | "
-                     f"{squared(r.calibration, r.calibration_truncated)} | {squared(r.seed, r.seed_truncated)} | "
+                     f"{with_interval(r, 'calibration')} | {with_interval(r, 'seed')} | "
                      f"{share(r.share_prompts)} / {share(r.share_calibration)} / {share(r.share_seed)} |")
     return "\n".join(lines)
 
