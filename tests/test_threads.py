@@ -9,24 +9,22 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from fkr_kedro.modeling.threads import AUTO_MIN_PARAMETERS, choose_threads, free_cores, parameter_count
+from fkr_kedro.modeling.threads import AUTO_MIN_PARAMETERS, free_core_threads, free_cores, parameter_count
 from fkr_kedro.parameters import ThreadSettings
 
 
 @pytest.mark.parametrize(
-    "parameters, free, cores, expected",
+    "free, cores, expected",
     [
-        (500_000, 2.0, 2, 1),  # the embedded default: one thread even on an idle machine
-        (None, 2.0, 2, 1),  # unknown size: one
-        (135_000_000, 1.95, 2, 2),  # SmolLM2 on an idle 2-core machine: both cores
-        (135_000_000, 0.9, 2, 1),  # beside one busy process: one
-        (135_000_000, 0.1, 2, 1),  # fully busy: still one
-        (7_000_000_000, 15.6, 16, 16),
-        (7_000_000_000, 40.0, 16, 16),  # never more than the cores
+        (1.95, 2, 2),  # an idle 2-core machine: both cores
+        (0.9, 2, 1),  # beside one busy process: one
+        (0.1, 2, 1),  # fully busy: still one
+        (15.6, 16, 16),
+        (40.0, 16, 16),  # never more than the cores
     ],
 )
-def test_choose_threads(parameters, free, cores, expected):
-    assert choose_threads(parameters, free, cores) == expected
+def test_free_core_threads(free, cores, expected):
+    assert free_core_threads(free, cores) == expected
 
 
 def test_free_cores_is_a_share_of_the_machine():

@@ -1,8 +1,8 @@
 """How many torch threads a stage should use: the ``auto`` policy of ``runtime.threads``.
 
-Measured on a 2-core machine (docs/performance.md, "Threads that follow the work"): the
-embedded default model (263k non-embedding parameters) runs fastest on one thread and
-collapses on two when another process is busy, while a real model's evaluation
+Measured on a 2-core machine (docs/performance.md, section 1): the embedded default model
+(263k non-embedding parameters) is evaluated fastest on one thread and collapses on two when
+another process is busy, while a real model's evaluation
 (SmolLM2-135M) runs 1.78x as fast on two free cores and 0.56x as fast on two threads beside
 one busy core. So ``auto`` gives a model below ``min_parameters`` one thread, and a larger
 one every core that is free when the stage starts (at least one): on a busy machine that is
@@ -24,15 +24,6 @@ from pathlib import Path
 # Below this many parameters a model gets one thread (the embedded default has ~0.5M with its
 # embeddings, the test configurations less; SmolLM2-135M has 135M).
 AUTO_MIN_PARAMETERS = 20_000_000
-
-
-def choose_threads(parameters: int | None, free_cores: float, cores: int,
-                   min_parameters: int = AUTO_MIN_PARAMETERS) -> int:
-    """One thread for a model below ``min_parameters`` (or of unknown size); otherwise the
-    free cores, rounded, between 1 and ``cores``."""
-    if parameters is None or parameters < min_parameters:
-        return 1
-    return free_core_threads(free_cores, cores)
 
 
 def free_core_threads(free_cores: float, cores: int) -> int:
