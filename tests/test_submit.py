@@ -475,3 +475,43 @@ def test_array_tasks_listed_as_one_record_count_one_by_one():
     assert {k: v[0] for k, v in states.items() if not k.endswith("]")} == {
         "7_0": "CANCELLED", "7_1": "CANCELLED", "7_2": "CANCELLED", "7_3": "FAILED", "7_5": "CANCELLED"
     }
+
+
+@pytest.mark.slow
+def test_a_second_training_seed_runs_as_one_array_task_on_slurm_and_the_report_compares_the_seeds(
+    slurm_cluster, submit_mlflow_server, tmp_path
+):
+    """training_seeds [0, 1] on the real single-node Slurm: seed 1's whole study is one array
+    task beside the first seed's variant; every nested run FINISHED with its training seed,
+    and the report job compares the two seeds (seed_summary over 2 seeds, variance components
+    from both seeds' prompt_outcomes)."""
+    from mlflow.tracking import MlflowClient
+
+    project = _two_variant_project(tmp_path, calibration_size=32)
+    path = project / "conf" / "test" / "parameters.yml"
+    path.write_text(path.read_text() + "training_seeds: [0, 1]\n")
+    env = {**slurm_cluster.env, "MLFLOW_TRACKING_URI": submit_mlflow_server.uri}
+    submitted = kedro(project, "submit", "--env=test", env=env)
+    out = submitted.stdout + submitted.stderr
+    assert submitted.returncode == 0, out[-5000:]
+    assert "NAMESPACES=(gptq_w4_g32 seed1)" in out, out[-5000:]
+    parent_id = re.search(r"MLflow: the study's run (\w+)", out)[1]
+    _squeue_empty(slurm_cluster, 900)
+    logs = _job_logs(project)
+
+    client = MlflowClient(submit_mlflow_server.uri)
+    parent = client.get_run(parent_id)
+    assert parent.info.status == "FINISHED", logs
+    runs = client.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
+    nested = {r.data.tags["mlflow.runName"]: r for r in runs}
+    assert set(nested) == {"fp", "gptq_w4_g32", "seed1.fp", "seed1.gptq_w4_g32"}, logs
+    assert all(r.info.status == "FINISHED" for r in nested.values()), logs
+    assert nested["seed1.gptq_w4_g32"].data.params["training_seed"] == "1"
+    assert nested["gptq_w4_g32"].data.params["training_seed"] == "0"
+
+    reporting = project / TEST_DATA / "08_reporting"
+    summary = pd.read_csv(reporting / "seed_summary.csv")
+    assert set(summary["variant_group"]) == {"gptq_w4_g32"} and set(summary["seeds"]) == {2}
+    components = pd.read_csv(reporting / "variance_components.csv")
+    assert len(components) == 2 and components["seeds"].eq(2).all()
+    assert (project / TEST_DATA / "seed1" / "08_reporting" / "prompt_outcomes.parquet").is_file()
