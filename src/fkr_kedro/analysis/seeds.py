@@ -212,15 +212,16 @@ def variance_components(deltas: pd.DataFrame, outcomes: Mapping[int, pd.DataFram
             seed = _Component.of(np.column_stack([x.mean(axis=1) for x in per_seed.values()]))
             seed = seed.less(calibration.estimate / draws if draws > 1 else 0.0)
         cal_value, seed_value = calibration.estimate, seed.estimate
+        (cal_low, cal_high), (seed_low, seed_high) = calibration.interval(alpha), seed.interval(alpha)
         total = float(np.nansum([prompts, max(cal_value, 0.0), max(seed_value, 0.0)]))
         share = (lambda v: max(v, 0.0) / total if total > 0 and not math.isnan(v) else math.nan)
         rows.append({
             "variant_group": group, "method": part["method"].iloc[0], "bits": part["bits"].iloc[0], "metric": metric,
             "seeds": seeds, "draws": draws, "delta_mean": float(part["delta"].mean()), "prompts": prompts,
             "calibration": max(cal_value, 0.0) if not math.isnan(cal_value) else math.nan,
-            "calibration_ci_low": calibration.interval(alpha)[0], "calibration_ci_high": calibration.interval(alpha)[1],
+            "calibration_ci_low": cal_low, "calibration_ci_high": cal_high,
             "seed": max(seed_value, 0.0) if not math.isnan(seed_value) else math.nan,
-            "seed_ci_low": seed.interval(alpha)[0], "seed_ci_high": seed.interval(alpha)[1],
+            "seed_ci_low": seed_low, "seed_ci_high": seed_high,
             "total": total, "share_prompts": share(prompts), "share_calibration": share(cal_value),
             "share_seed": share(seed_value), "calibration_truncated": bool(cal_value < 0),
             "seed_truncated": bool(seed_value < 0), "confidence": 1 - alpha,
